@@ -1,0 +1,8 @@
+"""Data for every host of every inventory (prod, lab, vagrant).
+
+Host data and the roles' own defaults are documented in inventories/prod.py; set
+here only what all your hosts share. An inventory's host data overrides it.
+"""
+
+# The unprivileged user all mirrorfleet services run as.
+service_user = "mirrorfleet"

@@ -1,0 +1,53 @@
+"""Production inventory: a template to copy and edit.
+
+    pyinfra inventories/prod.py deploy.py            # converge the fleet
+    pyinfra inventories/prod.py debug-inventory      # show hosts and data, offline
+
+Each module-level list is a pyinfra group; the roles run by group (see deploy.py):
+
+- origin:  the one host holding the canonical tree.
+- mirrors: hosts that copy it and serve it over HTTP.
+- dns:     authoritative BIND servers for the mirror zone.
+- monitor: probes mirrors and is the only writer of the mirror list in DNS.
+
+Host data keys (per host, or for every host in group_data/all.py):
+
+- ssh_user (str): the user pyinfra connects as; root, or a sudoer with `--sudo`.
+- ssh_key (str): path to the private key for that user.
+- ssh_port (int): sshd port; 22 if unset.
+- dns_role ("primary" | "secondary"): required on each dns host; exactly one primary.
+- common_packages (list[str]): base packages every host gets.
+- common_apt_update (bool): run `apt-get update` before installing (default True).
+- common_apt_cache_time (int): skip that update if the cache is younger (seconds, 3600).
+- service_user (str): unprivileged user the mirrorfleet services run as ("mirrorfleet").
+- service_home (str): its home and state directory ("/var/lib/mirrorfleet").
+- config_dir (str): configuration directory, secrets inside are 0600 ("/etc/mirrorfleet").
+- sshd_permit_root_login (str): sshd PermitRootLogin ("prohibit-password").
+- sshd_max_auth_tries (int): sshd MaxAuthTries (3).
+- common_time_sync (bool): enable systemd-timesyncd; inert in containers (True).
+
+The inventory is checked as it loads, before any SSH connection is made.
+"""
+
+from mirrorfleet.inventory import module_groups, validate_groups
+
+origin = [
+    ("origin.example.org", {"ssh_user": "root"}),
+]
+
+mirrors = [
+    "mirror-fra1.example.org",
+    "mirror-ams1.example.org",
+    "mirror-nyc1.example.org",
+]
+
+dns = [
+    ("ns1.example.org", {"dns_role": "primary"}),
+    ("ns2.example.org", {"dns_role": "secondary"}),
+]
+
+monitor = [
+    "monitor.example.org",
+]
+
+validate_groups(module_groups(globals()))

@@ -1,0 +1,40 @@
+"""The mirrorfleet lab as Vagrant VMs (see the Vagrantfile at the repository root).
+
+Same hosts, groups and host data as the default lab topology
+(src/mirrorfleet/lab/topology.toml). From the repository root:
+
+    vagrant up
+    pyinfra inventories/vagrant.py deploy.py
+
+Each host is named ``@vagrant/<vm name>``: pyinfra's @vagrant connector asks
+``vagrant status`` and ``vagrant ssh-config`` (run in the current directory, so run
+pyinfra from the repository root) how to reach it, and fails for a VM that is not
+running. Export the same MIRRORFLEET_MIRRORS (default 3) for both commands.
+"""
+
+import os
+
+_MAX_MIRRORS = 241  # addresses .10-.254, less the four fixed hosts (as in the Vagrantfile)
+
+
+def _mirror_count() -> int:
+    raw = os.environ.get("MIRRORFLEET_MIRRORS", "3")
+    try:
+        count = int(raw)
+    except ValueError:
+        count = 0
+    if not 1 <= count <= _MAX_MIRRORS:
+        raise ValueError(
+            f"MIRRORFLEET_MIRRORS must be a whole number from 1 to {_MAX_MIRRORS}, got {raw!r}"
+        )
+    return count
+
+
+# Module-level lists are the inventory's groups; (name, data) tuples carry host data.
+origin = ["@vagrant/origin"]
+dns = [
+    ("@vagrant/dns1", {"dns_role": "primary"}),
+    ("@vagrant/dns2", {"dns_role": "secondary"}),
+]
+monitor = ["@vagrant/monitor"]
+mirrors = [f"@vagrant/mirror{i}" for i in range(1, _mirror_count() + 1)]

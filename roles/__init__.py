@@ -1,0 +1,1 @@
+"""Packaged pyinfra deploys, one per role (imported as `mirrorfleet_roles`)."""

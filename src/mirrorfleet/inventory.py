@@ -1,0 +1,84 @@
+"""Checks on a pyinfra inventory that run when the inventory file loads.
+
+pyinfra connects to hosts only after the inventory is built, so an error raised
+here stops a bad run before any SSH connection is made.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mirrorfleet.errors import MirrorfleetError
+
+if TYPE_CHECKING:
+    from pyinfra.api import Inventory
+
+DNS_ROLES = ("primary", "secondary")
+HOSTNAME_RE = re.compile(
+    r"^(?=.{1,253}$)([a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*$"
+)
+
+HostEntry = str | tuple[str, Mapping[str, Any]]
+
+
+def _entries(hosts: Sequence[HostEntry]) -> list[tuple[str, Mapping[str, Any]]]:
+    return [(h, {}) if isinstance(h, str) else (h[0], h[1]) for h in hosts]
+
+
+def validate_groups(groups: Mapping[str, Sequence[HostEntry]]) -> None:
+    """Raise one MirrorfleetError listing every problem found."""
+    problems: list[str] = []
+    data_by_host: dict[str, Mapping[str, Any]] = {}
+    for group, hosts in groups.items():
+        seen: set[str] = set()
+        for name, data in _entries(hosts):
+            if not HOSTNAME_RE.match(name):
+                problems.append(f"{group}: {name!r} is not a valid host name")
+            if name in seen:
+                problems.append(f"{group}: host {name!r} is listed twice")
+            seen.add(name)
+            if name in data_by_host and data and data_by_host[name] and data != data_by_host[name]:
+                problems.append(f"host {name!r} has different data in different groups")
+            data_by_host.setdefault(name, data)
+    if len(groups.get("origin", ())) > 1:
+        problems.append("origin: exactly one origin host is supported")
+    dns_hosts = _entries(groups.get("dns", ()))
+    for name, data in dns_hosts:
+        role = data.get("dns_role")
+        if role not in DNS_ROLES:
+            problems.append(f"dns: host {name!r} needs dns_role = 'primary' or 'secondary'")
+    primaries = [name for name, data in dns_hosts if data.get("dns_role") == "primary"]
+    if dns_hosts and len(primaries) != 1:
+        problems.append(f"dns: exactly one dns_role='primary' host is needed, found {len(primaries)}")
+    if problems:
+        raise MirrorfleetError("bad inventory: " + "; ".join(problems))
+
+
+def module_groups(namespace: Mapping[str, Any]) -> dict[str, Sequence[HostEntry]]:
+    """The groups pyinfra will see in an inventory module: public lists and tuples."""
+    return {
+        key: value
+        for key, value in namespace.items()
+        if not key.startswith("_") and isinstance(value, list | tuple)
+    }
+
+
+def load_inventory(path: str | Path) -> Inventory:
+    """Load an inventory file exactly as the pyinfra CLI does (group_data included)."""
+    from pyinfra.api import State
+    from pyinfra.context import ctx_state
+    from pyinfra_cli.exceptions import UnexpectedExternalError
+    from pyinfra_cli.inventory import make_inventory
+
+    path = Path(path).resolve()
+    # pyinfra's file loader records the file it runs on the current State.
+    with ctx_state.use(State()):
+        try:
+            return make_inventory(str(path), cwd=str(path.parent))
+        except UnexpectedExternalError as exc:
+            if isinstance(exc.exception, MirrorfleetError):
+                raise exc.exception from None
+            raise

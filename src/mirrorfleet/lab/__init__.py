@@ -1,0 +1,1 @@
+"""The local lab: real systemd hosts in network namespaces, on one machine."""

@@ -1,0 +1,124 @@
+"""Inventory files load offline, carry the right data, and reject bad input early."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from mirrorfleet.errors import MirrorfleetError
+from mirrorfleet.inventory import load_inventory, validate_groups
+from mirrorfleet.lab.lifecycle import plan_state
+from mirrorfleet.lab.topology import load_topology
+
+ROOT = Path(__file__).resolve().parents[2]
+INVENTORIES = ROOT / "inventories"
+PYINFRA = str(Path(sys.executable).with_name("pyinfra"))
+
+
+def groups_of(inventory) -> dict[str, list[str]]:
+    return {
+        name: sorted(h.name for h in inventory.get_group(name))
+        for name in ("origin", "mirrors", "dns", "monitor")
+    }
+
+
+def test_prod_inventory_loads_offline() -> None:
+    inventory = load_inventory(INVENTORIES / "prod.py")
+    assert groups_of(inventory) == {
+        "origin": ["origin.example.org"],
+        "mirrors": sorted(f"mirror-{s}.example.org" for s in ("fra1", "ams1", "nyc1")),
+        "dns": ["ns1.example.org", "ns2.example.org"],
+        "monitor": ["monitor.example.org"],
+    }
+    assert inventory.get_host("ns1.example.org").data.dns_role == "primary"
+    # group_data/all.py reaches every host
+    assert {h.data.service_user for h in inventory} == {"mirrorfleet"}
+
+
+def test_prod_debug_inventory_cli_works_offline() -> None:
+    proc = subprocess.run(
+        [PYINFRA, str(INVENTORIES / "prod.py"), "debug-inventory"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "ns2.example.org" in proc.stdout + proc.stderr
+
+
+@pytest.fixture
+def lab_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("MIRRORFLEET_LAB_ROOT", str(tmp_path))
+    monkeypatch.setenv("MIRRORFLEET_LAB", "tst")
+    return tmp_path
+
+
+def test_lab_inventory_reads_the_state_file(lab_root: Path) -> None:
+    state = plan_state("tst", load_topology(mirrors=2), "/nonexistent/rootfs")
+    state.save()
+    inventory = load_inventory(INVENTORIES / "lab.py")
+    assert groups_of(inventory)["mirrors"] == ["mirror1", "mirror2"]
+    origin = inventory.get_host("origin").data
+    assert origin.ssh_hostname == "10.231.0.10"
+    assert origin.ssh_key == str(lab_root / "tst" / "id_ed25519")
+    assert origin.ssh_known_hosts_file == str(lab_root / "tst" / "known_hosts")
+    assert origin.ssh_strict_host_key_checking == "yes"
+    assert origin.common_apt_update is False
+    assert inventory.get_host("dns2").data.dns_role == "secondary"
+
+
+def test_lab_inventory_without_a_lab_says_so(lab_root: Path) -> None:
+    with pytest.raises(MirrorfleetError, match="not up: run `mirrorfleet lab up` first"):
+        load_inventory(INVENTORIES / "lab.py")
+
+
+GOOD = {
+    "origin": ["o.example.org"],
+    "mirrors": ["m1.example.org"],
+    "dns": [("ns1", {"dns_role": "primary"}), ("ns2", {"dns_role": "secondary"})],
+}
+
+
+def test_good_groups_pass() -> None:
+    validate_groups(GOOD)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"mirrors": ["m1", "m1"]}, "listed twice"),
+        ({"mirrors": ["bad_name"]}, "not a valid host name"),
+        ({"mirrors": ["-x.example.org"]}, "not a valid host name"),
+        ({"origin": ["o1", "o2"]}, "exactly one origin"),
+        ({"dns": [("ns1", {})]}, "needs dns_role"),
+        ({"dns": [("ns1", {"dns_role": "master"})]}, "needs dns_role"),
+        (
+            {"dns": [("a", {"dns_role": "primary"}), ("b", {"dns_role": "primary"})]},
+            "exactly one dns_role='primary'",
+        ),
+        (
+            {"origin": [("o", {"x": 1})], "mirrors": [("o", {"x": 2})]},
+            "different data in different groups",
+        ),
+    ],
+)
+def test_bad_groups_are_rejected(change: dict, message: str) -> None:
+    with pytest.raises(MirrorfleetError, match=message):
+        validate_groups({**GOOD, **change})
+
+
+def test_bad_inventory_fails_before_any_connection(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.py"
+    bad.write_text(
+        "from mirrorfleet.inventory import module_groups, validate_groups\n"
+        "mirrors = ['m1.example.invalid', 'm1.example.invalid']\n"
+        "validate_groups(module_groups(globals()))\n"
+    )
+    proc = subprocess.run(
+        [PYINFRA, "-y", str(bad), "exec", "--", "true"],
+        capture_output=True, text=True, timeout=60,
+    )
+    output = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert "listed twice" in output
+    assert "Connecting" not in output and "Connected" not in output
