@@ -14,6 +14,9 @@ running. Export the same MIRRORFLEET_MIRRORS (default 3) for both commands.
 
 import os
 
+from mirrorfleet.errors import MirrorfleetError
+from mirrorfleet.inventory import module_groups, validate_groups
+
 _MAX_MIRRORS = 241  # addresses .10-.254, less the four fixed hosts (as in the Vagrantfile)
 
 
@@ -24,7 +27,7 @@ def _mirror_count() -> int:
     except ValueError:
         count = 0
     if not 1 <= count <= _MAX_MIRRORS:
-        raise ValueError(
+        raise MirrorfleetError(
             f"MIRRORFLEET_MIRRORS must be a whole number from 1 to {_MAX_MIRRORS}, got {raw!r}"
         )
     return count
@@ -38,3 +41,5 @@ dns = [
 ]
 monitor = ["@vagrant/monitor"]
 mirrors = [f"@vagrant/mirror{i}" for i in range(1, _mirror_count() + 1)]
+
+validate_groups(module_groups(globals()))

@@ -35,7 +35,8 @@ def validate_groups(groups: Mapping[str, Sequence[HostEntry]]) -> None:
     for group, hosts in groups.items():
         seen: set[str] = set()
         for name, data in _entries(hosts):
-            if not HOSTNAME_RE.match(name):
+            # pyinfra connector hosts ("@vagrant/dns1") are checked by their host part
+            if not HOSTNAME_RE.match(name.split("/", 1)[-1] if name.startswith("@") else name):
                 problems.append(f"{group}: {name!r} is not a valid host name")
             if name in seen:
                 problems.append(f"{group}: host {name!r} is listed twice")
@@ -82,3 +83,24 @@ def load_inventory(path: str | Path) -> Inventory:
             if isinstance(exc.exception, MirrorfleetError):
                 raise exc.exception from None
             raise
+
+
+def ssh_config_for(inventory: Inventory) -> str:
+    """An OpenSSH client config reaching each host the way pyinfra does."""
+    blocks = []
+    for host in inventory:
+        data = host.data
+        lines = [f"Host {host.name}", f"    HostName {data.get('ssh_hostname') or host.name}"]
+        options = {
+            "User": data.get("ssh_user"),
+            "Port": data.get("ssh_port"),
+            "IdentityFile": data.get("ssh_key"),
+            "UserKnownHostsFile": data.get("ssh_known_hosts_file"),
+            "StrictHostKeyChecking": data.get("ssh_strict_host_key_checking"),
+        }
+        lines += [f"    {key} {value}" for key, value in options.items() if value]
+        if data.get("ssh_key"):
+            lines.append("    IdentitiesOnly yes")
+        lines += ["    BatchMode yes", "    ConnectTimeout 10"]
+        blocks.append("\n".join(lines))
+    return "\n\n".join(blocks) + "\n"

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from mirrorfleet.errors import MirrorfleetError
 from mirrorfleet.lab.topology import Topology, load_topology
 
 REPO = Path(__file__).resolve().parents[2]
@@ -182,5 +183,5 @@ def test_inventory_host_data_is_the_labs(monkeypatch, mirrors):
 @BAD_MIRROR_COUNTS
 def test_inventory_rejects_bad_mirror_count(monkeypatch, value):
     monkeypatch.setenv("MIRRORFLEET_MIRRORS", value)
-    with pytest.raises(ValueError, match="MIRRORFLEET_MIRRORS must be a whole number"):
+    with pytest.raises(MirrorfleetError, match="MIRRORFLEET_MIRRORS must be a whole number"):
         runpy.run_path(str(INVENTORY))

@@ -1,0 +1,84 @@
+"""Run the role checks against the hosts of any pyinfra inventory.
+
+    pytest tests/infra --inventory inventories/prod.py
+    pytest tests/infra --inventory inventories/lab.py
+
+Each module names the inventory group it checks (INVENTORY_GROUP); its `host`
+fixture is parametrized over that group's hosts. SSH settings come from the
+inventory's host data, written to an ssh_config for testinfra's ssh backend.
+`--hosts` and `--ssh-config` keep their usual testinfra meaning and win when given.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from mirrorfleet.inventory import load_inventory, ssh_config_for
+
+INVENTORY_KEY = pytest.StashKey()
+WORKDIR_KEY = pytest.StashKey[Path]()
+DEFAULT_INVENTORY = Path(__file__).resolve().parents[2] / "inventories" / "lab.py"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--inventory",
+        default=os.environ.get("MIRRORFLEET_INVENTORY", str(DEFAULT_INVENTORY)),
+        help="pyinfra inventory file whose hosts to check (default: inventories/lab.py)",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if config.option.hosts is not None:
+        return  # plain testinfra usage
+    inventory = load_inventory(config.option.inventory)
+    config.stash[INVENTORY_KEY] = inventory
+    if config.option.ssh_config is None:
+        workdir = Path(tempfile.mkdtemp(prefix="mirrorfleet-infra-"))
+        config.stash[WORKDIR_KEY] = workdir
+        path = workdir / "ssh_config"
+        # one multiplexed connection per host instead of a handshake per check
+        multiplex = f"Host *\n    ControlPath {workdir}/cm-%C\n"
+        path.write_text(ssh_config_for(inventory) + "\n" + multiplex)
+        config.option.ssh_config = str(path)
+    if config.option.connection is None:
+        config.option.connection = "ssh"
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    workdir = config.stash.get(WORKDIR_KEY, None)
+    if workdir is None:
+        return
+    for host in config.stash[INVENTORY_KEY]:  # close the ssh masters we opened
+        subprocess.run(
+            ["ssh", "-F", str(workdir / "ssh_config"), "-O", "exit", host.name],
+            capture_output=True,
+            timeout=10,
+        )
+    shutil.rmtree(workdir, ignore_errors=True)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Point testinfra at the module's inventory group before its own hook runs."""
+    inventory = metafunc.config.stash.get(INVENTORY_KEY, None)
+    if inventory is None or "_testinfra_host" not in metafunc.fixturenames:
+        return
+    group = getattr(metafunc.module, "INVENTORY_GROUP", "all")
+    hosts = inventory.get_group(group) if group != "all" else list(inventory)
+    metafunc.module.testinfra_hosts = [f"ssh://{h.name}" for h in hosts]
+
+
+@pytest.fixture(scope="module")
+def inventory_host(host, request: pytest.FixtureRequest):
+    """The pyinfra inventory entry (name, groups, data) behind the testinfra host."""
+    inventory = request.config.stash.get(INVENTORY_KEY, None)
+    if inventory is None:
+        pytest.skip("needs --inventory (host data is not known with --hosts)")
+    return inventory.get_host(host.backend.hostname)
