@@ -73,7 +73,8 @@ def up(
     as_json: bool,
 ) -> None:
     """Build (once) the template and boot every lab host. Safe to rerun."""
-    from mirrorfleet.lab.lifecycle import plan_state, up as lab_up
+    from mirrorfleet.lab.lifecycle import plan_state
+    from mirrorfleet.lab.lifecycle import up as lab_up
     from mirrorfleet.lab.template import template_dir
     from mirrorfleet.lab.topology import load_topology
 
@@ -95,18 +96,16 @@ def up(
                 "name": state.name,
                 "subnet": state.subnet,
                 "ssh_config": str(state.ssh_config),
-                "hosts": [
-                    {**asdict(h), **asdict(rows[h.name])} for h in state.hosts
-                ],
+                "hosts": [{**asdict(h), **asdict(rows[h.name])} for h in state.hosts],
             }
         )
         return
     for boot in boots:
         if boot.failed_units:
-            err.print(f"[yellow]{boot.name}: degraded, failed units: {', '.join(boot.failed_units)}")
-    _print_hosts(
-        [{**asdict(h), "state": rows[h.name].system_state} for h in state.hosts]
-    )
+            err.print(
+                f"[yellow]{boot.name}: degraded, failed units: {', '.join(boot.failed_units)}"
+            )
+    _print_hosts([{**asdict(h), "state": rows[h.name].system_state} for h in state.hosts])
     out.print(
         f"ssh: mirrorfleet lab ssh HOST  |  pyinfra: pyinfra inventories/lab.py deploy.py"
         f"{'' if name == 'lab' else f'  (with MIRRORFLEET_LAB={name})'}"
@@ -123,7 +122,8 @@ def down(dry_run: bool, name: str, as_json: bool) -> None:
     Also cleans up after a crashed or killed `up`: it finds the lab's objects by
     name, not only through the state file.
     """
-    from mirrorfleet.lab.lifecycle import down as lab_down, leftovers
+    from mirrorfleet.lab.lifecycle import down as lab_down
+    from mirrorfleet.lab.lifecycle import leftovers
 
     found = leftovers(name) if dry_run else lab_down(name, report=progress)
     remaining = leftovers(name)

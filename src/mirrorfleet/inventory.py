@@ -53,7 +53,9 @@ def validate_groups(groups: Mapping[str, Sequence[HostEntry]]) -> None:
             problems.append(f"dns: host {name!r} needs dns_role = 'primary' or 'secondary'")
     primaries = [name for name, data in dns_hosts if data.get("dns_role") == "primary"]
     if dns_hosts and len(primaries) != 1:
-        problems.append(f"dns: exactly one dns_role='primary' host is needed, found {len(primaries)}")
+        problems.append(
+            f"dns: exactly one dns_role='primary' host is needed, found {len(primaries)}"
+        )
     if problems:
         raise MirrorfleetError("bad inventory: " + "; ".join(problems))
 

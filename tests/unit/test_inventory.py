@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from mirrorfleet.errors import MirrorfleetError
 from mirrorfleet.inventory import load_inventory, validate_groups
 from mirrorfleet.lab.lifecycle import plan_state
@@ -40,7 +41,9 @@ def test_prod_inventory_loads_offline() -> None:
 def test_prod_debug_inventory_cli_works_offline() -> None:
     proc = subprocess.run(
         [PYINFRA, str(INVENTORIES / "prod.py"), "debug-inventory"],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert proc.returncode == 0, proc.stderr
     assert "ns2.example.org" in proc.stdout + proc.stderr
@@ -116,7 +119,9 @@ def test_bad_inventory_fails_before_any_connection(tmp_path: Path) -> None:
     )
     proc = subprocess.run(
         [PYINFRA, "-y", str(bad), "exec", "--", "true"],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     output = proc.stdout + proc.stderr
     assert proc.returncode != 0

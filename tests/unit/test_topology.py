@@ -16,7 +16,13 @@ BASE = {"subnet": "10.231.0.0/24", "groups": {"origin": ["origin"], "mirrors": [
 def test_default_topology_has_every_role() -> None:
     topo = load_topology()
     assert [h.name for h in topo.hosts] == [
-        "origin", "dns1", "dns2", "monitor", "mirror1", "mirror2", "mirror3",
+        "origin",
+        "dns1",
+        "dns2",
+        "monitor",
+        "mirror1",
+        "mirror2",
+        "mirror3",
     ]
     assert topo.groups == {
         "origin": ["origin"],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -91,11 +92,42 @@ def nspawn_command(root: Path, machine: str, netns: str, hostname: str) -> list[
     ]
 
 
-def start(root: Path, machine: str, netns: str, hostname: str, log: Path) -> int:
-    """Boot the container detached from us, so it outlives this command."""
+CGROUP_FS = Path("/sys/fs/cgroup")
+
+
+def cgroup_hierarchies() -> list[Path]:
+    """The cgroup trees a container's systemd writes to (hybrid v1 + v2, or pure v2)."""
+    if (CGROUP_FS / "cgroup.controllers").exists():
+        return [CGROUP_FS]
+    return [CGROUP_FS / name for name in ("systemd", "unified") if (CGROUP_FS / name).is_dir()]
+
+
+def cgroup_dirs(prefix: str, machine: str | None = None) -> list[Path]:
+    base = [h / "mirrorfleet" / prefix for h in cgroup_hierarchies()]
+    return [b / machine for b in base] if machine else base
+
+
+def start(root: Path, machine: str, netns: str, hostname: str, log: Path, prefix: str) -> int:
+    """Boot the container detached from us, so it outlives this command.
+
+    Without a host systemd, `--keep-unit` would leave every container in our own
+    cgroup, where their systemds trip over each other (units fail with 219/CGROUP);
+    so each container first moves into a cgroup of its own.
+    """
+    cgroups = cgroup_dirs(prefix, machine)
+    for cgroup in cgroups:
+        cgroup.mkdir(parents=True, exist_ok=True)
+    enter = "; ".join(f'echo $$ > "{c}/cgroup.procs"' for c in cgroups)
+    argv = [
+        "sh",
+        "-c",
+        f'{enter}; exec "$@"',
+        "sh",
+        *nspawn_command(root, machine, netns, hostname),
+    ]
     with log.open("ab") as out:
         proc = subprocess.Popen(
-            nspawn_command(root, machine, netns, hostname),
+            argv,
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -112,7 +144,12 @@ def is_ours(pid: int | None, root: Path) -> bool:
         argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except OSError:
         return False
-    return bool(argv) and argv[0].endswith(b"systemd-nspawn") and str(root).encode() in argv
+    return _is_nspawn(argv) and str(root).encode() in argv
+
+
+def _is_nspawn(argv: list[bytes]) -> bool:
+    """nspawn itself, or the shell that is about to exec it (see start())."""
+    return any(arg.endswith(b"systemd-nspawn") for arg in argv[:5])
 
 
 def nspawn_pids_under(directory: Path) -> list[int]:
@@ -126,7 +163,7 @@ def nspawn_pids_under(directory: Path) -> list[int]:
             argv = (entry / "cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        if argv and argv[0].endswith(b"systemd-nspawn") and any(a.startswith(prefix) for a in argv):
+        if _is_nspawn(argv) and any(a.startswith(prefix) for a in argv):
             found.append(int(entry.name))
     return found
 
@@ -147,18 +184,14 @@ def stop(pids: list[int], timeout: float = STOP_TIMEOUT) -> None:
 
 
 def _signal(pid: int, sig: signal.Signals) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.kill(pid, sig)
-    except ProcessLookupError:
-        pass
 
 
 def _alive(pid: int) -> bool:
-    try:
+    with contextlib.suppress(ChildProcessError):
         # reap it if it is our child (a test that started and stops in one process)
         os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
     except (OSError, IndexError):
@@ -184,3 +217,28 @@ def wait_for_port(address: str, port: int, timeout: float, pid: int, root: Path)
         except OSError:
             time.sleep(0.2)
     raise MirrorfleetError(f"{address}:{port} did not answer within {timeout:.0f}s")
+
+
+def remove_cgroups(prefix: str) -> list[Path]:
+    """Remove the lab's (by now empty) cgroups, deepest first; return any that stay."""
+    stuck = []
+    for base in cgroup_dirs(prefix):
+        if not base.is_dir():
+            continue
+        for path in sorted(
+            (p for p in base.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True
+        ):
+            _rmdir(path, stuck)
+        _rmdir(base, stuck)
+        with contextlib.suppress(OSError):  # shared by every lab: only when empty
+            base.parent.rmdir()
+    return stuck
+
+
+def _rmdir(path: Path, stuck: list[Path]) -> None:
+    try:
+        path.rmdir()
+    except FileNotFoundError:
+        pass
+    except OSError:
+        stuck.append(path)

@@ -130,6 +130,7 @@ def up(
                 host.netns,
                 host.name,
                 state.host_dir(host.name) / "console.log",
+                state.prefix,
             )
             with lock:
                 host.pid = pid
@@ -201,10 +202,18 @@ class Leftovers:
     mounts: list[str]
     netns: list[str]
     links: list[str]
+    cgroups: list[str]
     directory: bool
 
     def empty(self) -> bool:
-        return not (self.processes or self.mounts or self.netns or self.links or self.directory)
+        return not (
+            self.processes
+            or self.mounts
+            or self.netns
+            or self.links
+            or self.cgroups
+            or self.directory
+        )
 
 
 def leftovers(name: str | None = None) -> Leftovers:
@@ -216,6 +225,7 @@ def leftovers(name: str | None = None) -> Leftovers:
         mounts=[str(m) for m in container.mounts_under(directory)],
         netns=network.lab_netns(prefix),
         links=network.lab_links(prefix),
+        cgroups=[str(c) for c in container.cgroup_dirs(prefix) if c.exists()],
         directory=directory.exists(),
     )
 
@@ -248,5 +258,6 @@ def down(name: str | None = None, report: Report = _silent) -> Leftovers:
     stuck = container.mounts_under(directory)
     if stuck:
         raise MirrorfleetError(f"could not unmount {', '.join(map(str, stuck))}; nothing deleted")
+    container.remove_cgroups(kernel_prefix(name))
     shutil.rmtree(directory, ignore_errors=True)
     return found

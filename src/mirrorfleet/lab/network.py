@@ -29,7 +29,9 @@ def netns_name(prefix: str, host: str) -> str:
 def veth_name(prefix: str, host: str) -> str:
     name = f"{prefix}-{host}"
     if len(name) > MAX_IFNAME:
-        name = f"{prefix}-{hashlib.sha256(host.encode()).hexdigest()[: MAX_IFNAME - len(prefix) - 1]}"
+        name = (
+            f"{prefix}-{hashlib.sha256(host.encode()).hexdigest()[: MAX_IFNAME - len(prefix) - 1]}"
+        )
     return name
 
 

@@ -18,7 +18,9 @@ def ensure_keypair(key: Path) -> str:
     """Create the lab's client key (0600) unless it exists; return the public key line."""
     if not key.exists():
         key.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "mirrorfleet-lab", "-f", str(key)])
+        run(
+            ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "mirrorfleet-lab", "-f", str(key)]
+        )
     key.chmod(0o600)
     return key.with_suffix(".pub").read_text()
 
@@ -51,7 +53,9 @@ def write_client_config(state: LabState, host_keys: dict[str, str]) -> None:
     state.ssh_config.write_text("\n\n".join(blocks) + "\n")
 
 
-def ssh_argv(state: LabState, host: str, command: Sequence[str] = (), tty: bool = False) -> list[str]:
+def ssh_argv(
+    state: LabState, host: str, command: Sequence[str] = (), tty: bool = False
+) -> list[str]:
     state.host(host)  # unknown names fail here, with the list of known ones
     return ["ssh", "-F", str(state.ssh_config), *(["-t"] if tty else []), host, *command]
 

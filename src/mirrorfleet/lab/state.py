@@ -120,7 +120,5 @@ def load_state(name: str | None = None) -> LabState | None:
 def require_state(name: str | None = None) -> LabState:
     state = load_state(name)
     if state is None:
-        raise MirrorfleetError(
-            f"lab {lab_name(name)!r} is not up: run `mirrorfleet lab up` first"
-        )
+        raise MirrorfleetError(f"lab {lab_name(name)!r} is not up: run `mirrorfleet lab up` first")
     return state

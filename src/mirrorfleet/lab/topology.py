@@ -60,9 +60,13 @@ def parse_subnet(text: str) -> ipaddress.IPv4Network:
     try:
         subnet = ipaddress.IPv4Network(text, strict=True)
     except ValueError as exc:
-        raise MirrorfleetError(f"bad subnet {text!r}: {exc} (expected e.g. 10.231.0.0/24)") from None
+        raise MirrorfleetError(
+            f"bad subnet {text!r}: {exc} (expected e.g. 10.231.0.0/24)"
+        ) from None
     if not subnet.is_private:
-        raise MirrorfleetError(f"subnet {subnet} is not a private range; pick one like 10.231.0.0/24")
+        raise MirrorfleetError(
+            f"subnet {subnet} is not a private range; pick one like 10.231.0.0/24"
+        )
     return subnet
 
 
