@@ -12,6 +12,7 @@ from pyinfra.operations import apt, files, server, systemd
 
 TEMPLATES = Path(__file__).parent / "templates"
 SSHD_DROPIN = "/etc/ssh/sshd_config.d/50-mirrorfleet.conf"
+TIME_SYNC_PACKAGES = ["systemd-timesyncd"]
 
 DEFAULTS = {
     # Packages every role relies on. The lab template carries them all, so a lab
@@ -83,7 +84,7 @@ def apply() -> None:
     if host.data.common_time_sync:
         apt.packages(
             name="Install systemd-timesyncd",
-            packages=["systemd-timesyncd"],
+            packages=TIME_SYNC_PACKAGES,
             no_recommends=True,
         )
         systemd.service(
