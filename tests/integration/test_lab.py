@@ -94,6 +94,23 @@ def test_up_with_another_topology_is_refused(lab: dict, env: dict[str, str]) -> 
     assert "already up with another topology" in proc.stderr
 
 
+def test_overlapping_subnet_is_refused_before_anything_is_made(
+    lab: dict, env: dict[str, str]
+) -> None:
+    other = {**env, "MIRRORFLEET_LAB": "ci2"}
+    proc = run(other, str(BIN / "mirrorfleet"), "lab", "up", "--subnet", "10.232.0.0/25")
+    assert proc.returncode == 1
+    assert "overlaps 10.232.0.0/24 on mfci-br" in proc.stderr
+    assert not [n for n in run(env, "ip", "netns", "list").stdout.split() if "mfci2" in n]
+    run(other, str(BIN / "mirrorfleet"), "lab", "down")
+
+
+def test_unknown_host_names_the_known_ones(lab: dict, env: dict[str, str]) -> None:
+    proc = run(env, str(BIN / "mirrorfleet"), "lab", "exec", "mirror9", "--", "true")
+    assert proc.returncode == 1
+    assert "unknown lab host 'mirror9'" in proc.stderr and "mirror2" in proc.stderr
+
+
 @pytest.mark.parametrize("host", HOSTS)
 def test_host_identity_is_unique(lab: dict, host: str, env: dict[str, str]) -> None:
     """Each overlay got its own hostname, machine-id and host key."""

@@ -208,7 +208,7 @@ def _wait_gone(pid: int, timeout: float) -> None:
 def wait_for_port(address: str, port: int, timeout: float, pid: int, root: Path) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if not is_ours(pid, root):
+        if not _alive(pid):  # not is_ours(): right after fork the cmdline is still ours
             raise MirrorfleetError(f"container for {root.parent.name} exited while booting")
         try:
             with socket.create_connection((address, port), timeout=1.0) as conn:

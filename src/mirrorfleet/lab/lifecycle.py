@@ -23,7 +23,7 @@ from mirrorfleet.lab.state import (
     load_state,
 )
 from mirrorfleet.lab.system import require_root, require_tools, run
-from mirrorfleet.lab.template import ensure_template
+from mirrorfleet.lab.template import ensure_template, template_dir
 from mirrorfleet.lab.topology import Topology
 
 BOOT_TIMEOUT = 90.0
@@ -87,11 +87,9 @@ def up(
     require_tools()
     name = lab_name(name)
     existing = load_state(name)
-    template = (
-        Path(existing.template)
-        if existing and Path(existing.template).is_dir()
-        else ensure_template(lambda msg: report("template", msg))
-    )
+    # a running lab keeps the template it was built on, even if a newer one exists
+    kept = existing and Path(existing.template).is_dir()
+    template = Path(existing.template) if kept else template_dir() / "rootfs"
     state = plan_state(name, topology, str(template))
     if existing:
         if not _same_layout(existing, state):
@@ -102,6 +100,8 @@ def up(
         for host, old in zip(state.hosts, existing.hosts, strict=True):
             host.pid = old.pid
     network.check_free(topology.subnet, state.bridge)
+    if not kept:
+        template = ensure_template(lambda msg: report("template", msg))
     pubkey = ensure_keypair(state.key)
     state.save()  # from here on, `down` can find everything we make
 
