@@ -43,11 +43,21 @@ def lab() -> None:
     """
 
 
+def _lab_name(_ctx: click.Context, _param: click.Parameter, value: str) -> str:
+    from mirrorfleet.lab.state import lab_name
+
+    try:
+        return lab_name(value)
+    except MirrorfleetError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
 name_option = click.option(
     "--name",
     envvar="MIRRORFLEET_LAB",
     default="lab",
     show_default=True,
+    callback=_lab_name,
     help="Lab name (1-4 chars); lets several labs share a machine. Env: MIRRORFLEET_LAB.",
 )
 json_option = click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
