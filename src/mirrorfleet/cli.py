@@ -194,6 +194,186 @@ def exec_cmd(host: str, command: tuple[str, ...], name: str) -> None:
     sys.exit(subprocess.call(argv))
 
 
+@cli.group()
+def keys() -> None:
+    """The fleet's secrets: the origin signing key and the ping secret."""
+
+
+@keys.command(name="init")
+@click.option(
+    "--dir",
+    "directory",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Secrets folder (0700; files 0600). Never inside a git checkout you push.",
+)
+@json_option
+def keys_init(directory: Path, as_json: bool) -> None:
+    """Create whatever secrets are missing; existing ones are never overwritten."""
+    from mirrorfleet.keys import SecretsDir, init_secrets, parse_public_key
+
+    created = init_secrets(directory)
+    public = SecretsDir(directory).public_key.read_text().strip()
+    parse_public_key(public)
+    if as_json:
+        emit_json({"dir": str(directory), "created": created, "public_key": public})
+    else:
+        out.print(
+            f"{'created ' + ', '.join(created) if created else 'nothing to do'} in {directory}"
+        )
+        out.print(f"origin public key: {public}")
+
+
+config_option = click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    show_default=True,
+)
+
+
+@cli.group()
+def origin() -> None:
+    """Commands run on the origin host."""
+
+
+@origin.command(name="publish")
+@config_option
+@click.option("--force", is_flag=True, help="Publish a new serial even if nothing changed.")
+@click.option("--no-ping", is_flag=True, help="Do not ping mirrors (they catch up by timer).")
+@json_option
+def origin_publish(config_path: Path | None, force: bool, no_ping: bool, as_json: bool) -> None:
+    """Sign a new serial for what landed in the tree, then ping the mirrors."""
+    from mirrorfleet.config import load_origin_config
+    from mirrorfleet.origin import publish, result_dict
+
+    config = load_origin_config(config_path or Path("/etc/mirrorfleet/origin.toml"))
+    result = publish(config, force=force, ping=not no_ping, progress=lambda m: err.print(m))
+    if as_json:
+        emit_json(result_dict(result))
+        return
+    if not result.published:
+        out.print(f"nothing changed: still serial {result.serial}")
+        return
+    out.print(
+        f"published serial {result.serial} ({len(result.changed)} changed, "
+        f"{len(result.removed)} removed) in {result.seconds:.2f}s"
+    )
+    for url, status in result.pings.items():
+        out.print(f"  ping {url}: {status or 'unreachable'}")
+
+
+@origin.command(name="import")
+@click.argument("source", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@config_option
+@json_option
+def origin_import(source: Path, config_path: Path | None, as_json: bool) -> None:
+    """Bring an existing tree (e.g. bandersnatch's) into the origin's tree.
+
+    Run `mirrorfleet origin publish` afterwards to give it a serial.
+    """
+    from mirrorfleet.config import load_origin_config
+    from mirrorfleet.content.pypi import import_tree
+
+    config = load_origin_config(config_path or Path("/etc/mirrorfleet/origin.toml"))
+    try:
+        count = import_tree(source, config.tree)
+    except ValueError as exc:
+        raise MirrorfleetError(str(exc)) from None
+    if as_json:
+        emit_json({"imported": count, "tree": str(config.tree)})
+    else:
+        out.print(
+            f"imported {count} files into {config.tree}; now run `mirrorfleet origin publish`"
+        )
+
+
+@cli.command(name="demo-content")
+@click.argument("tree", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--projects", type=click.IntRange(min=0), default=10, show_default=True)
+@click.option("--versions", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--payload", type=click.IntRange(min=0), default=0, help="Extra bytes per wheel.")
+@click.option("--add", "release", metavar="PROJECT==VERSION", help="Add one release instead.")
+@json_option
+def demo_content(
+    tree: Path, projects: int, versions: int, payload: int, release: str | None, as_json: bool
+) -> None:
+    """Write a PEP 503/691 index of installable demo wheels into TREE."""
+    from mirrorfleet.content import pypi
+
+    tree.mkdir(parents=True, exist_ok=True)
+    if release:
+        project, sep, version = release.partition("==")
+        if not sep or not project or not version:
+            raise click.BadParameter("use PROJECT==VERSION", param_hint="--add")
+        wheel = pypi.add_release(tree, project, version, payload_bytes=payload)
+        result: dict[str, object] = {"added": str(wheel.relative_to(tree))}
+    else:
+        names = pypi.generate(tree, projects, versions=versions, payload_bytes=payload)
+        result = {"projects": len(names), "versions": versions, "tree": str(tree)}
+    if as_json:
+        emit_json(result)
+    else:
+        out.print(", ".join(f"{k}: {v}" for k, v in result.items()))
+
+
+@cli.group()
+def agent() -> None:
+    """The mirror's sync agent."""
+
+
+agent_config_option = click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=Path("/etc/mirrorfleet/agent.toml"),
+    show_default=True,
+)
+
+
+@agent.command(name="run")
+@agent_config_option
+def agent_run(config_path: Path) -> None:
+    """Run the daemon: sync on authenticated pings, serve /metrics and /status."""
+    import logging
+    import signal
+
+    from mirrorfleet.agent.daemon import serve
+    from mirrorfleet.config import load_agent_config
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    config = load_agent_config(config_path)
+    agent_, server, loop = serve(config)
+    signal.signal(signal.SIGTERM, lambda *_: agent_.stop())
+    try:
+        loop.join()
+    except KeyboardInterrupt:
+        agent_.stop()
+    server.shutdown()
+
+
+@agent.command(name="sync")
+@agent_config_option
+@json_option
+def agent_sync(config_path: Path, as_json: bool) -> None:
+    """Sync once now (the fallback timer runs this). Exits 1 if the sync failed."""
+    import logging
+
+    from mirrorfleet.agent.sync import SyncResult, sync_lock, sync_once
+    from mirrorfleet.config import load_agent_config
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    config = load_agent_config(config_path)
+    with sync_lock(config.state_dir, wait=False) as locked:
+        result = sync_once(config) if locked else SyncResult(status="busy")
+    if as_json:
+        emit_json(result.as_dict())
+    else:
+        out.print(f"{result.status}: serial {result.serial} {result.error}".rstrip())
+    if result.status == "error":
+        sys.exit(1)
+
+
 def _print_hosts(rows: list[dict[str, Any]]) -> None:
     table = Table(box=None)
     for column in ("host", "address", "groups", "state"):

@@ -1,0 +1,1 @@
+"""The mirror's sync agent: cheap stamp check, two-stage rsync, signed stamp last."""

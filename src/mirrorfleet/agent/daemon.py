@@ -1,0 +1,166 @@
+"""The agent daemon: syncs when pinged, coalescing pings that arrive mid-sync into
+exactly one follow-up sync; serves /metrics and /status.
+
+The fallback timer is a systemd timer running `mirrorfleet agent sync`, which takes
+the same lock, so a dead daemon never leaves a mirror unsynced.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    generate_latest,
+)
+
+from mirrorfleet.agent.sync import SyncResult, sync_lock, sync_once
+from mirrorfleet.config import AgentConfig
+from mirrorfleet.keys import read_secret
+from mirrorfleet.ping import HEADER, MAX_BODY, BadPing, PingVerifier
+
+log = logging.getLogger("mirrorfleet.agent")
+
+
+class AgentMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.serial = Gauge("mirrorfleet_agent_serial", "Serial this mirror serves", registry=r)
+        self.last_sync = Gauge(
+            "mirrorfleet_agent_last_sync_timestamp_seconds", "End of the last sync", registry=r
+        )
+        self.last_success = Gauge(
+            "mirrorfleet_agent_last_success_timestamp_seconds",
+            "End of the last sync that succeeded (or found nothing to do)",
+            registry=r,
+        )
+        self.duration = Gauge(
+            "mirrorfleet_agent_last_sync_duration_seconds", "Wall time of the last sync", registry=r
+        )
+        self.bytes = Gauge(
+            "mirrorfleet_agent_last_sync_bytes", "Bytes received by the last sync", registry=r
+        )
+        self.ok = Gauge("mirrorfleet_agent_last_sync_ok", "1 if the last sync worked", registry=r)
+        self.syncs = Counter("mirrorfleet_agent_syncs", "Syncs by result", ["result"], registry=r)
+        self.pings = Counter(
+            "mirrorfleet_agent_pings", "Pings received by verdict", ["verdict"], registry=r
+        )
+
+    def record(self, result: SyncResult) -> None:
+        self.syncs.labels(result.status).inc()
+        self.last_sync.set(result.finished)
+        self.duration.set(result.seconds)
+        self.ok.set(0 if result.status == "error" else 1)
+        if result.status != "error":
+            self.last_success.set(result.finished)
+        if result.status == "synced":
+            self.bytes.set(result.bytes)
+        if result.serial is not None:
+            self.serial.set(result.serial)
+
+
+class Agent:
+    def __init__(self, config: AgentConfig) -> None:
+        self.config = config
+        self.verifier = PingVerifier(read_secret(config.ping_secret))
+        self.metrics = AgentMetrics()
+        self.wake = threading.Event()
+        self.stopping = threading.Event()
+        self.last: SyncResult | None = None
+        self.syncing = False
+
+    def request_sync(self) -> None:
+        """Safe from any thread; many requests during one sync make one follow-up."""
+        self.wake.set()
+
+    def run_loop(self) -> None:
+        self.wake.set()  # sync once at start: we may have missed pings while down
+        while not self.stopping.is_set():
+            self.wake.wait()
+            if self.stopping.is_set():
+                break
+            self.wake.clear()
+            with sync_lock(self.config.state_dir, wait=True):
+                self.syncing = True
+                try:
+                    result = sync_once(self.config)
+                finally:
+                    self.syncing = False
+            self.last = result
+            self.metrics.record(result)
+            log.info("sync %s: %s", result.status, json.dumps(result.as_dict()))
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.wake.set()
+
+    def status(self) -> dict[str, object]:
+        return {
+            "name": self.config.name,
+            "syncing": self.syncing,
+            "pending": self.wake.is_set(),
+            "last": self.last.as_dict() if self.last else None,
+        }
+
+
+def make_handler(agent: Agent) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        server_version = "mirrorfleet-agent"
+
+        def log_message(self, format: str, *args: object) -> None:
+            log.debug("%s " + format, self.client_address[0], *args)
+
+        def _reply(self, status: int, body: bytes, content_type: str = "application/json") -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def do_POST(self) -> None:
+            if self.path != "/ping":
+                return self._reply(HTTPStatus.NOT_FOUND, b'{"error":"not found"}')
+            length = int(self.headers.get("Content-Length") or 0)
+            if length > MAX_BODY:
+                return self._reply(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, b'{"error":"too large"}')
+            body = self.rfile.read(length)
+            try:
+                payload = agent.verifier.check(self.headers.get(HEADER), body)
+            except BadPing as exc:
+                agent.metrics.pings.labels("rejected").inc()
+                log.warning("rejected ping from %s: %s", self.client_address[0], exc)
+                return self._reply(HTTPStatus.UNAUTHORIZED, b'{"error":"unauthorized"}')
+            agent.metrics.pings.labels("accepted").inc()
+            log.info("ping from %s: %s", self.client_address[0], payload)
+            agent.request_sync()
+            return self._reply(HTTPStatus.ACCEPTED, b'{"queued":true}')
+
+        def do_GET(self) -> None:
+            if self.path == "/metrics":
+                return self._reply(
+                    HTTPStatus.OK, generate_latest(agent.metrics.registry), CONTENT_TYPE_LATEST
+                )
+            if self.path == "/status":
+                return self._reply(HTTPStatus.OK, json.dumps(agent.status()).encode())
+            return self._reply(HTTPStatus.NOT_FOUND, b'{"error":"not found"}')
+
+    return Handler
+
+
+def serve(config: AgentConfig) -> tuple[Agent, ThreadingHTTPServer, threading.Thread]:
+    """Start the listener and the sync loop; the caller joins or stops them."""
+    agent = Agent(config)
+    server = ThreadingHTTPServer(config.listen_address, make_handler(agent))
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, name="listener", daemon=True).start()
+    loop = threading.Thread(target=agent.run_loop, name="sync-loop", daemon=True)
+    loop.start()
+    return agent, server, loop

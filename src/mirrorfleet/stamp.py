@@ -1,0 +1,61 @@
+"""The stamp: the origin's signed statement "the tree is at serial N, made at T".
+
+It is small on purpose: the same fields go into the head TXT record in DNS, so a
+client can check the signature of either.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from mirrorfleet.signed import BadSignature, sign, verify
+from mirrorfleet.treefiles import META_DIR
+
+STAMP_PATH = f"{META_DIR}/stamp.json"
+STAMP_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Stamp:
+    serial: int
+    ts: int
+    origin: str
+    v: int = STAMP_VERSION
+
+    def sign(self, key: Ed25519PrivateKey) -> bytes:
+        return sign(asdict(self), key)
+
+    @classmethod
+    def new(cls, serial: int, origin: str) -> Stamp:
+        return cls(serial=serial, ts=int(time.time()), origin=origin)
+
+
+def parse_stamp(raw: bytes, keys: Sequence[Ed25519PublicKey]) -> Stamp:
+    """Verify and parse; BadSignature for anything that is not a valid stamp."""
+    data = verify(raw, keys)
+    try:
+        stamp = Stamp(
+            serial=int(data["serial"]),
+            ts=int(data["ts"]),
+            origin=str(data["origin"]),
+            v=int(data["v"]),
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise BadSignature(f"stamp lacks a valid field: {exc}") from None
+    if stamp.v != STAMP_VERSION or stamp.serial < 0:
+        raise BadSignature(f"unsupported stamp (v={stamp.v}, serial={stamp.serial})")
+    return stamp
+
+
+def read_local_stamp(tree: Path, keys: Sequence[Ed25519PublicKey]) -> Stamp | None:
+    """The stamp a tree serves now; None when there is none yet."""
+    try:
+        raw = (tree / STAMP_PATH).read_bytes()
+    except FileNotFoundError:
+        return None
+    return parse_stamp(raw, keys)

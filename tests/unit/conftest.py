@@ -1,0 +1,48 @@
+"""Shared fixtures: a secrets folder and a tiny PEP 503 tree for publish/sync tests."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from mirrorfleet.config import OriginConfig
+from mirrorfleet.keys import SecretsDir, init_secrets
+
+
+def _add_project(tree: Path, name: str, version: str) -> None:
+    """A release the way the real generator orders it: file first, then its page."""
+    files = tree / "packages" / name
+    files.mkdir(parents=True, exist_ok=True)
+    (files / f"{name}-{version}.tar.gz").write_bytes(f"{name} {version}".encode() * 100)
+    page = tree / "simple" / name / "index.html"
+    page.parent.mkdir(parents=True, exist_ok=True)
+    links = "".join(
+        f'<a href="../../packages/{name}/{f.name}">{f.name}</a>\n' for f in sorted(files.iterdir())
+    )
+    page.write_text(f"<!DOCTYPE html><html><body>{links}</body></html>\n")
+
+
+@pytest.fixture
+def add_project() -> Callable[[Path, str, str], None]:
+    return _add_project
+
+
+@pytest.fixture
+def secrets_dir(tmp_path: Path) -> SecretsDir:
+    init_secrets(tmp_path / "secrets")
+    return SecretsDir(tmp_path / "secrets")
+
+
+@pytest.fixture
+def origin_config(tmp_path: Path, secrets_dir: SecretsDir) -> OriginConfig:
+    tree = tmp_path / "origin"
+    for i in range(5):
+        _add_project(tree, f"proj{i}", "1.0")
+    return OriginConfig(
+        name="origin",
+        tree=tree,
+        signing_key=secrets_dir.signing_key,
+        ping_secret=secrets_dir.ping_secret,
+    )

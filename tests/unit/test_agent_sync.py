@@ -1,0 +1,219 @@
+"""The sync agent against a real rsync daemon and HTTP server on loopback."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import replace
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from mirrorfleet.agent import daemon, sync
+from mirrorfleet.config import AgentConfig, OriginConfig
+from mirrorfleet.keys import SecretsDir, read_secret
+from mirrorfleet.origin import publish
+from mirrorfleet.ping import send_ping
+from mirrorfleet.stamp import Stamp
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def rsyncd(tmp_path: Path, origin_config: OriginConfig) -> Iterator[dict]:
+    port = free_port()
+    conf = tmp_path / "rsyncd.conf"
+    conf.write_text(
+        f"use chroot = no\nuid = {os.getuid()}\ngid = {os.getgid()}\n"
+        f"[mirror]\npath = {origin_config.tree}\nread only = yes\n"
+    )
+    proc = subprocess.Popen(
+        [
+            "rsync",
+            "--daemon",
+            "--no-detach",
+            f"--config={conf}",
+            f"--port={port}",
+            "--address=127.0.0.1",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            break
+        except OSError:
+            time.sleep(0.05)
+    state = {"proc": proc, "url": f"rsync://127.0.0.1:{port}/mirror/"}
+    yield state
+    state["proc"].terminate()
+    state["proc"].wait(timeout=10)
+
+
+@pytest.fixture
+def httpd(origin_config: OriginConfig) -> Iterator[ThreadingHTTPServer]:
+    handler = functools.partial(SimpleHTTPRequestHandler, directory=str(origin_config.tree))
+    handler.log_message = lambda *a: None  # type: ignore[attr-defined]
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture
+def agent_config(
+    tmp_path: Path, origin_config: OriginConfig, secrets_dir: SecretsDir, rsyncd: dict, httpd
+) -> AgentConfig:
+    publish(origin_config)
+    return AgentConfig(
+        name="mirror1",
+        tree=tmp_path / "mirror",
+        upstream_rsync=rsyncd["url"],
+        upstream_http=f"http://127.0.0.1:{httpd.server_address[1]}/",
+        public_keys=(secrets_dir.public_key.read_text().strip(),),
+        ping_secret=secrets_dir.ping_secret,
+        state_dir=tmp_path / "state",
+        retries=0,
+    )
+
+
+def listing(tree: Path) -> dict[str, bytes]:
+    return {
+        str(p.relative_to(tree)): p.read_bytes()
+        for p in tree.rglob("*")
+        if p.is_file() and ".mirror/trace/" not in str(p)
+    }
+
+
+def test_first_sync_copies_the_tree_and_stamp(agent_config: AgentConfig, origin_config) -> None:
+    result = sync.sync_once(agent_config)
+    assert (result.status, result.serial, result.previous) == ("synced", 1, None)
+    assert listing(agent_config.tree) == listing(origin_config.tree)
+    trace = json.loads((agent_config.tree / ".mirror/trace/mirror1").read_text())
+    assert trace["serial"] == 1 and trace["upstream"] == agent_config.upstream_http
+    assert result.bytes > 0
+
+
+def test_unchanged_stamp_means_no_rsync_at_all(agent_config: AgentConfig, rsyncd: dict) -> None:
+    sync.sync_once(agent_config)
+    rsyncd["proc"].terminate()  # any rsync run would now fail
+    rsyncd["proc"].wait(timeout=10)
+    assert sync.sync_once(agent_config).status == "unchanged"
+
+
+def test_new_serial_brings_new_files_and_deletes_old(
+    agent_config: AgentConfig, origin_config: OriginConfig, add_project
+) -> None:
+    sync.sync_once(agent_config)
+    add_project(origin_config.tree, "proj9", "1.0")
+    for path in (origin_config.tree / "packages/proj0").iterdir():
+        path.unlink()
+    (origin_config.tree / "packages/proj0").rmdir()
+    (origin_config.tree / "simple/proj0/index.html").unlink()
+    (origin_config.tree / "simple/proj0").rmdir()
+    assert publish(origin_config).serial == 2
+    result = sync.sync_once(agent_config)
+    assert (result.status, result.previous, result.serial) == ("synced", 1, 2)
+    assert listing(agent_config.tree) == listing(origin_config.tree)
+    assert not (agent_config.tree / "packages/proj0").exists()
+
+
+def test_forged_stamp_keeps_the_old_state(agent_config: AgentConfig, origin_config) -> None:
+    sync.sync_once(agent_config)
+    before = listing(agent_config.tree)
+    forged = Stamp.new(5, "origin").sign(Ed25519PrivateKey.generate())
+    (origin_config.tree / ".mirror/stamp.json").write_bytes(forged)
+    result = sync.sync_once(agent_config)
+    assert result.status == "error" and "rejected" in result.error
+    assert listing(agent_config.tree) == before
+
+
+def test_upstream_going_back_is_refused(
+    agent_config: AgentConfig, origin_config: OriginConfig
+) -> None:
+    old_stamp = (origin_config.tree / ".mirror/stamp.json").read_bytes()
+    publish(origin_config, force=True)
+    assert sync.sync_once(agent_config).serial == 2
+    (origin_config.tree / ".mirror/stamp.json").write_bytes(old_stamp)
+    result = sync.sync_once(agent_config)
+    assert result.status == "error" and "refusing to go back" in result.error
+    assert result.serial == 2
+
+
+def test_unreachable_upstream_is_an_error_not_a_crash(agent_config: AgentConfig, httpd) -> None:
+    sync.sync_once(agent_config)
+    httpd.shutdown()
+    httpd.server_close()
+    result = sync.sync_once(agent_config)
+    assert result.status == "error" and "unreachable" in result.error
+    assert result.serial == 1
+
+
+def test_unreachable_rsync_fails_cleanly(agent_config: AgentConfig, rsyncd: dict) -> None:
+    rsyncd["proc"].terminate()
+    rsyncd["proc"].wait(timeout=10)
+    result = sync.sync_once(agent_config)
+    assert result.status == "error" and "rsync stage 1 failed" in result.error
+    assert not (agent_config.tree / ".mirror/stamp.json").exists()
+
+
+def test_lock_admits_one_sync(agent_config: AgentConfig) -> None:
+    with (
+        sync.sync_lock(agent_config.state_dir, wait=False) as first,
+        sync.sync_lock(agent_config.state_dir, wait=False) as second,
+    ):
+        assert (first, second) == (True, False)
+
+
+def test_pings_during_a_sync_make_exactly_one_follow_up(
+    agent_config: AgentConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[float] = []
+    first_started = threading.Event()
+
+    def slow_sync(config: AgentConfig) -> sync.SyncResult:
+        calls.append(time.monotonic())
+        first_started.set()
+        time.sleep(0.5)
+        return sync.SyncResult(status="unchanged", serial=1, finished=time.time())
+
+    monkeypatch.setattr(daemon, "sync_once", slow_sync)
+    config = replace(agent_config, listen=f"127.0.0.1:{free_port()}")
+    agent, server, loop = daemon.serve(config)
+    try:
+        assert first_started.wait(5)  # the start-up sync is running
+        url = f"http://127.0.0.1:{config.listen_address[1]}/ping"
+        secret = read_secret(config.ping_secret)
+        statuses = [send_ping(url, secret, {"event": "publish", "n": i}) for i in range(5)]
+        assert statuses == [202] * 5
+        time.sleep(1.6)  # long enough for the follow-up and any (wrong) third sync
+        assert len(calls) == 2
+        assert send_ping(url, b"x" * 64, {"event": "publish"}) == 401
+        metrics = subprocess.run(
+            ["curl", "-sf", f"http://127.0.0.1:{config.listen_address[1]}/metrics"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout
+        assert 'mirrorfleet_agent_pings_total{verdict="accepted"} 5.0' in metrics
+        assert 'mirrorfleet_agent_pings_total{verdict="rejected"} 1.0' in metrics
+    finally:
+        agent.stop()
+        server.shutdown()
+        server.server_close()
+        loop.join(5)
