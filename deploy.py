@@ -1,9 +1,14 @@
 """Full converge of a mirrorfleet: `pyinfra INVENTORY deploy.py`.
 
-Which roles run where is decided by inventory group: origin, mirrors, dns, monitor.
-Every host gets the common role first.
+Every host gets the common role; the others run by inventory group.
 """
 
-from mirrorfleet_roles import common
+from pyinfra import host
+
+from mirrorfleet_roles import common, mirror, origin
 
 common.apply()
+if "origin" in host.groups:
+    origin.apply()
+if "mirrors" in host.groups:
+    mirror.apply()

@@ -16,6 +16,17 @@ Host data keys (per host, or for every host in group_data/all.py):
 - ssh_key (str): path to the private key for that user.
 - ssh_port (int): sshd port; 22 if unset.
 - dns_role ("primary" | "secondary"): required on each dns host; exactly one primary.
+- secrets_dir (str): control-node folder made by `mirrorfleet keys init --dir DIR`
+  ("secrets", set in group_data/all.py). The origin gets the signing key, the
+  mirrors the ping secret; nothing else leaves it.
+- tree (str): where the tree lives on origin and mirrors ("/srv/mirror").
+- preset ("pypi" | "debian"): which top-level paths are content, synced first.
+- mirror_upstream (str): on a mirror, another mirror's inventory name to sync from
+  (tiers); unset: the origin.
+- sync_interval (int): a mirror's fallback sync period when no ping comes (300 s).
+- sync_bwlimit_kbps (int): rsync bandwidth limit in KiB/s, 0 for none.
+- public_name (str): the name other hosts use to reach this one; default: the
+  inventory name.
 - common_packages (list[str]): base packages every host gets.
 - common_apt_update (bool): run `apt-get update` before installing (default True).
 - common_apt_cache_time (int): skip that update if the cache is younger (seconds, 3600).

@@ -6,3 +6,7 @@ here only what all your hosts share. An inventory's host data overrides it.
 
 # The unprivileged user all mirrorfleet services run as.
 service_user = "mirrorfleet"
+
+# Control-node folder with the fleet's secrets, made by `mirrorfleet keys init --dir`.
+# Relative paths are taken from where pyinfra runs. Never commit it.
+secrets_dir = "secrets"

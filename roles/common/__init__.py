@@ -10,22 +10,20 @@ from pyinfra.api import deploy
 from pyinfra.facts.server import Command
 from pyinfra.operations import apt, files, server, systemd
 
+from mirrorfleet_roles.fleet import SERVICE_DEFAULTS
+
 TEMPLATES = Path(__file__).parent / "templates"
 SSHD_DROPIN = "/etc/ssh/sshd_config.d/50-mirrorfleet.conf"
 TIME_SYNC_PACKAGES = ["systemd-timesyncd"]
 
 DEFAULTS = {
+    **SERVICE_DEFAULTS,
     # Packages every role relies on. The lab template carries them all, so a lab
     # host fetches nothing.
     "common_packages": ["python3", "python3-venv", "rsync", "curl", "ca-certificates"],
     # `apt-get update` before installing, at most once per cache_time seconds.
     "common_apt_update": True,
     "common_apt_cache_time": 3600,
-    # The unprivileged user every mirrorfleet service runs as.
-    "service_user": "mirrorfleet",
-    "service_home": "/var/lib/mirrorfleet",
-    # Where roles put their configuration; secrets inside are 0600.
-    "config_dir": "/etc/mirrorfleet",
     # sshd: keys only; root by key is kept because pyinfra connects as root.
     "sshd_permit_root_login": "prohibit-password",
     "sshd_max_auth_tries": 3,

@@ -255,7 +255,12 @@ def _file_info(path: Path, version: str) -> _FileInfo:
     return _FileInfo(path.name, version, sha256, st.st_size, int(st.st_mtime), requires_python)
 
 
-def _project_files(tree: Path, project: str) -> list[_FileInfo]:
+# filename -> (sha256, size, requires-python) of files this process just wrote, so
+# generate() need not read each wheel back to hash it.
+_Known = dict[str, tuple[str, int, str | None]]
+
+
+def _project_files(tree: Path, project: str, known: _Known | None = None) -> list[_FileInfo]:
     files = []
     try:
         entries = list(os.scandir(tree / "packages" / project))
@@ -265,7 +270,12 @@ def _project_files(tree: Path, project: str) -> list[_FileInfo]:
         if entry.name.startswith(".") or not entry.is_file():
             continue
         version = _file_version(entry.name)
-        if version is not None:
+        if version is None:
+            continue
+        hit = known.get(entry.name) if known else None
+        if hit is not None and (st := entry.stat()).st_size == hit[1]:
+            files.append(_FileInfo(entry.name, version, hit[0], hit[1], int(st.st_mtime), hit[2]))
+        else:
             files.append(_file_info(Path(entry.path), version))
     files.sort(key=lambda fi: (_version_key(fi.version), fi.filename))
     return files
@@ -326,8 +336,11 @@ def write_project_index(tree: Path, project: str) -> None:
     ``upload-time`` is the file's mtime (when it landed here), so pages stay stable as
     long as files are not rewritten; identical pages are not rewritten either.
     """
-    tree, project = Path(tree), normalize(project)
-    files = _project_files(tree, project)
+    _write_project_pages(Path(tree), normalize(project))
+
+
+def _write_project_pages(tree: Path, project: str, known: _Known | None = None) -> None:
+    files = _project_files(tree, project, known)
     page_dir = tree / "simple" / project
     page_dir.mkdir(parents=True, exist_ok=True)
     # JSON first, HTML last: project_index_pages() treats index.html as "the project exists".
@@ -390,8 +403,16 @@ def add_release(tree: Path, project: str, version: str, payload_bytes: int = 0) 
     return path
 
 
-def _add_wheel(tree: Path, project: str, version: str, payload_bytes: int) -> Path:
+def _add_wheel(
+    tree: Path, project: str, version: str, payload_bytes: int, known: _Known | None = None
+) -> Path:
     data = _wheel_bytes(project, version, payload_bytes)
+    if known is not None:
+        known[_wheel_filename(project, version)] = (
+            hashlib.sha256(data).hexdigest(),
+            len(data),
+            REQUIRES_PYTHON,
+        )
     dest = tree / "packages" / normalize(project)
     dest.mkdir(parents=True, exist_ok=True)
     path = dest / _wheel_filename(project, version)
@@ -425,9 +446,10 @@ def generate(
         raise ValueError("need projects >= 0 and versions >= 1")
     names = [f"{prefix}-{i:05d}" for i in range(projects)]
     for done, name in enumerate(names, 1):
+        known: _Known = {}
         for v in range(versions):
-            _add_wheel(tree, name, f"1.0.{v}", payload_bytes)
-        write_project_index(tree, name)
+            _add_wheel(tree, name, f"1.0.{v}", payload_bytes, known)
+        _write_project_pages(tree, normalize(name), known)
         if progress is not None:
             progress(done, projects)
     write_root_index(tree)

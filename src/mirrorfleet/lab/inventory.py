@@ -28,6 +28,7 @@ def lab_groups(state: LabState | None = None) -> dict[str, list[HostEntry]]:
             "ssh_hostname": host.address,
             "ssh_key": str(state.key),
             "ssh_known_hosts_file": str(state.known_hosts),
+            "secrets_dir": str(state.secrets_dir),
             **host.data,
         }
         for group in host.groups:

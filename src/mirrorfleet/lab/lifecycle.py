@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from mirrorfleet.errors import MirrorfleetError
+from mirrorfleet.keys import init_secrets
 from mirrorfleet.lab import container, network
 from mirrorfleet.lab.ssh import ensure_keypair, ssh_run, write_client_config
 from mirrorfleet.lab.state import (
@@ -103,6 +104,7 @@ def up(
     if not kept:
         template = ensure_template(lambda msg: report("template", msg))
     pubkey = ensure_keypair(state.key)
+    init_secrets(state.secrets_dir)  # the lab makes its own fleet secrets
     state.save()  # from here on, `down` can find everything we make
 
     subnet, gateway = topology.subnet, topology.gateway

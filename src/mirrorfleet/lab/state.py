@@ -75,6 +75,10 @@ class LabState:
         return self.dir / "known_hosts"
 
     @property
+    def secrets_dir(self) -> Path:
+        return self.dir / "secrets"
+
+    @property
     def ssh_config(self) -> Path:
         return self.dir / "ssh_config"
 

@@ -1,0 +1,76 @@
+"""What a role needs to know about the rest of the fleet: names, tiers, secrets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pyinfra import host, inventory
+from pyinfra.api import Host
+from pyinfra.api.exceptions import DeployError
+
+from mirrorfleet.errors import MirrorfleetError
+from mirrorfleet.keys import SecretsDir
+
+AGENT_PORT = 8873
+
+# Host data several roles read. data_defaults are scoped to one deploy, so each
+# role that needs these merges them into its own DEFAULTS.
+SERVICE_DEFAULTS = {
+    # The unprivileged user every mirrorfleet service runs as.
+    "service_user": "mirrorfleet",
+    "service_home": "/var/lib/mirrorfleet",
+    # Where roles put their configuration; secrets inside are 0600.
+    "config_dir": "/etc/mirrorfleet",
+}
+TREE_DEFAULTS = {
+    "tree": "/srv/mirror",
+    # Which top-level paths are content (synced first): "pypi" or "debian".
+    "preset": "pypi",
+    # The read-only rsync module serving the tree to downstream mirrors.
+    "rsync_module": "mirror",
+}
+
+
+def public_name(target: Host) -> str:
+    """How other hosts reach target: `public_name` data, else its inventory name."""
+    name = target.data.get("public_name") or target.name
+    return name.split("/", 1)[-1] if name.startswith("@") else name
+
+
+def secrets() -> SecretsDir:
+    """The control node's secrets folder; checked before any operation runs."""
+    folder = SecretsDir(Path(host.data.get("secrets_dir") or "secrets").expanduser())
+    try:
+        folder.require()
+    except MirrorfleetError as exc:
+        raise DeployError(str(exc)) from None
+    return folder
+
+
+def origin_host() -> Host:
+    origins = list(inventory.get_group("origin", []))
+    if len(origins) != 1:
+        raise DeployError(
+            f"the inventory needs exactly one host in group 'origin', has {len(origins)}"
+        )
+    return origins[0]
+
+
+def upstream_of(mirror: Host) -> Host:
+    """A mirror's upstream: `mirror_upstream` (another mirror's name), else the origin."""
+    name = mirror.data.get("mirror_upstream")
+    if not name:
+        return origin_host()
+    upstream = inventory.get_host(name, None)
+    if upstream is None or upstream.name == mirror.name:
+        raise DeployError(f"{mirror.name}: mirror_upstream {name!r} is not another inventory host")
+    return upstream
+
+
+def downstream_of(upstream: Host) -> list[Host]:
+    """The mirrors that sync from upstream, and so get its pings."""
+    return [m for m in inventory.get_group("mirrors", []) if upstream_of(m).name == upstream.name]
+
+
+def ping_url(target: Host) -> str:
+    return f"http://{public_name(target)}:{AGENT_PORT}/ping"

@@ -1,0 +1,118 @@
+"""A mirror: the sync agent (daemon + fallback timer), serving the tree it keeps."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pyinfra import host
+from pyinfra.api import deploy
+from pyinfra.operations import files, systemd
+from pyinfra.operations.util import any_changed
+
+from mirrorfleet_roles import fleet, install, serve_tree
+
+TEMPLATES = Path(__file__).parent / "templates"
+UNITS = ("mirrorfleet-agent.service", "mirrorfleet-sync.service", "mirrorfleet-sync.timer")
+DEFAULTS = {
+    **fleet.SERVICE_DEFAULTS,
+    **fleet.TREE_DEFAULTS,
+    # Inventory name of another mirror to sync from (tiers); unset: the origin.
+    "mirror_upstream": None,
+    # Fallback sync period when no ping comes (seconds).
+    "sync_interval": 300,
+    # rsync --bwlimit in KiB/s; 0: unlimited.
+    "sync_bwlimit_kbps": 0,
+}
+
+
+def sandbox() -> list[str]:
+    """systemd hardening shared by the agent's units: it may write its tree and state only."""
+    return [
+        "NoNewPrivileges=yes",
+        "ProtectSystem=strict",
+        f"ReadWritePaths={host.data.tree} {host.data.service_home}",
+        "ProtectHome=yes",
+        "PrivateTmp=yes",
+        "PrivateDevices=yes",
+        "ProtectKernelTunables=yes",
+        "ProtectKernelModules=yes",
+        "ProtectKernelLogs=yes",
+        "ProtectControlGroups=yes",
+        "ProtectClock=yes",
+        "ProtectHostname=yes",
+        "RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX",
+        "RestrictNamespaces=yes",
+        "RestrictRealtime=yes",
+        "RestrictSUIDSGID=yes",
+        "LockPersonality=yes",
+        "SystemCallArchitectures=native",
+        "CapabilityBoundingSet=",
+        "UMask=0022",
+    ]
+
+
+@deploy("mirrorfleet mirror", data_defaults=DEFAULTS)
+def apply() -> None:
+    secrets = fleet.secrets()
+    upstream = fleet.public_name(fleet.upstream_of(host))
+    install.apply()
+    serve_tree.apply()
+    user, config_dir = host.data.service_user, host.data.config_dir
+
+    secret = files.put(
+        name="Install the ping secret (0600)",
+        src=str(secrets.ping_secret),
+        dest=f"{config_dir}/ping.secret",
+        user=user,
+        group=user,
+        mode="0600",
+    )
+    config = files.template(
+        name="Configure the sync agent",
+        src=str(TEMPLATES / "agent.toml.j2"),
+        dest=f"{config_dir}/agent.toml",
+        user="root",
+        group=user,
+        mode="0640",
+        mirror_name=fleet.public_name(host),
+        upstream=upstream,
+        public_key=secrets.public_key.read_text().strip(),
+        rsync_module=host.data.rsync_module,
+        port=fleet.AGENT_PORT,
+    )
+    files.directory(
+        name="Create the agent's state directory",
+        path=host.data.service_home,
+        user=user,
+        group=user,
+        mode="0750",
+    )
+    units = [
+        files.template(
+            name=f"Install {unit}",
+            src=str(TEMPLATES / f"{unit}.j2"),
+            dest=f"/etc/systemd/system/{unit}",
+            mode="0644",
+            sandbox=sandbox(),
+        )
+        for unit in UNITS
+    ]
+    systemd.daemon_reload(name="Reload systemd units", _if=any_changed(*units))
+    systemd.service(
+        name="Run the sync agent",
+        service="mirrorfleet-agent.service",
+        running=True,
+        enabled=True,
+    )
+    systemd.service(
+        name="Restart the sync agent on new code or config",
+        service="mirrorfleet-agent.service",
+        restarted=True,
+        _if=any_changed(config, secret, *units, install.INSTALLED[host.name]),
+    )
+    systemd.service(
+        name="Run the fallback sync timer",
+        service="mirrorfleet-sync.timer",
+        running=True,
+        enabled=True,
+    )

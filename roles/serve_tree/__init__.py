@@ -1,0 +1,74 @@
+"""Serve a mirror tree: nginx for clients (HTTP) and a read-only rsync module for
+downstream mirrors. Used by both the origin and the mirror roles."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pyinfra import host
+from pyinfra.api import deploy
+from pyinfra.operations import apt, files, server, systemd
+from pyinfra.operations.util import any_changed
+
+from mirrorfleet_roles.fleet import SERVICE_DEFAULTS, TREE_DEFAULTS
+
+TEMPLATES = Path(__file__).parent / "templates"
+DEFAULTS = {
+    **SERVICE_DEFAULTS,
+    **TREE_DEFAULTS,
+    # rsyncd `hosts allow`; empty: anyone may read (the content is public anyway)
+    "rsync_hosts_allow": [],
+    "rsync_max_connections": 20,
+    # Cache lifetimes: files never change once published; index pages do.
+    "http_files_max_age": 31536000,
+    "http_index_max_age": 60,
+}
+
+
+@deploy("mirrorfleet serve tree", data_defaults=DEFAULTS)
+def apply() -> None:
+    apt.packages(name="Install nginx and rsync", packages=["nginx", "rsync"], no_recommends=True)
+    files.directory(
+        name="Create the tree",
+        path=host.data.tree,
+        user=host.data.service_user,
+        group=host.data.service_user,
+        mode="0755",
+    )
+
+    site = files.template(
+        name="Configure the nginx site",
+        src=str(TEMPLATES / "nginx-site.conf.j2"),
+        dest="/etc/nginx/sites-available/mirrorfleet.conf",
+        mode="0644",
+    )
+    enabled = files.link(
+        name="Enable the nginx site",
+        path="/etc/nginx/sites-enabled/mirrorfleet.conf",
+        target="/etc/nginx/sites-available/mirrorfleet.conf",
+    )
+    default = files.link(
+        name="Disable nginx's default site",
+        path="/etc/nginx/sites-enabled/default",
+        present=False,
+    )
+    nginx_changed = any_changed(site, enabled, default)
+    server.shell(name="Check the nginx configuration", commands=["nginx -t -q"], _if=nginx_changed)
+    systemd.service(name="Run nginx", service="nginx.service", running=True, enabled=True)
+    systemd.service(name="Reload nginx", service="nginx.service", reloaded=True, _if=nginx_changed)
+
+    rsyncd = files.template(
+        name="Configure the read-only rsync module",
+        src=str(TEMPLATES / "rsyncd.conf.j2"),
+        dest="/etc/rsyncd.conf",
+        mode="0644",
+    )
+    systemd.service(
+        name="Run the rsync daemon", service="rsync.service", running=True, enabled=True
+    )
+    systemd.service(
+        name="Restart the rsync daemon",
+        service="rsync.service",
+        restarted=True,
+        _if=rsyncd.did_change,
+    )
