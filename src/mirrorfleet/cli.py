@@ -299,22 +299,31 @@ def demo_content(
     tree: Path, projects: int, versions: int, payload: int, release: str | None, as_json: bool
 ) -> None:
     """Write a PEP 503/691 index of installable demo wheels into TREE."""
-    from mirrorfleet.content import pypi
 
     tree.mkdir(parents=True, exist_ok=True)
+    try:
+        result = _demo_content(tree, projects, versions, payload, release)
+    except (ValueError, FileExistsError) as exc:
+        raise MirrorfleetError(str(exc)) from None
+    if as_json:
+        emit_json(result)
+    else:
+        out.print(", ".join(f"{k}: {v}" for k, v in result.items()))
+
+
+def _demo_content(
+    tree: Path, projects: int, versions: int, payload: int, release: str | None
+) -> dict[str, object]:
+    from mirrorfleet.content import pypi
+
     if release:
         project, sep, version = release.partition("==")
         if not sep or not project or not version:
             raise click.BadParameter("use PROJECT==VERSION", param_hint="--add")
         wheel = pypi.add_release(tree, project, version, payload_bytes=payload)
-        result: dict[str, object] = {"added": str(wheel.relative_to(tree))}
-    else:
-        names = pypi.generate(tree, projects, versions=versions, payload_bytes=payload)
-        result = {"projects": len(names), "versions": versions, "tree": str(tree)}
-    if as_json:
-        emit_json(result)
-    else:
-        out.print(", ".join(f"{k}: {v}" for k, v in result.items()))
+        return {"added": str(wheel.relative_to(tree))}
+    names = pypi.generate(tree, projects, versions=versions, payload_bytes=payload)
+    return {"projects": len(names), "versions": versions, "tree": str(tree)}
 
 
 @cli.group()

@@ -8,11 +8,13 @@ import tempfile
 from pathlib import Path
 
 META_DIR = ".mirror"
+# Files being written are dotfiles ending in this; rsync and nginx never pass them on.
+TMP_SUFFIX = ".tmp"
 
 
 def atomic_write(path: Path, data: bytes, tree: Path, mode: int = 0o644) -> None:
     _makedirs(path.parent, tree)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TMP_SUFFIX)
     try:
         with os.fdopen(fd, "wb") as out:
             out.write(data)

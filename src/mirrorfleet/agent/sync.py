@@ -31,7 +31,7 @@ from mirrorfleet.keys import parse_public_key, read_secret
 from mirrorfleet.ping import send_ping
 from mirrorfleet.signed import BadSignature
 from mirrorfleet.stamp import STAMP_PATH, Stamp, parse_stamp, read_local_stamp
-from mirrorfleet.treefiles import META_DIR, atomic_write
+from mirrorfleet.treefiles import META_DIR, TMP_SUFFIX, atomic_write
 
 log = logging.getLogger("mirrorfleet.agent")
 
@@ -103,6 +103,7 @@ def rsync_argv(config: AgentConfig, stage: int) -> list[str]:
         "--stats",
         f"--timeout={config.rsync_timeout}",
         f"--partial-dir={PARTIAL_DIR}",
+        f"--exclude=.*{TMP_SUFFIX}",  # files upstream is still writing
     ]
     if config.bwlimit_kbps:
         argv.append(f"--bwlimit={config.bwlimit_kbps}")

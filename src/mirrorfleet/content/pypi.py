@@ -154,13 +154,14 @@ def _tmp_name(path: Path) -> Path:
     return path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
 
 
-def _write_atomic(path: Path, data: bytes) -> bool:
+def _write_atomic(path: Path, data: bytes, compare: bool = True) -> bool:
     """Replace path with data unless it already holds exactly that. True if written."""
-    try:
-        if path.stat().st_size == len(data) and path.read_bytes() == data:
-            return False
-    except FileNotFoundError:
-        pass
+    if compare:
+        try:
+            if path.stat().st_size == len(data) and path.read_bytes() == data:
+                return False
+        except FileNotFoundError:
+            pass
     tmp = _tmp_name(path)
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
@@ -424,7 +425,7 @@ def _add_wheel(
         if not same:
             raise FileExistsError(f"{path} exists with different content; refusing to replace")
         return path
-    _write_atomic(path, data)
+    _write_atomic(path, data, compare=False)  # just checked: it is missing
     return path
 
 

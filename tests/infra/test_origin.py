@@ -1,0 +1,50 @@
+"""The origin: serves its tree over HTTP and read-only rsync, holds the signing key."""
+
+from __future__ import annotations
+
+import pytest
+
+INVENTORY_GROUP = "origin"
+
+
+@pytest.mark.parametrize("service", ["nginx", "rsync"])
+def test_service_running_and_enabled(host, service: str) -> None:
+    assert host.service(service).is_running
+    assert host.service(service).is_enabled
+
+
+@pytest.mark.parametrize("socket", ["tcp://0.0.0.0:80", "tcp://0.0.0.0:873"])
+def test_listening(host, socket: str) -> None:
+    assert host.socket(socket).is_listening
+
+
+def test_nginx_config_is_valid(host) -> None:
+    assert host.run("nginx -t").rc == 0
+
+
+def test_signing_key_is_private_to_the_service_user(host) -> None:
+    key = host.file("/etc/mirrorfleet/origin-signing.key")
+    assert key.exists
+    assert (key.user, key.group, key.mode) == ("mirrorfleet", "mirrorfleet", 0o600)
+
+
+def test_publish_config_is_not_world_readable(host) -> None:
+    config = host.file("/etc/mirrorfleet/origin.toml")
+    assert (config.user, config.group, config.mode) == ("root", "mirrorfleet", 0o640)
+
+
+def test_mirrorfleet_command_works(host) -> None:
+    assert host.run("mirrorfleet --version").stdout.startswith("mirrorfleet, version")
+
+
+def test_rsync_module_refuses_uploads(host) -> None:
+    upload = host.run("rsync /etc/hostname rsync://localhost/mirror/uploaded")
+    assert upload.rc != 0
+    assert "read only" in upload.stderr or "read-only" in upload.stderr
+
+
+def test_dotfiles_other_than_mirror_meta_are_not_served(host) -> None:
+    status = host.check_output(
+        "curl -s -o /dev/null -w '%{http_code}' http://localhost/.rsync-partial/x"
+    )
+    assert status == "404"

@@ -1,0 +1,192 @@
+"""Origin and mirrors on real hosts: publish, push propagation, the fallback timer,
+pip installing from a mirror, and bad upstream input keeping the old state.
+
+Steps run in file order on one lab of 7 hosts (3 mirrors).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from mirrorfleet.keys import parse_public_key
+from mirrorfleet.stamp import Stamp, parse_stamp
+
+pytestmark = pytest.mark.lab
+
+LAB, SUBNET = "fl", "10.236.0.0/24"
+MIRRORS = ["mirror1", "mirror2", "mirror3"]
+AS_SERVICE = ("runuser", "-u", "mirrorfleet", "--", "mirrorfleet")
+PUBLISH = (*AS_SERVICE, "origin", "publish", "--json")
+PROPAGATION_TIMEOUT = 10.0
+
+
+@pytest.fixture(scope="module")
+def lab(make_lab):
+    lab = make_lab(LAB, SUBNET)
+    lab.up("--mirrors", "3")
+    lab.pyinfra("deploy.py")
+    return lab
+
+
+@pytest.fixture(scope="module")
+def public_key(lab):
+    secrets = Path(lab.state["ssh_config"]).with_name("secrets")
+    return parse_public_key((secrets / "origin-signing.pub").read_text())
+
+
+def served_stamp(lab, host: str, public_key) -> Stamp | None:
+    """The stamp a host serves, fetched over HTTP and verified, as a client would."""
+    url = f"http://{lab.address(host)}/.mirror/stamp.json"
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return parse_stamp(response.read(), [public_key])
+    except OSError:
+        return None
+
+
+def serials(lab, public_key) -> dict[str, int | None]:
+    return {
+        host: (stamp.serial if (stamp := served_stamp(lab, host, public_key)) else None)
+        for host in MIRRORS
+    }
+
+
+def publish(lab, *extra: str) -> dict:
+    return json.loads(lab.check("origin", *PUBLISH, *extra))
+
+
+def test_publish_reaches_every_mirror(lab, public_key) -> None:
+    lab.check("origin", *AS_SERVICE, "demo-content", "/srv/mirror", "--projects", "20")
+    result = publish(lab)
+    assert result["serial"] == 1 and len(result["changed"]) == 20
+    assert set(result["pings"].values()) == {202}
+    lab.wait_for(lambda: set(serials(lab, public_key).values()) == {1}, PROPAGATION_TIMEOUT)
+
+
+def test_pip_installs_from_a_mirror(lab, tmp_path: Path) -> None:
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    mirror = lab.address("mirror2")
+    install = subprocess.run(
+        [
+            str(venv / "bin/pip"),
+            "install",
+            "--isolated",
+            "--no-cache-dir",
+            "-q",
+            "--index-url",
+            f"http://{mirror}/simple/",
+            "--trusted-host",
+            mirror,
+            "demo-00007",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert install.returncode == 0, install.stderr
+    version = subprocess.run(
+        [str(venv / "bin/python"), "-c", "import demo_00007; print(demo_00007.__version__)"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert version.stdout.strip() == "1.0.0"
+
+
+def test_new_release_is_pushed_to_every_mirror(lab, public_key) -> None:
+    lab.check("origin", *AS_SERVICE, "demo-content", "/srv/mirror", "--add", "demo-00007==1.0.1")
+    result = publish(lab)
+    assert result["serial"] == 2 and result["changed"] == ["demo-00007"]
+    lab.wait_for(lambda: set(serials(lab, public_key).values()) == {2}, PROPAGATION_TIMEOUT)
+    page = urllib.request.urlopen(
+        f"http://{lab.address('mirror3')}/simple/demo-00007/", timeout=5
+    ).read()
+    assert b"demo_00007-1.0.1-py3-none-any.whl" in page
+
+
+def test_without_pushes_the_fallback_timer_gets_there(lab, public_key) -> None:
+    lab.check("mirror3", "systemctl", "stop", "mirrorfleet-agent.service")
+    try:
+        publish_serial = publish(lab, "--force")["serial"]
+        lab.wait_for(
+            lambda: serials(lab, public_key)["mirror1"] == publish_serial, PROPAGATION_TIMEOUT
+        )
+        assert serials(lab, public_key)["mirror3"] == publish_serial - 1
+        timer = lab.check(
+            "mirror3",
+            "systemctl",
+            "show",
+            "-p",
+            "ActiveState,NextElapseUSecMonotonic",
+            "mirrorfleet-sync.timer",
+        )
+        assert "ActiveState=active" in timer
+        # what the timer runs when it fires
+        lab.check("mirror3", "systemctl", "start", "mirrorfleet-sync.service")
+        assert serials(lab, public_key)["mirror3"] == publish_serial
+    finally:
+        lab.check("mirror3", "systemctl", "start", "mirrorfleet-agent.service")
+
+
+def test_forged_upstream_stamp_keeps_the_old_state(lab, public_key) -> None:
+    before = serials(lab, public_key)
+    stamp_path = "/srv/mirror/.mirror/stamp.json"
+    good = lab.check("origin", "cat", stamp_path)
+    forged = Stamp.new(before["mirror1"] + 5, "origin").sign(Ed25519PrivateKey.generate())
+    lab.check(
+        "origin",
+        "sh",
+        "-c",
+        f"cat > {stamp_path}.forged && mv {stamp_path}.forged {stamp_path}",
+        input_text=forged.decode(),
+    )
+    try:
+        failed = lab.exec("mirror1", "systemctl", "start", "mirrorfleet-sync.service")
+        assert failed.returncode != 0
+        journal = lab.check(
+            "mirror1", "journalctl", "-u", "mirrorfleet-sync.service", "-n", "20", "--no-pager"
+        )
+        assert "rejected" in journal and "unknown key" in journal
+        assert serials(lab, public_key) == before
+    finally:
+        lab.check("origin", "sh", "-c", f"cat > {stamp_path}", input_text=good)
+
+
+def test_unauthenticated_ping_is_refused_and_counted(lab) -> None:
+    url = f"http://{lab.address('mirror1')}:8873"
+    request = urllib.request.Request(f"{url}/ping", data=b"{}", method="POST")
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=5)
+    assert refused.value.code == 401
+    metrics = urllib.request.urlopen(f"{url}/metrics", timeout=5).read().decode()
+    assert 'mirrorfleet_agent_pings_total{verdict="rejected"}' in metrics
+
+
+def test_deploy_rerun_changes_nothing(lab) -> None:
+    ops = lab.pyinfra("deploy.py")["results"]["operations"]
+    assert [op["name"] for op in ops if op["success"]] == []
+
+
+def test_infra_suite_passes(lab) -> None:
+    proc = lab.run(
+        sys.executable,
+        "-m",
+        "pytest",
+        "tests/infra",
+        "--inventory",
+        "inventories/lab.py",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:]
