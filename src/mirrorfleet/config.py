@@ -103,7 +103,8 @@ def build(raw: dict[str, Any], cls: type[T], where: str = "config") -> T:
 
 def _expect(value: Any, kind: type, name: str, where: str) -> Any:
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        raise MirrorfleetError(f"{where}: {name} must be a {kind.__name__}, got {value!r}")
+        expected = {int: "an integer", str: "a string", list: "a list"}[kind]
+        raise MirrorfleetError(f"{where}: {name} must be {expected}, got {value!r}")
     return value
 
 
