@@ -78,6 +78,8 @@ def apply() -> None:
         upstream=upstream,
         public_key=secrets.public_key.read_text().strip(),
         rsync_module=host.data.rsync_module,
+        # the next tier learns of a new serial from us, as we learn of it from upstream
+        notify=[fleet.ping_url(m) for m in fleet.downstream_of(host)],
         port=fleet.AGENT_PORT,
     )
     files.directory(

@@ -56,8 +56,28 @@ def validate_groups(groups: Mapping[str, Sequence[HostEntry]]) -> None:
         problems.append(
             f"dns: exactly one dns_role='primary' host is needed, found {len(primaries)}"
         )
+    problems += _tier_problems(_entries(groups.get("mirrors", ())))
     if problems:
         raise MirrorfleetError("bad inventory: " + "; ".join(problems))
+
+
+def _tier_problems(mirrors: list[tuple[str, Mapping[str, Any]]]) -> list[str]:
+    """mirror_upstream must name another mirror, and the tiers must end at the origin."""
+    upstream = {name: data.get("mirror_upstream") for name, data in mirrors}
+    problems = [
+        f"mirrors: {name!r} has mirror_upstream {up!r}, which is not another mirror"
+        for name, up in upstream.items()
+        if up is not None and (up not in upstream or up == name)
+    ]
+    for start in upstream:
+        seen, current = {start}, upstream[start]
+        while current in upstream and upstream[current] is not None:
+            current = upstream[current]
+            if current in seen:
+                problems.append(f"mirrors: mirror_upstream forms a loop through {start!r}")
+                break
+            seen.add(current)
+    return problems
 
 
 def module_groups(namespace: Mapping[str, Any]) -> dict[str, Sequence[HostEntry]]:

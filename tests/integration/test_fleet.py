@@ -7,8 +7,11 @@ Steps run in file order on one lab of 7 hosts (3 mirrors).
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
+import threading
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -31,7 +34,7 @@ PROPAGATION_TIMEOUT = 10.0
 @pytest.fixture(scope="module")
 def lab(make_lab):
     lab = make_lab(LAB, SUBNET)
-    lab.up("--mirrors", "3")
+    lab.up("--topology", str(Path(__file__).with_name("fleet_topology.toml")))
     lab.pyinfra("deploy.py")
     return lab
 
@@ -69,6 +72,17 @@ def test_publish_reaches_every_mirror(lab, public_key) -> None:
     assert result["serial"] == 1 and len(result["changed"]) == 20
     assert set(result["pings"].values()) == {202}
     lab.wait_for(lambda: set(serials(lab, public_key).values()) == {1}, PROPAGATION_TIMEOUT)
+
+
+def test_second_tier_syncs_from_the_first_and_records_the_hops(lab) -> None:
+    config = lab.check("mirror3", "cat", "/etc/mirrorfleet/agent.toml")
+    assert 'upstream_http = "http://mirror1/"' in config
+    assert 'notify = ["http://mirror3:8873/ping"]' in lab.check(
+        "mirror1", "cat", "/etc/mirrorfleet/agent.toml"
+    )
+    assert "mirror3" not in lab.check("origin", "cat", "/etc/mirrorfleet/origin.toml")
+    traces = lab.check("mirror3", "ls", "/srv/mirror/.mirror/trace").split()
+    assert traces == ["mirror1", "mirror3", "origin"]
 
 
 def test_pip_installs_from_a_mirror(lab, tmp_path: Path) -> None:
@@ -159,6 +173,90 @@ def test_forged_upstream_stamp_keeps_the_old_state(lab, public_key) -> None:
         assert serials(lab, public_key) == before
     finally:
         lab.check("origin", "sh", "-c", f"cat > {stamp_path}", input_text=good)
+
+
+SYNCS_UNDER_LOAD = 30
+HREF = re.compile(rb'href="([^"#]+)')
+
+
+class Reader(threading.Thread):
+    """A client that reads the stamp, then index pages, then every file they name,
+    over and over, and counts what a torn mirror would show it."""
+
+    def __init__(self, base: str, public_key, published: dict[int, list[str]]) -> None:
+        super().__init__(daemon=True)
+        self.base, self.public_key, self.published = base, public_key, published
+        self.stop = threading.Event()
+        self.rounds = self.files_checked = 0
+        self.missing: list[str] = []
+        self.stamp_ahead: list[str] = []
+
+    def get(self, path: str) -> bytes | None:
+        try:
+            with urllib.request.urlopen(f"{self.base}/{path}", timeout=5) as response:
+                return response.read()
+        except urllib.error.HTTPError as exc:
+            if exc.code == 404:
+                return None
+            raise
+
+    def run(self) -> None:
+        deadline = time.monotonic() + 300  # bounded even if the writer hangs
+        while not self.stop.is_set() and time.monotonic() < deadline:
+            serial = parse_stamp(self.get(".mirror/stamp.json"), [self.public_key]).serial
+            # every release published up to the served serial must be served
+            for number, wheels in list(self.published.items()):
+                if number <= serial:
+                    for wheel in wheels:
+                        if self.get(wheel) is None:
+                            self.stamp_ahead.append(f"serial {serial}: {wheel}")
+            for project in ("demo-00001", "demo-00002"):
+                page = self.get(f"simple/{project}/")
+                for href in HREF.findall(page or b""):
+                    path = f"simple/{project}/{href.decode()}"
+                    self.files_checked += 1
+                    if self.get(path) is None:
+                        self.missing.append(path)
+            self.rounds += 1
+
+
+def test_readers_never_see_a_torn_mirror(lab, public_key) -> None:
+    mirror = f"http://{lab.address('mirror1')}"
+    start_serial = served_stamp(lab, "mirror1", public_key).serial
+    published: dict[int, list[str]] = {}
+    reader = Reader(mirror, public_key, published)
+    reader.start()
+    try:
+        for i in range(SYNCS_UNDER_LOAD):
+            added = []
+            for project in ("demo-00001", "demo-00002"):
+                version = f"2.0.{i}"
+                lab.check(
+                    "origin",
+                    *AS_SERVICE,
+                    "demo-content",
+                    "/srv/mirror",
+                    "--add",
+                    f"{project}=={version}",
+                    "--payload",
+                    "20000",
+                )
+                added.append(
+                    f"packages/{project}/{project.replace('-', '_')}-{version}-py3-none-any.whl"
+                )
+            serial = publish(lab)["serial"]
+            published[serial] = added
+            lab.wait_for(
+                lambda s=serial: served_stamp(lab, "mirror1", public_key).serial == s,
+                PROPAGATION_TIMEOUT,
+            )
+    finally:
+        reader.stop.set()
+        reader.join(30)
+    assert serial - start_serial == SYNCS_UNDER_LOAD
+    assert reader.rounds > SYNCS_UNDER_LOAD and reader.files_checked > 100
+    assert reader.missing == []
+    assert reader.stamp_ahead == []
 
 
 def test_unauthenticated_ping_is_refused_and_counted(lab) -> None:

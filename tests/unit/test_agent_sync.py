@@ -155,6 +155,20 @@ def test_upstream_going_back_is_refused(
     assert result.serial == 2
 
 
+def test_before_the_first_publish_the_agent_waits(
+    agent_config: AgentConfig, origin_config: OriginConfig
+) -> None:
+    stamp = origin_config.tree / ".mirror/stamp.json"
+    saved = stamp.read_bytes()
+    stamp.unlink()
+    assert sync.sync_once(agent_config).status == "waiting"
+    stamp.write_bytes(saved)
+    assert sync.sync_once(agent_config).status == "synced"
+    stamp.unlink()  # an upstream that loses its stamp after publishing is an error
+    result = sync.sync_once(agent_config)
+    assert result.status == "error" and "no stamp yet" in result.error
+
+
 def test_unreachable_upstream_is_an_error_not_a_crash(agent_config: AgentConfig, httpd) -> None:
     sync.sync_once(agent_config)
     httpd.shutdown()

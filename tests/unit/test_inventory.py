@@ -84,6 +84,7 @@ GOOD = {
 
 def test_good_groups_pass() -> None:
     validate_groups(GOOD)
+    validate_groups({**GOOD, "mirrors": ["m1", ("m2", {"mirror_upstream": "m1"})]})
 
 
 @pytest.mark.parametrize(
@@ -102,6 +103,12 @@ def test_good_groups_pass() -> None:
         (
             {"origin": [("o", {"x": 1})], "mirrors": [("o", {"x": 2})]},
             "different data in different groups",
+        ),
+        ({"mirrors": [("m1", {"mirror_upstream": "m9"})]}, "not another mirror"),
+        ({"mirrors": [("m1", {"mirror_upstream": "m1"})]}, "not another mirror"),
+        (
+            {"mirrors": [("a", {"mirror_upstream": "b"}), ("b", {"mirror_upstream": "a"})]},
+            "forms a loop",
         ),
     ],
 )

@@ -45,9 +45,13 @@ class SyncError(Exception):
     pass
 
 
+class NotPublished(SyncError):
+    """Upstream has no stamp yet: a new fleet before its first publish."""
+
+
 @dataclass
 class SyncResult:
-    status: str  # "unchanged" | "synced" | "error" | "busy"
+    status: str  # "unchanged" | "synced" | "waiting" | "error" | "busy"
     serial: int | None = None
     previous: int | None = None
     bytes: int = 0
@@ -82,6 +86,8 @@ def fetch_upstream_stamp(config: AgentConfig, keys: list[Ed25519PublicKey]) -> t
         with urllib.request.urlopen(request, timeout=10) as response:
             raw = response.read(MAX_STAMP + 1)
     except urllib.error.HTTPError as exc:
+        if exc.code == 404:
+            raise NotPublished(f"upstream {url} has no stamp yet") from None
         raise SyncError(f"upstream stamp {url}: HTTP {exc.code}") from None
     except (OSError, ValueError) as exc:
         raise SyncError(f"upstream stamp {url} unreachable: {exc}") from None
@@ -150,7 +156,14 @@ def sync_once(config: AgentConfig) -> SyncResult:
             log.warning("local stamp does not verify (%s): resyncing", exc)
             local = None
         result.previous = result.serial = local.serial if local else None
-        upstream, raw = fetch_upstream_stamp(config, keys)
+        try:
+            upstream, raw = fetch_upstream_stamp(config, keys)
+        except NotPublished as exc:
+            if local:  # upstream lost what it had published: that is an error
+                raise
+            result.status = "waiting"
+            log.info("%s: nothing to sync yet", exc)
+            return result
         if local and upstream.serial == local.serial:
             result.status = "unchanged"
             return result

@@ -1,0 +1,154 @@
+"""Sync efficiency: the agent against raw rsync on the same tree, on loopback.
+
+    .venv/bin/python bench/sync_bench.py [--projects 17000] [--runs 5] [--json]
+
+A PyPI-style tree of ~3 files per project (wheel, HTML and JSON page) is served by
+a real rsync daemon and an HTTP server on 127.0.0.1. Measured in the same run:
+- no-change: `mirrorfleet` agent sync (stamp check only) vs a raw `rsync -a` no-op
+  over the whole tree;
+- 1 % change (new releases of 1 % of projects, published): the agent's two-stage
+  sync vs two raw `rsync -a` passes over the same change (what ftpsync's two stages
+  cost).
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+from mirrorfleet.agent.sync import sync_once
+from mirrorfleet.config import AgentConfig, OriginConfig
+from mirrorfleet.content import pypi
+from mirrorfleet.keys import SecretsDir, init_secrets
+from mirrorfleet.origin import publish
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def raw_rsync(url: str, dest: Path) -> None:
+    subprocess.run(["rsync", "-a", "--delete", url, f"{dest}/"], check=True, capture_output=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--projects", type=int, default=17000)
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="mf-syncbench-", dir="/var/tmp"))
+    rsyncd = httpd = None
+    try:
+        init_secrets(work / "secrets")
+        secrets = SecretsDir(work / "secrets")
+        tree = work / "origin"
+        tree.mkdir()
+        started = time.perf_counter()
+        pypi.generate(tree, args.projects)
+        origin = OriginConfig("origin", tree, secrets.signing_key, secrets.ping_secret)
+        publish(origin, ping=False)
+        files = sum(1 for p in tree.rglob("*") if p.is_file())
+        gen_seconds = time.perf_counter() - started
+
+        port = free_port()
+        conf = work / "rsyncd.conf"
+        conf.write_text(
+            f"use chroot = no\nuid = {os.getuid()}\ngid = {os.getgid()}\n"
+            f"[mirror]\npath = {tree}\nread only = yes\n"
+        )
+        rsyncd = subprocess.Popen(
+            [
+                "rsync",
+                "--daemon",
+                "--no-detach",
+                f"--config={conf}",
+                f"--port={port}",
+                "--address=127.0.0.1",
+            ]
+        )
+        time.sleep(0.5)
+        handler = functools.partial(SimpleHTTPRequestHandler, directory=str(tree))
+        handler.log_message = lambda *a: None  # type: ignore[attr-defined]
+        httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        threading.Thread(target=httpd.serve_forever, daemon=True).start()
+        url = f"rsync://127.0.0.1:{port}/mirror/"
+        agent = AgentConfig(
+            name="bench",
+            tree=work / "mirror",
+            upstream_rsync=url,
+            upstream_http=f"http://127.0.0.1:{httpd.server_address[1]}/",
+            public_keys=(secrets.public_key.read_text().strip(),),
+            ping_secret=secrets.ping_secret,
+            state_dir=work / "state",
+        )
+        raw = work / "raw"
+        first_agent = timed(lambda: sync_once(agent))
+        first_raw = timed(lambda: raw_rsync(url, raw))
+
+        noop_agent = [timed(lambda: sync_once(agent)) for _ in range(args.runs)]
+        noop_raw = [timed(lambda: raw_rsync(url, raw)) for _ in range(args.runs)]
+
+        change_agent, change_raw = [], []
+        changed = max(1, args.projects // 100)
+        for run in range(args.runs):
+            for i in range(changed):
+                pypi.add_release(tree, f"demo-{i * 97 % args.projects:05d}", f"9.{run}.0")
+            publish(origin, ping=False)
+            change_agent.append(timed(lambda: sync_once(agent)))
+            change_raw.append(timed(lambda: (raw_rsync(url, raw), raw_rsync(url, raw))))
+            assert sync_once(agent).status == "unchanged"
+
+        med = statistics.median
+        results = {
+            "projects": args.projects,
+            "files": files,
+            "generate_and_publish_s": round(gen_seconds, 1),
+            "first_sync_agent_s": round(first_agent, 2),
+            "first_sync_raw_rsync_s": round(first_raw, 2),
+            "noop_agent_s": round(med(noop_agent), 4),
+            "noop_raw_rsync_s": round(med(noop_raw), 4),
+            "noop_ratio_raw_over_agent": round(med(noop_raw) / med(noop_agent), 1),
+            "change_projects": changed,
+            "change_agent_s": round(med(change_agent), 3),
+            "change_two_raw_passes_s": round(med(change_raw), 3),
+            "change_ratio_agent_over_two_raw": round(med(change_agent) / med(change_raw), 2),
+        }
+        if args.json:
+            print(json.dumps(results, indent=2))
+        else:
+            for key, value in results.items():
+                print(f"{key:34} {value}")
+    finally:
+        if httpd:
+            httpd.shutdown()
+        if rsyncd:
+            rsyncd.terminate()
+            rsyncd.wait(10)
+        shutil.rmtree(work, ignore_errors=True)
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()
