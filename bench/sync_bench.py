@@ -35,6 +35,11 @@ from mirrorfleet.keys import SecretsDir, init_secrets
 from mirrorfleet.origin import publish
 
 
+class QuietHandler(SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -89,8 +94,7 @@ def main() -> None:
             ]
         )
         time.sleep(0.5)
-        handler = functools.partial(SimpleHTTPRequestHandler, directory=str(tree))
-        handler.log_message = lambda *a: None  # type: ignore[attr-defined]
+        handler = functools.partial(QuietHandler, directory=str(tree))
         httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
         threading.Thread(target=httpd.serve_forever, daemon=True).start()
         url = f"rsync://127.0.0.1:{port}/mirror/"

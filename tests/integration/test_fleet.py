@@ -228,23 +228,21 @@ def test_readers_never_see_a_torn_mirror(lab, public_key) -> None:
     reader.start()
     try:
         for i in range(SYNCS_UNDER_LOAD):
-            added = []
+            added, steps = [], []
             for project in ("demo-00001", "demo-00002"):
                 version = f"2.0.{i}"
-                lab.check(
-                    "origin",
-                    *AS_SERVICE,
-                    "demo-content",
-                    "/srv/mirror",
-                    "--add",
-                    f"{project}=={version}",
-                    "--payload",
-                    "20000",
+                steps.append(
+                    f"mirrorfleet demo-content /srv/mirror --add {project}=={version} "
+                    "--payload 20000 >/dev/null"
                 )
                 added.append(
                     f"packages/{project}/{project.replace('-', '_')}-{version}-py3-none-any.whl"
                 )
-            serial = publish(lab)["serial"]
+            steps.append("mirrorfleet origin publish --json")
+            script = " && ".join(steps)
+            serial = json.loads(
+                lab.check("origin", "runuser", "-u", "mirrorfleet", "--", "sh", "-c", script)
+            )["serial"]
             published[serial] = added
             lab.wait_for(
                 lambda s=serial: served_stamp(lab, "mirror1", public_key).serial == s,

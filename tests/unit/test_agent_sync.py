@@ -25,6 +25,11 @@ from mirrorfleet.ping import send_ping
 from mirrorfleet.stamp import Stamp
 
 
+class QuietHandler(SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -66,8 +71,7 @@ def rsyncd(tmp_path: Path, origin_config: OriginConfig) -> Iterator[dict]:
 
 @pytest.fixture
 def httpd(origin_config: OriginConfig) -> Iterator[ThreadingHTTPServer]:
-    handler = functools.partial(SimpleHTTPRequestHandler, directory=str(origin_config.tree))
-    handler.log_message = lambda *a: None  # type: ignore[attr-defined]
+    handler = functools.partial(QuietHandler, directory=str(origin_config.tree))
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     yield server
