@@ -77,6 +77,22 @@ class LabRun:
         )
         return json.loads(proc.stdout)
 
+    def infra_suite(self, *extra: str) -> subprocess.CompletedProcess:
+        """The operator's verification suite (tests/infra) against this lab."""
+        return self.run(
+            sys.executable,
+            "-m",
+            "pytest",
+            "tests/infra",
+            "--inventory",
+            "inventories/lab.py",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            *extra,
+            timeout=300,
+        )
+
     def exec(self, host: str, *command: str, timeout: float = 120, input_text: str = ""):
         return self.run(
             str(BIN / "mirrorfleet"),

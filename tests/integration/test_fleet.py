@@ -273,16 +273,5 @@ def test_deploy_rerun_changes_nothing(lab) -> None:
 
 
 def test_infra_suite_passes(lab) -> None:
-    proc = lab.run(
-        sys.executable,
-        "-m",
-        "pytest",
-        "tests/infra",
-        "--inventory",
-        "inventories/lab.py",
-        "-q",
-        "-p",
-        "no:cacheprovider",
-        timeout=300,
-    )
+    proc = lab.infra_suite()
     assert proc.returncode == 0, proc.stdout[-3000:]

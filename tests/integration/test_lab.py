@@ -104,24 +104,8 @@ def test_testinfra_sees_sshd_and_hostname(lab, name: str) -> None:
     )
 
 
-def infra_suite(lab, *extra: str):
-    return lab.run(
-        sys.executable,
-        "-m",
-        "pytest",
-        "tests/infra",
-        "--inventory",
-        "inventories/lab.py",
-        "-q",
-        "-p",
-        "no:cacheprovider",
-        *extra,
-        timeout=300,
-    )
-
-
 def test_infra_suite_passes_on_the_lab(lab) -> None:
-    proc = infra_suite(lab)
+    proc = lab.infra_suite()
     assert proc.returncode == 0, proc.stdout[-3000:]
     assert " passed" in proc.stdout and " failed" not in proc.stdout
 
@@ -130,14 +114,14 @@ def test_infra_suite_catches_a_broken_host(lab) -> None:
     """A test of the tests: loosen one host's config dir and the suite must say so."""
     lab.check("mirror2", "chmod", "0777", "/etc/mirrorfleet")
     try:
-        proc = infra_suite(lab)
+        proc = lab.infra_suite()
         assert proc.returncode == 1
         expected = "FAILED tests/infra/test_common.py::test_config_dir_is_closed_to_others"
         assert f"{expected}[ssh://mirror2]" in proc.stdout
         assert proc.stdout.count("FAILED") == 1
     finally:
         lab.pyinfra("deploy.py")  # the role puts it back
-    assert infra_suite(lab, "-k", "config_dir").returncode == 0
+    assert lab.infra_suite("-k", "config_dir").returncode == 0
 
 
 def test_status_reports_every_host(lab) -> None:
