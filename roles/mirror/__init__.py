@@ -118,3 +118,9 @@ def apply() -> None:
         running=True,
         enabled=True,
     )
+    systemd.service(
+        name="Restart the timer on a new schedule",
+        service="mirrorfleet-sync.timer",
+        restarted=True,
+        _if=units[UNITS.index("mirrorfleet-sync.timer")].did_change,
+    )

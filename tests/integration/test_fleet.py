@@ -257,6 +257,61 @@ def test_readers_never_see_a_torn_mirror(lab, public_key) -> None:
     assert reader.stamp_ahead == []
 
 
+FULL_DISK_SETUP = """
+set -e
+used=$(du -sm /srv/mirror | cut -f1)
+mkdir -p /run/smalldisk
+mount -t tmpfs -o size=$((used + 2))M,mode=755 smalldisk /run/smalldisk
+cp -a /srv/mirror/. /run/smalldisk/
+mount --bind /run/smalldisk /srv/mirror
+systemctl restart mirrorfleet-agent.service
+"""
+FULL_DISK_TEARDOWN = """
+systemctl stop mirrorfleet-agent.service
+umount /srv/mirror; umount /run/smalldisk
+systemctl start mirrorfleet-agent.service
+"""
+
+
+def test_full_disk_keeps_the_old_state_and_recovers(lab, public_key) -> None:
+    lab.check("mirror2", "sh", "-c", FULL_DISK_SETUP)
+    try:
+        before = served_stamp(lab, "mirror2", public_key).serial
+        lab.check(
+            "origin",
+            *AS_SERVICE,
+            "demo-content",
+            "/srv/mirror",
+            "--add",
+            "demo-00005==5.0.0",
+            "--payload",
+            str(8 * 1024 * 1024),
+        )
+        serial = publish(lab)["serial"]
+        lab.wait_for(lambda: serials(lab, public_key)["mirror1"] == serial, PROPAGATION_TIMEOUT)
+        metrics_url = f"http://{lab.address('mirror2')}:8873/metrics"
+        lab.wait_for(
+            lambda: (
+                "mirrorfleet_agent_last_sync_ok 0.0"
+                in urllib.request.urlopen(metrics_url, timeout=5).read().decode()
+            ),
+            PROPAGATION_TIMEOUT,
+        )
+        assert served_stamp(lab, "mirror2", public_key).serial == before
+        page = urllib.request.urlopen(
+            f"http://{lab.address('mirror2')}/simple/demo-00005/", timeout=5
+        ).read()
+        assert b"5.0.0" not in page  # no index names the file that did not fit
+        journal = lab.check(
+            "mirror2", "journalctl", "-u", "mirrorfleet-agent", "-n", "30", "--no-pager"
+        )
+        assert "No space left on device" in journal
+    finally:
+        lab.check("mirror2", "sh", "-c", FULL_DISK_TEARDOWN)
+    # the disk is back (the original tree, under the tmpfs): the next sync catches up
+    lab.wait_for(lambda: serials(lab, public_key)["mirror2"] == serial, PROPAGATION_TIMEOUT)
+
+
 def test_unauthenticated_ping_is_refused_and_counted(lab) -> None:
     url = f"http://{lab.address('mirror1')}:8873"
     request = urllib.request.Request(f"{url}/ping", data=b"{}", method="POST")

@@ -136,7 +136,10 @@ def run_rsync(config: AgentConfig, stage: int) -> int:
         if proc.returncode in (0, VANISHED):
             match = re.search(r"Total bytes received: ([\d,.]+)", proc.stdout)
             return int(re.sub(r"[,.]", "", match.group(1))) if match else 0
-        detail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        lines = proc.stderr.strip().splitlines() or ["no output"]
+        # the specific cause ("write failed ...: No space left on device") comes
+        # before rsync's generic summary line
+        detail = next((line for line in lines if line.startswith("rsync:")), lines[-1])
         if proc.returncode not in RETRYABLE_RSYNC or attempt == config.retries:
             raise SyncError(f"rsync stage {stage} failed ({proc.returncode}): {detail}")
         delay = min(30, 2**attempt)
