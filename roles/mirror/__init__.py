@@ -89,8 +89,8 @@ def apply() -> None:
         group=user,
         mode="0750",
     )
-    units = [
-        files.template(
+    units = {
+        unit: files.template(
             name=f"Install {unit}",
             src=str(TEMPLATES / f"{unit}.j2"),
             dest=f"/etc/systemd/system/{unit}",
@@ -98,8 +98,8 @@ def apply() -> None:
             sandbox=sandbox(),
         )
         for unit in UNITS
-    ]
-    systemd.daemon_reload(name="Reload systemd units", _if=any_changed(*units))
+    }
+    systemd.daemon_reload(name="Reload systemd units", _if=any_changed(*units.values()))
     systemd.service(
         name="Run the sync agent",
         service="mirrorfleet-agent.service",
@@ -110,7 +110,7 @@ def apply() -> None:
         name="Restart the sync agent on new code or config",
         service="mirrorfleet-agent.service",
         restarted=True,
-        _if=any_changed(config, secret, *units, install.INSTALLED[host.name]),
+        _if=any_changed(config, secret, *units.values(), install.INSTALLED[host.name]),
     )
     systemd.service(
         name="Run the fallback sync timer",
@@ -122,5 +122,5 @@ def apply() -> None:
         name="Restart the timer on a new schedule",
         service="mirrorfleet-sync.timer",
         restarted=True,
-        _if=units[UNITS.index("mirrorfleet-sync.timer")].did_change,
+        _if=units["mirrorfleet-sync.timer"].did_change,
     )
