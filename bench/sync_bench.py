@@ -7,8 +7,9 @@ a real rsync daemon and an HTTP server on 127.0.0.1. Measured in the same run:
 - no-change: `mirrorfleet` agent sync (stamp check only) vs a raw `rsync -a` no-op
   over the whole tree;
 - 1 % change (new releases of 1 % of projects, published): the agent's two-stage
-  sync vs two raw `rsync -a` passes over the same change (what ftpsync's two stages
-  cost).
+  sync vs two raw `rsync -a` passes over the same change;
+- Debian's ftpsync (package `ftpsync`), configured on the same rsync module, for
+  both cases: it has no cheap check, so every run is its full two-stage sync.
 """
 
 from __future__ import annotations
@@ -54,6 +55,20 @@ def timed(fn) -> float:
 
 def raw_rsync(url: str, dest: Path) -> None:
     subprocess.run(["rsync", "-a", "--delete", url, f"{dest}/"], check=True, capture_output=True)
+
+
+def ftpsync_runner(work: Path, url: str):
+    """A callable running Debian's ftpsync into its own copy, or None if not installed."""
+    if shutil.which("ftpsync") is None:
+        return None
+    home = work / "ftphome"
+    (home / ".config/ftpsync").mkdir(parents=True)
+    (home / ".config/ftpsync/ftpsync.conf").write_text(
+        f"MIRRORNAME=bench\nTO={work / 'ftpsync'}/\nRSYNC_SOURCE={url}\n"
+        f"LOGDIR={work / 'ftplog'}\nLOCKDIR={work / 'ftplock'}\nMAILTO=\n"
+    )
+    env = {**os.environ, "HOME": str(home), "LOGNAME": "root"}
+    return lambda: subprocess.run(["ftpsync"], env=env, check=True, capture_output=True)
 
 
 def main() -> None:
@@ -108,13 +123,16 @@ def main() -> None:
             state_dir=work / "state",
         )
         raw = work / "raw"
+        ftpsync = ftpsync_runner(work, url)
         first_agent = timed(lambda: sync_once(agent))
         first_raw = timed(lambda: raw_rsync(url, raw))
+        first_ftp = timed(ftpsync) if ftpsync else None
 
         noop_agent = [timed(lambda: sync_once(agent)) for _ in range(args.runs)]
         noop_raw = [timed(lambda: raw_rsync(url, raw)) for _ in range(args.runs)]
+        noop_ftp = [timed(ftpsync) for _ in range(args.runs)] if ftpsync else []
 
-        change_agent, change_raw = [], []
+        change_agent, change_raw, change_ftp = [], [], []
         changed = max(1, args.projects // 100)
         for run in range(args.runs):
             for i in range(changed):
@@ -122,6 +140,8 @@ def main() -> None:
             publish(origin, ping=False)
             change_agent.append(timed(lambda: sync_once(agent)))
             change_raw.append(timed(lambda: (raw_rsync(url, raw), raw_rsync(url, raw))))
+            if ftpsync:
+                change_ftp.append(timed(ftpsync))
             assert sync_once(agent).status == "unchanged"
 
         med = statistics.median
@@ -139,6 +159,14 @@ def main() -> None:
             "change_two_raw_passes_s": round(med(change_raw), 3),
             "change_ratio_agent_over_two_raw": round(med(change_agent) / med(change_raw), 2),
         }
+        if ftpsync:
+            results.update(
+                first_sync_ftpsync_s=round(first_ftp, 2),
+                noop_ftpsync_s=round(med(noop_ftp), 3),
+                noop_ratio_ftpsync_over_agent=round(med(noop_ftp) / med(noop_agent), 1),
+                change_ftpsync_s=round(med(change_ftp), 3),
+                change_ratio_agent_over_ftpsync=round(med(change_agent) / med(change_ftp), 2),
+            )
         if args.json:
             print(json.dumps(results, indent=2))
         else:

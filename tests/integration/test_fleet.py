@@ -312,6 +312,29 @@ def test_full_disk_keeps_the_old_state_and_recovers(lab, public_key) -> None:
     lab.wait_for(lambda: serials(lab, public_key)["mirror2"] == serial, PROPAGATION_TIMEOUT)
 
 
+def test_bad_agent_config_keeps_serving_and_a_deploy_repairs_it(lab, public_key) -> None:
+    serving = served_stamp(lab, "mirror2", public_key).serial
+    lab.check("mirror2", "sh", "-c", "echo 'bogus = 1' >> /etc/mirrorfleet/agent.toml")
+    lab.exec("mirror2", "systemctl", "restart", "mirrorfleet-agent.service")
+    lab.wait_for(
+        lambda: (
+            "unknown keys bogus"
+            in lab.check(
+                "mirror2", "journalctl", "-u", "mirrorfleet-agent", "-n", "20", "--no-pager"
+            )
+        ),
+        PROPAGATION_TIMEOUT,
+    )
+    assert lab.exec("mirror2", "systemctl", "is-active", "mirrorfleet-agent").returncode != 0
+    assert served_stamp(lab, "mirror2", public_key).serial == serving  # nginx still serves
+    ops = lab.pyinfra("deploy.py")["results"]["operations"]
+    assert "mirrorfleet mirror | Configure the sync agent" in [
+        op["name"] for op in ops if op["success"]
+    ]
+    serial = publish(lab, "--force")["serial"]
+    lab.wait_for(lambda: serials(lab, public_key)["mirror2"] == serial, PROPAGATION_TIMEOUT)
+
+
 def test_unauthenticated_ping_is_refused_and_counted(lab) -> None:
     url = f"http://{lab.address('mirror1')}:8873"
     request = urllib.request.Request(f"{url}/ping", data=b"{}", method="POST")
