@@ -1,31 +1,65 @@
-"""Writing into a published tree: every file appears whole or not at all, and is
-owned like the tree itself, whoever runs the command."""
+"""Writing into a published tree: every file appears whole or not at all.
+
+One mechanism for the publisher, the agent and the content generator: write a
+dotfile ending in TMP_SUFFIX next to the target, then rename it into place. rsync
+excludes such files and nginx serves no dotfiles, so a half-written file never
+travels.
+"""
 
 from __future__ import annotations
 
 import os
-import tempfile
+import threading
 from pathlib import Path
 
 META_DIR = ".mirror"
-# Files being written are dotfiles ending in this; rsync and nginx never pass them on.
 TMP_SUFFIX = ".tmp"
 
 
-def atomic_write(path: Path, data: bytes, tree: Path, mode: int = 0o644) -> None:
-    _makedirs(path.parent, tree)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TMP_SUFFIX)
+def tmp_path(path: Path) -> Path:
+    """Unique per process and thread, so concurrent writers never share one."""
+    return path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}{TMP_SUFFIX}")
+
+
+def atomic_write(
+    path: Path,
+    data: bytes,
+    tree: Path | None = None,
+    *,
+    mode: int = 0o644,
+    durable: bool = True,
+    unless_same: bool = False,
+) -> bool:
+    """Replace path with data; True if written.
+
+    tree: make missing parents, and own everything like the tree (when root).
+    durable: fsync before the rename (stamps, manifests); bulk content skips it.
+    unless_same: leave an identical file alone, so its mtime stays put.
+    """
+    if unless_same:
+        try:
+            if path.stat().st_size == len(data) and path.read_bytes() == data:
+                return False
+        except FileNotFoundError:
+            pass
+    if tree is not None:
+        _makedirs(path.parent, tree)
+    tmp = tmp_path(path)
     try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
         with os.fdopen(fd, "wb") as out:
             out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        os.chmod(tmp, mode)
-        _own_like(Path(tmp), tree)
+            if durable:
+                out.flush()
+                os.fsync(out.fileno())
+        os.chmod(tmp, mode)  # whatever the umask
+        if tree is not None:
+            _own_like(tmp, tree)
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
+    return True
 
 
 def _makedirs(directory: Path, tree: Path) -> None:

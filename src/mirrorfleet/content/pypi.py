@@ -27,13 +27,14 @@ import os
 import re
 import shutil
 import stat
-import threading
 import time
 import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from email.parser import HeaderParser
 from pathlib import Path
+
+from mirrorfleet.treefiles import atomic_write, tmp_path
 
 __all__ = [
     "add_release",
@@ -148,32 +149,6 @@ def _wheel_bytes(project: str, version: str, payload_bytes: int = 0) -> bytes:
     return buf.getvalue()
 
 
-def _tmp_name(path: Path) -> Path:
-    # Dot-prefixed so listings and rsync filters can skip it; pid+thread make it unique
-    # among concurrent writers without mkstemp's 0600 mode (nginx must read the result).
-    return path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-
-
-def _write_atomic(path: Path, data: bytes, compare: bool = True) -> bool:
-    """Replace path with data unless it already holds exactly that. True if written."""
-    if compare:
-        try:
-            if path.stat().st_size == len(data) and path.read_bytes() == data:
-                return False
-        except FileNotFoundError:
-            pass
-    tmp = _tmp_name(path)
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        with open(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return True
-
-
 def make_wheel(dest_dir: Path, project: str, version: str, payload_bytes: int = 0) -> Path:
     """Write a pure-Python, dependency-free wheel defining ``<dist>.__version__``.
 
@@ -183,7 +158,7 @@ def make_wheel(dest_dir: Path, project: str, version: str, payload_bytes: int = 
     data = _wheel_bytes(project, version, payload_bytes)
     dest_dir.mkdir(parents=True, exist_ok=True)
     path = dest_dir / _wheel_filename(project, version)
-    _write_atomic(path, data)
+    atomic_write(path, data, durable=False, unless_same=True)
     return path
 
 
@@ -345,8 +320,10 @@ def _write_project_pages(tree: Path, project: str, known: _Known | None = None) 
     page_dir = tree / "simple" / project
     page_dir.mkdir(parents=True, exist_ok=True)
     # JSON first, HTML last: project_index_pages() treats index.html as "the project exists".
-    _write_atomic(page_dir / JSON_PAGE, _project_json(project, files))
-    _write_atomic(page_dir / PAGE, _project_html(project, files))
+    atomic_write(
+        page_dir / JSON_PAGE, _project_json(project, files), durable=False, unless_same=True
+    )
+    atomic_write(page_dir / PAGE, _project_html(project, files), durable=False, unless_same=True)
 
 
 def project_index_pages(tree: Path) -> dict[str, Path]:
@@ -387,8 +364,13 @@ def write_root_index(tree: Path) -> None:
     lines += [f'    <a href="{html.escape(n)}/">{html.escape(n)}</a><br/>' for n in names]
     lines += ["  </body>", "</html>", ""]
     doc = {"meta": {"api-version": API_VERSION}, "projects": [{"name": n} for n in names]}
-    _write_atomic(simple / JSON_PAGE, (json.dumps(doc, separators=(",", ":")) + "\n").encode())
-    _write_atomic(simple / PAGE, "\n".join(lines).encode())
+    atomic_write(
+        simple / JSON_PAGE,
+        (json.dumps(doc, separators=(",", ":")) + "\n").encode(),
+        durable=False,
+        unless_same=True,
+    )
+    atomic_write(simple / PAGE, "\n".join(lines).encode(), durable=False, unless_same=True)
 
 
 def add_release(tree: Path, project: str, version: str, payload_bytes: int = 0) -> Path:
@@ -425,7 +407,7 @@ def _add_wheel(
         if not same:
             raise FileExistsError(f"{path} exists with different content; refusing to replace")
         return path
-    _write_atomic(path, data, compare=False)  # just checked: it is missing
+    atomic_write(path, data, durable=False)  # just checked: it is missing
     return path
 
 
@@ -498,7 +480,7 @@ def _link_or_copy(src: Path, dst: Path) -> None:
     except FileNotFoundError:
         pass
     dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp_name(dst)
+    tmp = tmp_path(dst)
     tmp.unlink(missing_ok=True)
     try:
         try:
