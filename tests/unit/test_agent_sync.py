@@ -9,6 +9,7 @@ import socket
 import subprocess
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import replace
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
@@ -222,12 +223,8 @@ def test_pings_during_a_sync_make_exactly_one_follow_up(
         time.sleep(1.6)  # long enough for the follow-up and any (wrong) third sync
         assert len(calls) == 2
         assert send_ping(url, b"x" * 64, {"event": "publish"}) == 401
-        metrics = subprocess.run(
-            ["curl", "-sf", f"http://127.0.0.1:{config.listen_address[1]}/metrics"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-        ).stdout
+        metrics_url = f"http://127.0.0.1:{config.listen_address[1]}/metrics"
+        metrics = urllib.request.urlopen(metrics_url, timeout=10).read().decode()
         assert 'mirrorfleet_agent_pings_total{verdict="accepted"} 5.0' in metrics
         assert 'mirrorfleet_agent_pings_total{verdict="rejected"} 1.0' in metrics
     finally:
