@@ -1,0 +1,88 @@
+"""Plan and apply the fleet's DNS records, octoDNS-style.
+
+A plan is the difference between the records mirrorfleet wants and the records the
+zone holds now, restricted to names mirrorfleet owns. Anything else in the zone is
+never read into the plan, so it is never touched. A plan that would rewrite more
+than a set share of our records is refused unless forced; an empty plan sends
+nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from mirrorfleet.errors import MirrorfleetError
+from mirrorfleet.records import HEAD, META, OWNER, SERVICE, RRset
+
+OWNED_SUFFIXES = (SERVICE, HEAD, META, OWNER)
+MAX_CHANGE_SHARE = 0.5  # refuse plans that rewrite more than half of what we own
+
+
+def owned(name: str) -> bool:
+    """Names mirrorfleet writes: its fixed names, region SRV names and meta records."""
+    return name in OWNED_SUFFIXES or name.startswith(f"{SERVICE}.") or name.endswith(f".{META}")
+
+
+Key = tuple[str, str]  # (name relative to the zone, type)
+
+
+@dataclass
+class Plan:
+    creates: list[RRset] = field(default_factory=list)
+    updates: list[tuple[RRset, RRset]] = field(default_factory=list)  # (live, desired)
+    deletes: list[RRset] = field(default_factory=list)
+    owned_live: int = 0
+
+    @property
+    def empty(self) -> bool:
+        return not (self.creates or self.updates or self.deletes)
+
+    @property
+    def changes(self) -> int:
+        return len(self.creates) + len(self.updates) + len(self.deletes)
+
+    def summary(self) -> dict[str, object]:
+        return {
+            "create": [f"{r.name} {r.rdtype}" for r in self.creates],
+            "update": [f"{d.name} {d.rdtype}" for _, d in self.updates],
+            "delete": [f"{r.name} {r.rdtype}" for r in self.deletes],
+            "owned_live": self.owned_live,
+        }
+
+
+def plan(desired: Sequence[RRset], live: Iterable[RRset]) -> Plan:
+    wanted = _index(desired, "desired")
+    current = _index((r for r in live if owned(r.name)), "live")
+    result = Plan(owned_live=len(current))
+    for key, rrset in sorted(wanted.items()):
+        have = current.get(key)
+        if have is None:
+            result.creates.append(rrset)
+        elif (set(have.values), have.ttl) != (set(rrset.values), rrset.ttl):
+            result.updates.append((have, rrset))
+    result.deletes = [r for key, r in sorted(current.items()) if key not in wanted]
+    return result
+
+
+def check_safe(result: Plan, max_share: float = MAX_CHANGE_SHARE, force: bool = False) -> None:
+    """Refuse a plan that rewrites too much of an existing fleet at once."""
+    if force or result.owned_live == 0:
+        return  # a first publish creates everything, by design
+    touched = len(result.updates) + len(result.deletes)
+    if touched > max_share * result.owned_live:
+        raise MirrorfleetError(
+            f"plan changes {touched} of {result.owned_live} existing record sets "
+            f"(more than {max_share:.0%}); check it with `mirrorfleet dns plan`, "
+            "then apply with --force if it is right"
+        )
+
+
+def _index(rrsets: Iterable[RRset], what: str) -> dict[Key, RRset]:
+    index: dict[Key, RRset] = {}
+    for rrset in rrsets:
+        key = (rrset.name, rrset.rdtype)
+        if key in index:
+            raise MirrorfleetError(f"{what} records name {rrset.name} {rrset.rdtype} twice")
+        index[key] = rrset
+    return index

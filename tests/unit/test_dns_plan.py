@@ -1,0 +1,80 @@
+"""Plan: diff against live records, touch only what we own, refuse unsafe plans."""
+
+from __future__ import annotations
+
+import pytest
+
+from mirrorfleet.errors import MirrorfleetError
+from mirrorfleet.publish import check_safe, owned, plan
+from mirrorfleet.records import RRset
+
+
+def txt(name: str, value: str = '"txtvers=1"', ttl: int = 60) -> RRset:
+    return RRset(name, "TXT", ttl, (value,))
+
+
+def srv(*targets: str, name: str = "_pkgmirror._tcp") -> RRset:
+    return RRset(name, "SRV", 60, tuple(f"10 100 80 {t}." for t in targets))
+
+
+FOREIGN = [RRset("www", "A", 300, ("192.0.2.1",)), txt("_dmarc", '"v=DMARC1"'), txt("@")]
+
+
+@pytest.mark.parametrize(
+    ("name", "ours"),
+    [
+        ("_pkgmirror._tcp", True),
+        ("_pkgmirror._tcp.eu", True),
+        ("_head._pkgmirror", True),
+        ("_owner._pkgmirror", True),
+        ("mirror1._meta._pkgmirror", True),
+        ("www", False),
+        ("_pkgmirror", False),
+        ("x_pkgmirror._tcp", False),
+        ("_meta._pkgmirror.evil", False),
+    ],
+)
+def test_ownership(name: str, ours: bool) -> None:
+    assert owned(name) is ours
+
+
+def test_first_publish_creates_everything_and_ignores_foreign_records() -> None:
+    desired = [txt("_owner._pkgmirror"), srv("a.example"), txt("a._meta._pkgmirror")]
+    result = plan(desired, FOREIGN)
+    assert [r.name for r in result.creates] == sorted(r.name for r in desired)
+    assert result.updates == [] and result.deletes == []
+    check_safe(result)
+
+
+def test_same_records_make_an_empty_plan() -> None:
+    desired = [txt("_owner._pkgmirror"), srv("a.example", "b.example")]
+    live = [*FOREIGN, txt("_owner._pkgmirror"), srv("b.example", "a.example")]
+    assert plan(desired, live).empty
+
+
+def test_changes_and_stale_records() -> None:
+    live = [txt("_owner._pkgmirror"), srv("a.example"), txt("gone._meta._pkgmirror"), *FOREIGN]
+    desired = [txt("_owner._pkgmirror"), srv("a.example", "b.example")]
+    result = plan(desired, live)
+    assert [d.values for _, d in result.updates] == [srv("a.example", "b.example").values]
+    assert [r.name for r in result.deletes] == ["gone._meta._pkgmirror"]
+    assert result.changes == 2
+
+
+def test_ttl_change_is_an_update() -> None:
+    result = plan([txt("_head._pkgmirror", ttl=300)], [txt("_head._pkgmirror", ttl=60)])
+    assert len(result.updates) == 1
+
+
+def test_a_plan_rewriting_most_of_the_fleet_is_refused_unless_forced() -> None:
+    live = [txt(f"m{i}._meta._pkgmirror") for i in range(10)]
+    result = plan(live[:3], live)
+    assert len(result.deletes) == 7
+    with pytest.raises(MirrorfleetError, match="changes 7 of 10"):
+        check_safe(result)
+    check_safe(result, force=True)
+
+
+def test_duplicate_desired_sets_are_an_error() -> None:
+    with pytest.raises(MirrorfleetError, match="twice"):
+        plan([txt("_head._pkgmirror"), txt("_head._pkgmirror")], [])
