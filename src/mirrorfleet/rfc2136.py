@@ -1,0 +1,124 @@
+"""Publishing to an authoritative server with RFC 2136 dynamic updates and TSIG.
+
+Live state comes from a TSIG-signed AXFR; a whole plan goes out as one update
+message whose prerequisite is our ownership marker, so a cycle is atomic and never
+writes into a zone another fleet owns. The server's `update-policy`
+(`update_policy()` below, used by the BIND role and the tests) limits the key to
+mirrorfleet's names: even a buggy publisher cannot touch anything else.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import dns.exception
+import dns.name
+import dns.query
+import dns.rcode
+import dns.rdata
+import dns.rdatatype
+import dns.tsigkeyring
+import dns.update
+import dns.zone
+
+from mirrorfleet.errors import MirrorfleetError
+from mirrorfleet.publish import Plan
+from mirrorfleet.records import HEAD, META, OWNER, SERVICE, RRset
+
+
+@dataclass(frozen=True)
+class Rfc2136Target:
+    zone: str
+    server: str
+    key_name: str
+    key_secret: str  # base64, as in a BIND key statement
+    port: int = 53
+    algorithm: str = "hmac-sha256"
+    timeout: float = 5.0
+
+    @property
+    def keyring(self) -> dict:
+        return dns.tsigkeyring.from_text({self.key_name: (self.algorithm, self.key_secret)})
+
+    @property
+    def origin(self) -> dns.name.Name:
+        return dns.name.from_text(self.zone)
+
+
+def update_policy(zone: str, key_name: str, regions: Iterable[str] = ()) -> list[str]:
+    """BIND update-policy rules granting the publisher key exactly schema v1's names.
+
+    BIND wildcards only lead a name, so each region's SRV name gets its own rule.
+    """
+    zone = zone.rstrip(".")
+    return [
+        f"grant {key_name} name {SERVICE}.{zone}. SRV;",
+        *(f"grant {key_name} name {SERVICE}.{r}.{zone}. SRV;" for r in sorted(set(regions))),
+        f"grant {key_name} name {HEAD}.{zone}. TXT;",
+        f"grant {key_name} name {OWNER}.{zone}. TXT;",
+        f"grant {key_name} wildcard *.{META}.{zone}. TXT;",
+    ]
+
+
+def read_live(target: Rfc2136Target) -> list[RRset]:
+    """Every record set in the zone, by AXFR signed with our key."""
+    try:
+        zone = dns.zone.from_xfr(
+            dns.query.xfr(
+                target.server,
+                target.origin,
+                port=target.port,
+                keyring=target.keyring,
+                keyname=target.key_name,
+                lifetime=target.timeout,
+            ),
+            relativize=True,
+        )
+    except (dns.exception.DNSException, OSError) as exc:
+        raise MirrorfleetError(
+            f"zone transfer of {target.zone} from {target.server}:{target.port} failed: {exc}"
+        ) from None
+    return [
+        RRset(
+            name.to_text(),
+            dns.rdatatype.to_text(rdataset.rdtype),
+            rdataset.ttl,
+            tuple(sorted(rdata.to_text() for rdata in rdataset)),
+        )
+        for name, rdataset in zone.iterate_rdatasets()
+    ]
+
+
+def apply(target: Rfc2136Target, plan: Plan, owner: RRset, owner_is_live: bool) -> int:
+    """Send the plan as one update message; return the number of messages sent."""
+    if plan.empty:
+        return 0
+    update = dns.update.UpdateMessage(
+        target.origin, keyring=target.keyring, keyname=target.key_name
+    )
+    if owner_is_live:
+        update.present(owner.name, dns.rdata.from_text("IN", "TXT", owner.values[0]))
+    else:
+        update.absent(owner.name)  # first publish: nobody may own these names yet
+    for rrset in plan.deletes:
+        update.delete(rrset.name, rrset.rdtype)
+    for rrset in [d for _, d in plan.updates] + plan.creates:
+        update.replace(rrset.name, rrset.ttl, rrset.rdtype, *rrset.values)
+    try:
+        response = dns.query.tcp(update, target.server, port=target.port, timeout=target.timeout)
+    except (dns.exception.DNSException, OSError) as exc:
+        raise MirrorfleetError(f"update to {target.server}:{target.port} failed: {exc}") from None
+    rcode = response.rcode()
+    if rcode != dns.rcode.NOERROR:
+        hint = {
+            dns.rcode.NXRRSET: "the zone's ownership marker is not ours",
+            dns.rcode.YXDOMAIN: "another fleet already owns these names",
+            dns.rcode.REFUSED: "the server's update-policy does not allow it",
+            dns.rcode.NOTAUTH: "the key is not accepted",
+        }.get(rcode, "")
+        raise MirrorfleetError(
+            f"update refused by {target.server}: {dns.rcode.to_text(rcode)}"
+            + (f" ({hint})" if hint else "")
+        )
+    return 1

@@ -1,0 +1,237 @@
+"""Publishing to a real BIND on 127.0.0.1: plan/apply over AXFR + RFC 2136 with
+TSIG, and the server's update-policy refusing everything outside our names."""
+
+from __future__ import annotations
+
+import base64
+import secrets
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import dns.exception
+import dns.message
+import dns.query
+import dns.rcode
+import dns.resolver
+import dns.tsigkeyring
+import dns.update
+import pytest
+
+from mirrorfleet import records, rfc2136
+from mirrorfleet.errors import MirrorfleetError
+from mirrorfleet.publish import check_safe, plan
+from mirrorfleet.records import MirrorRecord
+from mirrorfleet.stamp import Stamp
+
+ZONE = "mirrors.test."
+KEY, OTHER_KEY = "mirrorfleet-monitor", "someone-else"
+ZONE_FILE = """$TTL 300
+@ IN SOA ns1.mirrors.test. hostmaster.mirrors.test. 1 60 60 600 60
+@ IN NS ns1.mirrors.test.
+ns1 IN A 127.0.0.1
+www IN A 192.0.2.10
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def named(tmp_path_factory) -> Iterator[dict]:
+    if shutil.which("named") is None:
+        pytest.fail("named is not installed: apt-get install bind9")
+    work = tmp_path_factory.mktemp("named")
+    port = free_port()
+    secret, other = (base64.b64encode(secrets.token_bytes(32)).decode() for _ in range(2))
+    (work / "zone").write_text(ZONE_FILE)
+    policy = "\n        ".join(rfc2136.update_policy(ZONE, KEY, regions=["eu"]))
+    (work / "named.conf").write_text(f"""
+key "{KEY}" {{ algorithm hmac-sha256; secret "{secret}"; }};
+key "{OTHER_KEY}" {{ algorithm hmac-sha256; secret "{other}"; }};
+options {{
+    directory "{work}";
+    pid-file "{work}/named.pid";
+    listen-on port {port} {{ 127.0.0.1; }};
+    listen-on-v6 {{ none; }};
+    recursion no;
+    notify no;
+    allow-transfer {{ key "{KEY}"; }};
+}};
+zone "{ZONE}" {{
+    type primary;
+    file "{work}/zone";
+    update-policy {{
+        {policy}
+    }};
+}};
+""")
+    check = subprocess.run(
+        ["named-checkconf", str(work / "named.conf")], capture_output=True, text=True
+    )
+    assert check.returncode == 0, check.stdout + check.stderr
+    with (work / "named.log").open("wb") as log:
+        proc = subprocess.Popen(
+            ["named", "-g", "-c", str(work / "named.conf")], stdout=subprocess.DEVNULL, stderr=log
+        )
+        try:
+            _wait_until_serving(proc, port, work)
+            yield {"port": port, "secret": secret, "other": other}
+        finally:
+            proc.terminate()
+            proc.wait(timeout=15)
+
+
+def _wait_until_serving(proc: subprocess.Popen, port: int, work: Path) -> None:
+    deadline = time.monotonic() + 15
+    while True:
+        try:
+            query = dns.message.make_query(ZONE, "SOA")
+            if dns.query.udp(query, "127.0.0.1", port=port, timeout=0.5).answer:
+                return
+        except (dns.exception.Timeout, OSError):
+            pass
+        if time.monotonic() > deadline or proc.poll() is not None:
+            pytest.fail(f"named did not start: {(work / 'named.log').read_text()[-2000:]}")
+        time.sleep(0.1)
+
+
+@pytest.fixture
+def target(named: dict) -> rfc2136.Rfc2136Target:
+    return rfc2136.Rfc2136Target(ZONE, "127.0.0.1", KEY, named["secret"], port=named["port"])
+
+
+def fleet(states: dict[str, str]) -> list[MirrorRecord]:
+    return [
+        MirrorRecord(
+            label=label,
+            target=f"{label}.example.net",
+            state=state,
+            serial=5,
+            ts=1_700_000_000,
+            chk=1_700_000_060,
+            url=f"http://{label}.example.net/",
+        )
+        for label, state in states.items()
+    ]
+
+
+def desired(states: dict[str, str]) -> list[records.RRset]:
+    stamp = Stamp(serial=5, ts=1_700_000_000, origin="origin")
+    head = records.head_rrset(stamp, b"\x01" * 64, "0123456789abcdef", ttl=60)
+    return records.desired_records(ZONE, head, fleet(states), owner="fleet-test")
+
+
+def cycle(target, states: dict[str, str], force: bool = False) -> tuple[object, int]:
+    want = desired(states)
+    live = rfc2136.read_live(target)
+    owner = next(r for r in want if r.name == records.OWNER)
+    result = plan(want, live)
+    check_safe(result, force=force)
+    owner_live = any(r.name == records.OWNER for r in live)
+    return result, rfc2136.apply(target, result, owner, owner_live)
+
+
+def query(port: int, name: str, rdtype: str) -> list[str]:
+    resolver = dns.resolver.Resolver(configure=False)
+    resolver.nameservers, resolver.port = ["127.0.0.1"], port
+    try:
+        return sorted(r.to_text() for r in resolver.resolve(name, rdtype))
+    except dns.resolver.NXDOMAIN:
+        return []
+
+
+def test_first_publish_is_one_message_and_visible(target, named) -> None:
+    result, messages = cycle(target, {"mirror1": "fresh", "mirror2": "lagging"})
+    assert messages == 1 and len(result.creates) == 5
+    assert query(named["port"], f"_pkgmirror._tcp.{ZONE}", "SRV") == [
+        "10 100 80 mirror1.example.net.",
+        "20 100 80 mirror2.example.net.",
+    ]
+    meta = query(named["port"], f"mirror2._meta._pkgmirror.{ZONE}", "TXT")[0]
+    assert '"st=syncing"' in meta
+    dig = subprocess.run(
+        [
+            "dig",
+            "+short",
+            "-p",
+            str(named["port"]),
+            "@127.0.0.1",
+            f"_head._pkgmirror.{ZONE}",
+            "TXT",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=10,
+    )
+    assert '"serial=5"' in dig.stdout
+
+
+def test_second_apply_is_an_empty_plan_that_sends_nothing(target) -> None:
+    result, messages = cycle(target, {"mirror1": "fresh", "mirror2": "lagging"})
+    assert result.empty and messages == 0
+
+
+def test_demotion_updates_in_place_and_foreign_records_survive(target, named) -> None:
+    _, messages = cycle(target, {"mirror1": "fresh", "mirror2": "down"})
+    assert messages == 1
+    assert query(named["port"], f"_pkgmirror._tcp.{ZONE}", "SRV") == [
+        "10 100 80 mirror1.example.net."
+    ]
+    assert query(named["port"], f"www.{ZONE}", "A") == ["192.0.2.10"]
+
+
+def _send(named: dict, update: dns.update.UpdateMessage) -> int:
+    return dns.query.tcp(update, "127.0.0.1", port=named["port"], timeout=5).rcode()
+
+
+def test_unsigned_update_is_refused(named) -> None:
+    update = dns.update.UpdateMessage(ZONE)
+    update.replace("_head._pkgmirror", 60, "TXT", '"txtvers=1"')
+    assert _send(named, update) == dns.rcode.REFUSED
+
+
+def test_wrong_key_is_refused(named) -> None:
+    keyring = dns.tsigkeyring.from_text({OTHER_KEY: ("hmac-sha256", named["other"])})
+    update = dns.update.UpdateMessage(ZONE, keyring=keyring, keyname=OTHER_KEY)
+    update.replace("_head._pkgmirror", 60, "TXT", '"txtvers=1"')
+    assert _send(named, update) == dns.rcode.REFUSED
+
+
+@pytest.mark.parametrize(
+    ("name", "rdtype", "value"),
+    [
+        ("www", "A", "192.0.2.66"),
+        ("_head._pkgmirror", "A", "192.0.2.66"),
+        ("@", "TXT", '"v=spf1 -all"'),
+        ("x._pkgmirror", "TXT", '"txtvers=1"'),
+    ],
+)
+def test_our_key_outside_our_names_is_refused(named, name: str, rdtype: str, value: str) -> None:
+    keyring = dns.tsigkeyring.from_text({KEY: ("hmac-sha256", named["secret"])})
+    update = dns.update.UpdateMessage(ZONE, keyring=keyring, keyname=KEY)
+    update.replace(name, 60, rdtype, value)
+    assert _send(named, update) == dns.rcode.REFUSED
+    assert query(named["port"], f"www.{ZONE}", "A") == ["192.0.2.10"]
+
+
+def test_another_owner_is_not_overwritten(target) -> None:
+    want = [r for r in desired({"mirror1": "fresh"})]
+    impostor = records.owner_rrset("another-fleet", ttl=60)
+    result = plan(want, rfc2136.read_live(target))
+    with pytest.raises(MirrorfleetError, match="ownership marker is not ours"):
+        rfc2136.apply(target, result, impostor, owner_is_live=True)
+
+
+def test_unreachable_server_is_a_clear_error(named) -> None:
+    dead = rfc2136.Rfc2136Target(
+        ZONE, "127.0.0.1", KEY, named["secret"], port=free_port(), timeout=1
+    )
+    with pytest.raises(MirrorfleetError, match=r"zone transfer .* failed"):
+        rfc2136.read_live(dead)
