@@ -7,7 +7,7 @@ import os
 import sys
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from rich.console import Console
@@ -15,6 +15,9 @@ from rich.table import Table
 
 from mirrorfleet import __version__
 from mirrorfleet.errors import MirrorfleetError
+
+if TYPE_CHECKING:
+    from mirrorfleet.publish import CycleResult
 
 err = Console(stderr=True, highlight=False)
 out = Console(highlight=False)
@@ -381,6 +384,91 @@ def agent_sync(config_path: Path, as_json: bool) -> None:
         out.print(f"{result.status}: serial {result.serial} {result.error}".rstrip())
     if result.status == "error":
         sys.exit(1)
+
+
+@cli.group(name="dns")
+def dns_group() -> None:
+    """The fleet's records in DNS: plan against live records, then apply (RFC 2136)."""
+
+
+dns_config_option = click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=Path("/etc/mirrorfleet/dns.toml"),
+    show_default=True,
+)
+state_option = click.option(
+    "--state",
+    "state_path",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help='Fleet state JSON: {"stamp": <origin stamp.json>, "mirrors": [...]}.',
+)
+
+
+def _dns_cycle(config_path: Path, state_path: Path, apply: bool, force: bool) -> CycleResult:
+    from mirrorfleet.config import load_dns_config
+    from mirrorfleet.publish import cycle
+
+    try:
+        state = json.loads(state_path.read_text())
+    except ValueError as exc:
+        raise MirrorfleetError(f"{state_path} is not JSON: {exc}") from None
+    return cycle(load_dns_config(config_path), state, apply=apply, force=force)
+
+
+@dns_group.command(name="plan")
+@dns_config_option
+@state_option
+@json_option
+def dns_plan(config_path: Path, state_path: Path, as_json: bool) -> None:
+    """Show what apply would change; send nothing."""
+    result = _dns_cycle(config_path, state_path, apply=False, force=False)
+    _print_plan(result.plan.summary(), as_json, messages=None)
+
+
+@dns_group.command(name="apply")
+@dns_config_option
+@state_option
+@click.option("--force", is_flag=True, help="Apply even a plan that rewrites most records.")
+@json_option
+def dns_apply(config_path: Path, state_path: Path, force: bool, as_json: bool) -> None:
+    """Apply the plan as one conditional, TSIG-signed update (nothing if it is empty)."""
+    result = _dns_cycle(config_path, state_path, apply=True, force=force)
+    _print_plan(result.plan.summary(), as_json, messages=result.messages)
+
+
+@dns_group.command(name="show")
+@dns_config_option
+@json_option
+def dns_show(config_path: Path, as_json: bool) -> None:
+    """The records mirrorfleet owns in the zone now (by zone transfer)."""
+    from mirrorfleet import rfc2136
+    from mirrorfleet.config import load_dns_config
+    from mirrorfleet.publish import owned
+
+    live = rfc2136.read_live(rfc2136.target_from(load_dns_config(config_path)))
+    rows = [asdict(r) for r in live if owned(r.name)]
+    if as_json:
+        emit_json(rows)
+        return
+    for row in rows:
+        for value in row["values"]:
+            out.print(f"{row['name']:40} {row['ttl']:>6} {row['rdtype']:5} {value}")
+
+
+def _print_plan(summary: dict[str, Any], as_json: bool, messages: int | None) -> None:
+    if as_json:
+        emit_json({**summary, **({} if messages is None else {"messages": messages})})
+        return
+    changes = [(verb, name) for verb in ("create", "update", "delete") for name in summary[verb]]
+    if not changes:
+        out.print("no changes")
+    for verb, name in changes:
+        out.print(f"{verb:7} {name}")
+    if messages is not None:
+        out.print(f"sent {messages} update message(s)")
 
 
 def _print_hosts(rows: list[dict[str, Any]]) -> None:

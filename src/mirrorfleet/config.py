@@ -62,6 +62,20 @@ class AgentConfig:
         return host or "0.0.0.0", int(port)
 
 
+@dataclass(frozen=True)
+class DnsConfig:
+    """Where and how the fleet's records are published (RFC 2136 for now)."""
+
+    zone: str
+    server: str
+    key_name: str
+    key_file: Path  # the TSIG secret, base64, mode 0600
+    port: int = 53
+    owner: str = "mirrorfleet"
+    ttl: int = 60
+    max_change_share: int = 50  # percent of existing record sets one plan may rewrite
+
+
 def _load(path: Path, cls: type[T]) -> T:
     try:
         raw = tomllib.loads(path.read_text())
@@ -109,6 +123,12 @@ def _expect(value: Any, kind: type, name: str, where: str) -> Any:
 
 
 def _check(config: Any, where: str) -> None:
+    if isinstance(config, DnsConfig):
+        if not 1 <= config.port <= 65535 or not 30 <= config.ttl <= 86400:
+            raise MirrorfleetError(f"{where}: port 1-65535 and ttl 30-86400")
+        if not 1 <= config.max_change_share <= 100:
+            raise MirrorfleetError(f"{where}: max_change_share is a percentage, 1-100")
+        return
     if config.preset not in PRESETS:
         raise MirrorfleetError(
             f"{where}: preset {config.preset!r} is unknown (known: {', '.join(PRESETS)})"
@@ -140,3 +160,7 @@ def load_origin_config(path: Path) -> OriginConfig:
 
 def load_agent_config(path: Path) -> AgentConfig:
     return _load(path, AgentConfig)
+
+
+def load_dns_config(path: Path) -> DnsConfig:
+    return _load(path, DnsConfig)

@@ -9,11 +9,24 @@ nothing.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import base64
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
+from mirrorfleet.config import DnsConfig
 from mirrorfleet.errors import MirrorfleetError
-from mirrorfleet.records import HEAD, META, OWNER, SERVICE, RRset
+from mirrorfleet.records import (
+    HEAD,
+    META,
+    OWNER,
+    SERVICE,
+    MirrorRecord,
+    RRset,
+    desired_records,
+    head_rrset,
+)
+from mirrorfleet.stamp import Stamp
 
 OWNED_SUFFIXES = (SERVICE, HEAD, META, OWNER)
 MAX_CHANGE_SHARE = 0.5  # refuse plans that rewrite more than half of what we own
@@ -86,3 +99,44 @@ def _index(rrsets: Iterable[RRset], what: str) -> dict[Key, RRset]:
             raise MirrorfleetError(f"{what} records name {rrset.name} {rrset.rdtype} twice")
         index[key] = rrset
     return index
+
+
+@dataclass
+class CycleResult:
+    plan: Plan
+    messages: int
+    applied: bool
+
+
+def fleet_records(state: Mapping[str, Any], config: DnsConfig) -> list[RRset]:
+    """Desired records from a fleet state: the origin's signed stamp and the mirrors."""
+    try:
+        envelope = state["stamp"]
+        signed = envelope["signed"]
+        stamp = Stamp(
+            serial=int(signed["serial"]), ts=int(signed["ts"]), origin=str(signed["origin"])
+        )
+        signature = base64.b64decode(envelope["sig"], validate=True)
+        mirrors = [MirrorRecord(**m) for m in state["mirrors"]]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise MirrorfleetError(f"fleet state is malformed: {exc!r}") from None
+    head = head_rrset(stamp, signature, str(envelope["key"]), config.ttl)
+    return desired_records(config.zone, head, mirrors, config.owner, config.ttl)
+
+
+def cycle(
+    config: DnsConfig, state: Mapping[str, Any], apply: bool, force: bool = False
+) -> CycleResult:
+    """Desired -> live -> plan -> (checked) apply, in one update message at most."""
+    from mirrorfleet import rfc2136
+
+    desired = fleet_records(state, config)
+    target = rfc2136.target_from(config)
+    live = rfc2136.read_live(target)
+    result = plan(desired, live)
+    if not apply:
+        return CycleResult(result, 0, False)
+    check_safe(result, config.max_change_share / 100, force)
+    owner = next(r for r in desired if r.name == OWNER)
+    owner_live = any(r.name == OWNER for r in live)
+    return CycleResult(result, rfc2136.apply(target, result, owner, owner_live), True)

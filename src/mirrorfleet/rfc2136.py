@@ -22,6 +22,7 @@ import dns.tsigkeyring
 import dns.update
 import dns.zone
 
+from mirrorfleet.config import DnsConfig
 from mirrorfleet.errors import MirrorfleetError
 from mirrorfleet.publish import Plan
 from mirrorfleet.records import HEAD, META, OWNER, SERVICE, RRset
@@ -44,6 +45,14 @@ class Rfc2136Target:
     @property
     def origin(self) -> dns.name.Name:
         return dns.name.from_text(self.zone)
+
+
+def target_from(config: DnsConfig) -> Rfc2136Target:
+    try:
+        secret = config.key_file.read_text().strip()
+    except OSError as exc:
+        raise MirrorfleetError(f"cannot read TSIG key {config.key_file}: {exc.strerror}") from None
+    return Rfc2136Target(config.zone, config.server, config.key_name, secret, port=config.port)
 
 
 def update_policy(zone: str, key_name: str, regions: Iterable[str] = ()) -> list[str]:

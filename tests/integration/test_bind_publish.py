@@ -4,12 +4,15 @@ TSIG, and the server's update-policy refusing everything outside our names."""
 from __future__ import annotations
 
 import base64
+import json
 import secrets
 import shutil
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
+from dataclasses import asdict
 from pathlib import Path
 
 import dns.exception
@@ -20,6 +23,7 @@ import dns.resolver
 import dns.tsigkeyring
 import dns.update
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from mirrorfleet import records, rfc2136
 from mirrorfleet.errors import MirrorfleetError
@@ -27,6 +31,7 @@ from mirrorfleet.publish import check_safe, plan
 from mirrorfleet.records import MirrorRecord
 from mirrorfleet.stamp import Stamp
 
+MIRRORFLEET = str(Path(sys.executable).with_name("mirrorfleet"))
 ZONE = "mirrors.test."
 KEY, OTHER_KEY = "mirrorfleet-monitor", "someone-else"
 ZONE_FILE = """$TTL 300
@@ -235,3 +240,64 @@ def test_unreachable_server_is_a_clear_error(named) -> None:
     )
     with pytest.raises(MirrorfleetError, match=r"zone transfer .* failed"):
         rfc2136.read_live(dead)
+
+
+def test_cli_plan_apply_show(named, tmp_path: Path) -> None:
+    key = Ed25519PrivateKey.generate()
+    stamp = json.loads(Stamp(serial=9, ts=1_700_000_900, origin="origin").sign(key))
+    mirrors = [asdict(m) for m in fleet({"mirror1": "fresh", "mirror3": "fresh"})]
+    (tmp_path / "state.json").write_text(json.dumps({"stamp": stamp, "mirrors": mirrors}))
+    (tmp_path / "tsig.key").write_text(named["secret"] + "\n")
+    (tmp_path / "dns.toml").write_text(
+        f'zone = "{ZONE}"\nserver = "127.0.0.1"\nport = {named["port"]}\n'
+        f'key_name = "{KEY}"\nkey_file = "{tmp_path / "tsig.key"}"\nowner = "fleet-test"\n'
+    )
+    args = ["--config", str(tmp_path / "dns.toml")]
+
+    def cli(*argv: str) -> dict | list:
+        proc = subprocess.run(
+            [MIRRORFLEET, "dns", *argv, *args, "--json"], capture_output=True, text=True, timeout=60
+        )
+        assert proc.returncode == 0, proc.stderr
+        return json.loads(proc.stdout)
+
+    state = ["--state", str(tmp_path / "state.json")]
+    planned = cli("plan", *state)
+    assert "mirror3._meta._pkgmirror TXT" in planned["create"]
+    assert "_head._pkgmirror TXT" in planned["update"]
+    # head, SRV and mirror2's meta change at once: more than half of what we own
+    refused = subprocess.run(
+        [MIRRORFLEET, "dns", "apply", *state, *args], capture_output=True, text=True, timeout=60
+    )
+    assert refused.returncode == 1 and "more than 50%" in refused.stderr
+    assert cli("apply", *state, "--force")["messages"] == 1
+    assert cli("apply", *state)["messages"] == 0
+    shown = {(r["name"], r["rdtype"]) for r in cli("show")}
+    assert ("mirror3._meta._pkgmirror", "TXT") in shown and ("www", "A") not in shown
+    head = query(named["port"], f"_head._pkgmirror.{ZONE}", "TXT")[0]
+    fields = records.parse_txt(s.encode() for s in head.strip('"').split('" "'))
+    parsed, signature, _kid = records.stamp_from_head(fields)
+    key.public_key().verify(signature, records.signed_bytes(parsed))  # the origin's signature
+
+
+def test_cli_bad_state_is_one_line(named, tmp_path: Path) -> None:
+    (tmp_path / "state.json").write_text('{"mirrors": []}')
+    (tmp_path / "dns.toml").write_text(
+        'zone = "x."\nserver = "127.0.0.1"\nkey_name = "k"\nkey_file = "/nonexistent"\n'
+    )
+    proc = subprocess.run(
+        [
+            MIRRORFLEET,
+            "dns",
+            "plan",
+            "--config",
+            str(tmp_path / "dns.toml"),
+            "--state",
+            str(tmp_path / "state.json"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 1
+    assert "fleet state is malformed" in proc.stderr and "Traceback" not in proc.stderr

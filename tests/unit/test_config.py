@@ -86,3 +86,23 @@ def test_bad_agent_config_exits_1_with_one_line(tmp_path: Path) -> None:
     )
     assert proc.returncode == 1
     assert "unknown keys bogus" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ("ttl = 5\n", "ttl 30-86400"),
+        ("port = 0\n", "port 1-65535"),
+        ("max_change_share = 0\n", "percentage"),
+        ("owner = 7\n", "owner must be a string"),
+    ],
+)
+def test_bad_dns_config(tmp_path: Path, extra: str, message: str) -> None:
+    from mirrorfleet.config import load_dns_config
+
+    path = tmp_path / "dns.toml"
+    path.write_text(
+        'zone = "m.example."\nserver = "192.0.2.1"\nkey_name = "k"\nkey_file = "/k"\n' + extra
+    )
+    with pytest.raises(MirrorfleetError, match=message):
+        load_dns_config(path)
