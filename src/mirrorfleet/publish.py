@@ -28,13 +28,13 @@ from mirrorfleet.records import (
 )
 from mirrorfleet.stamp import Stamp
 
-OWNED_SUFFIXES = (SERVICE, HEAD, META, OWNER)
+OWNED_NAMES = (SERVICE, HEAD, OWNER)
 MAX_CHANGE_SHARE = 0.5  # refuse plans that rewrite more than half of what we own
 
 
 def owned(name: str) -> bool:
     """Names mirrorfleet writes: its fixed names, region SRV names and meta records."""
-    return name in OWNED_SUFFIXES or name.startswith(f"{SERVICE}.") or name.endswith(f".{META}")
+    return name in OWNED_NAMES or name.startswith(f"{SERVICE}.") or name.endswith(f".{META}")
 
 
 Key = tuple[str, str]  # (name relative to the zone, type)
