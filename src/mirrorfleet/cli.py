@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 from rich.console import Console
@@ -19,6 +20,7 @@ from mirrorfleet.errors import MirrorfleetError
 if TYPE_CHECKING:
     from mirrorfleet.publish import CycleResult
 
+F = TypeVar("F", bound=Callable[..., Any])
 err = Console(stderr=True, highlight=False)
 out = Console(highlight=False)
 
@@ -227,12 +229,14 @@ def keys_init(directory: Path, as_json: bool) -> None:
         out.print(f"origin public key: {public}")
 
 
-config_option = click.option(
-    "--config",
-    "config_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    show_default=True,
-)
+def config_option(default: str) -> Callable[[F], F]:
+    return click.option(
+        "--config",
+        "config_path",
+        type=click.Path(dir_okay=False, path_type=Path),
+        default=Path(default),
+        show_default=True,
+    )
 
 
 @cli.group()
@@ -241,16 +245,16 @@ def origin() -> None:
 
 
 @origin.command(name="publish")
-@config_option
+@config_option("/etc/mirrorfleet/origin.toml")
 @click.option("--force", is_flag=True, help="Publish a new serial even if nothing changed.")
 @click.option("--no-ping", is_flag=True, help="Do not ping mirrors (they catch up by timer).")
 @json_option
-def origin_publish(config_path: Path | None, force: bool, no_ping: bool, as_json: bool) -> None:
+def origin_publish(config_path: Path, force: bool, no_ping: bool, as_json: bool) -> None:
     """Sign a new serial for what landed in the tree, then ping the mirrors."""
     from mirrorfleet.config import load_origin_config
     from mirrorfleet.origin import publish, result_dict
 
-    config = load_origin_config(config_path or Path("/etc/mirrorfleet/origin.toml"))
+    config = load_origin_config(config_path)
     result = publish(config, force=force, ping=not no_ping, progress=lambda m: err.print(m))
     if as_json:
         emit_json(result_dict(result))
@@ -268,9 +272,9 @@ def origin_publish(config_path: Path | None, force: bool, no_ping: bool, as_json
 
 @origin.command(name="import")
 @click.argument("source", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@config_option
+@config_option("/etc/mirrorfleet/origin.toml")
 @json_option
-def origin_import(source: Path, config_path: Path | None, as_json: bool) -> None:
+def origin_import(source: Path, config_path: Path, as_json: bool) -> None:
     """Bring an existing tree (e.g. bandersnatch's) into the origin's tree.
 
     Run `mirrorfleet origin publish` afterwards to give it a serial.
@@ -278,7 +282,7 @@ def origin_import(source: Path, config_path: Path | None, as_json: bool) -> None
     from mirrorfleet.config import load_origin_config
     from mirrorfleet.content.pypi import import_tree
 
-    config = load_origin_config(config_path or Path("/etc/mirrorfleet/origin.toml"))
+    config = load_origin_config(config_path)
     try:
         count = import_tree(source, config.tree)
     except ValueError as exc:
@@ -334,17 +338,8 @@ def agent() -> None:
     """The mirror's sync agent."""
 
 
-agent_config_option = click.option(
-    "--config",
-    "config_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=Path("/etc/mirrorfleet/agent.toml"),
-    show_default=True,
-)
-
-
 @agent.command(name="run")
-@agent_config_option
+@config_option("/etc/mirrorfleet/agent.toml")
 def agent_run(config_path: Path) -> None:
     """Run the daemon: sync on authenticated pings, serve /metrics and /status."""
     import logging
@@ -365,7 +360,7 @@ def agent_run(config_path: Path) -> None:
 
 
 @agent.command(name="sync")
-@agent_config_option
+@config_option("/etc/mirrorfleet/agent.toml")
 @json_option
 def agent_sync(config_path: Path, as_json: bool) -> None:
     """Sync once now (the fallback timer runs this). Exits 1 if the sync failed."""
@@ -391,13 +386,6 @@ def dns_group() -> None:
     """The fleet's records in DNS: plan against live records, then apply (RFC 2136)."""
 
 
-dns_config_option = click.option(
-    "--config",
-    "config_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=Path("/etc/mirrorfleet/dns.toml"),
-    show_default=True,
-)
 state_option = click.option(
     "--state",
     "state_path",
@@ -419,7 +407,7 @@ def _dns_cycle(config_path: Path, state_path: Path, apply: bool, force: bool) ->
 
 
 @dns_group.command(name="plan")
-@dns_config_option
+@config_option("/etc/mirrorfleet/dns.toml")
 @state_option
 @json_option
 def dns_plan(config_path: Path, state_path: Path, as_json: bool) -> None:
@@ -429,7 +417,7 @@ def dns_plan(config_path: Path, state_path: Path, as_json: bool) -> None:
 
 
 @dns_group.command(name="apply")
-@dns_config_option
+@config_option("/etc/mirrorfleet/dns.toml")
 @state_option
 @click.option("--force", is_flag=True, help="Apply even a plan that rewrites most records.")
 @json_option
@@ -440,7 +428,7 @@ def dns_apply(config_path: Path, state_path: Path, force: bool, as_json: bool) -
 
 
 @dns_group.command(name="show")
-@dns_config_option
+@config_option("/etc/mirrorfleet/dns.toml")
 @json_option
 def dns_show(config_path: Path, as_json: bool) -> None:
     """The records mirrorfleet owns in the zone now (by zone transfer)."""
