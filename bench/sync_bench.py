@@ -15,36 +15,22 @@ a real rsync daemon and an HTTP server on 127.0.0.1. Measured in the same run:
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from mirrorfleet.agent.sync import sync_once
 from mirrorfleet.config import AgentConfig, OriginConfig
 from mirrorfleet.content import pypi
 from mirrorfleet.keys import SecretsDir, init_secrets
+from mirrorfleet.loopback import LoopbackUpstream
 from mirrorfleet.origin import publish
-
-
-class QuietHandler(SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: object) -> None:
-        pass
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def timed(fn) -> float:
@@ -79,7 +65,7 @@ def main() -> None:
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="mf-syncbench-", dir="/var/tmp"))
-    rsyncd = httpd = None
+    upstream = None
     try:
         init_secrets(work / "secrets")
         secrets = SecretsDir(work / "secrets")
@@ -92,32 +78,13 @@ def main() -> None:
         files = sum(1 for p in tree.rglob("*") if p.is_file())
         gen_seconds = time.perf_counter() - started
 
-        port = free_port()
-        conf = work / "rsyncd.conf"
-        conf.write_text(
-            f"use chroot = no\nuid = {os.getuid()}\ngid = {os.getgid()}\n"
-            f"[mirror]\npath = {tree}\nread only = yes\n"
-        )
-        rsyncd = subprocess.Popen(
-            [
-                "rsync",
-                "--daemon",
-                "--no-detach",
-                f"--config={conf}",
-                f"--port={port}",
-                "--address=127.0.0.1",
-            ]
-        )
-        time.sleep(0.5)
-        handler = functools.partial(QuietHandler, directory=str(tree))
-        httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        threading.Thread(target=httpd.serve_forever, daemon=True).start()
-        url = f"rsync://127.0.0.1:{port}/mirror/"
+        upstream = LoopbackUpstream(tree, work).__enter__()  # closed in finally
+        url = upstream.rsync_url
         agent = AgentConfig(
             name="bench",
             tree=work / "mirror",
             upstream_rsync=url,
-            upstream_http=f"http://127.0.0.1:{httpd.server_address[1]}/",
+            upstream_http=upstream.http_url,
             public_keys=(secrets.public_key.read_text().strip(),),
             ping_secret=secrets.ping_secret,
             state_dir=work / "state",
@@ -173,11 +140,8 @@ def main() -> None:
             for key, value in results.items():
                 print(f"{key:34} {value}")
     finally:
-        if httpd:
-            httpd.shutdown()
-        if rsyncd:
-            rsyncd.terminate()
-            rsyncd.wait(10)
+        if upstream:
+            upstream.close()
         shutil.rmtree(work, ignore_errors=True)
     sys.exit(0)
 

@@ -2,17 +2,12 @@
 
 from __future__ import annotations
 
-import functools
 import json
-import os
-import socket
-import subprocess
 import threading
 import time
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import replace
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -21,75 +16,28 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from mirrorfleet.agent import daemon, sync
 from mirrorfleet.config import AgentConfig, OriginConfig
 from mirrorfleet.keys import SecretsDir, read_secret
+from mirrorfleet.loopback import LoopbackUpstream, free_port
 from mirrorfleet.origin import publish
 from mirrorfleet.ping import send_ping
 from mirrorfleet.stamp import Stamp
 
 
-class QuietHandler(SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: object) -> None:
-        pass
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
-def rsyncd(tmp_path: Path, origin_config: OriginConfig) -> Iterator[dict]:
-    port = free_port()
-    conf = tmp_path / "rsyncd.conf"
-    conf.write_text(
-        f"use chroot = no\nuid = {os.getuid()}\ngid = {os.getgid()}\n"
-        f"[mirror]\npath = {origin_config.tree}\nread only = yes\n"
-    )
-    proc = subprocess.Popen(
-        [
-            "rsync",
-            "--daemon",
-            "--no-detach",
-            f"--config={conf}",
-            f"--port={port}",
-            "--address=127.0.0.1",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            break
-        except OSError:
-            time.sleep(0.05)
-    state = {"proc": proc, "url": f"rsync://127.0.0.1:{port}/mirror/"}
-    yield state
-    state["proc"].terminate()
-    state["proc"].wait(timeout=10)
-
-
-@pytest.fixture
-def httpd(origin_config: OriginConfig) -> Iterator[ThreadingHTTPServer]:
-    handler = functools.partial(QuietHandler, directory=str(origin_config.tree))
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield server
-    server.shutdown()
-    server.server_close()
+def upstream(tmp_path: Path, origin_config: OriginConfig) -> Iterator[LoopbackUpstream]:
+    with LoopbackUpstream(origin_config.tree, tmp_path) as served:
+        yield served
 
 
 @pytest.fixture
 def agent_config(
-    tmp_path: Path, origin_config: OriginConfig, secrets_dir: SecretsDir, rsyncd: dict, httpd
+    tmp_path: Path, origin_config: OriginConfig, secrets_dir: SecretsDir, upstream
 ) -> AgentConfig:
     publish(origin_config)
     return AgentConfig(
         name="mirror1",
         tree=tmp_path / "mirror",
-        upstream_rsync=rsyncd["url"],
-        upstream_http=f"http://127.0.0.1:{httpd.server_address[1]}/",
+        upstream_rsync=upstream.rsync_url,
+        upstream_http=upstream.http_url,
         public_keys=(secrets_dir.public_key.read_text().strip(),),
         ping_secret=secrets_dir.ping_secret,
         state_dir=tmp_path / "state",
@@ -114,10 +62,9 @@ def test_first_sync_copies_the_tree_and_stamp(agent_config: AgentConfig, origin_
     assert result.bytes > 0
 
 
-def test_unchanged_stamp_means_no_rsync_at_all(agent_config: AgentConfig, rsyncd: dict) -> None:
+def test_unchanged_stamp_means_no_rsync_at_all(agent_config: AgentConfig, upstream) -> None:
     sync.sync_once(agent_config)
-    rsyncd["proc"].terminate()  # any rsync run would now fail
-    rsyncd["proc"].wait(timeout=10)
+    upstream.stop_rsync()  # any rsync run would now fail
     assert sync.sync_once(agent_config).status == "unchanged"
 
 
@@ -174,18 +121,16 @@ def test_before_the_first_publish_the_agent_waits(
     assert result.status == "error" and "no stamp yet" in result.error
 
 
-def test_unreachable_upstream_is_an_error_not_a_crash(agent_config: AgentConfig, httpd) -> None:
+def test_unreachable_upstream_is_an_error_not_a_crash(agent_config: AgentConfig, upstream) -> None:
     sync.sync_once(agent_config)
-    httpd.shutdown()
-    httpd.server_close()
+    upstream.stop_http()
     result = sync.sync_once(agent_config)
     assert result.status == "error" and "unreachable" in result.error
     assert result.serial == 1
 
 
-def test_unreachable_rsync_fails_cleanly(agent_config: AgentConfig, rsyncd: dict) -> None:
-    rsyncd["proc"].terminate()
-    rsyncd["proc"].wait(timeout=10)
+def test_unreachable_rsync_fails_cleanly(agent_config: AgentConfig, upstream) -> None:
+    upstream.stop_rsync()
     result = sync.sync_once(agent_config)
     assert result.status == "error" and "rsync stage 1 failed" in result.error
     assert not (agent_config.tree / ".mirror/stamp.json").exists()
