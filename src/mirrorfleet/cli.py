@@ -383,7 +383,7 @@ def agent_sync(config_path: Path, as_json: bool) -> None:
 
 @cli.group(name="dns")
 def dns_group() -> None:
-    """The fleet's records in DNS: plan against live records, then apply (RFC 2136)."""
+    """The fleet's records in DNS: plan against live records, then apply (RFC 2136 or Route 53)."""
 
 
 state_option = click.option(
@@ -432,11 +432,10 @@ def dns_apply(config_path: Path, state_path: Path, force: bool, as_json: bool) -
 @json_option
 def dns_show(config_path: Path, as_json: bool) -> None:
     """The records mirrorfleet owns in the zone now (by zone transfer)."""
-    from mirrorfleet import rfc2136
     from mirrorfleet.config import load_dns_config
-    from mirrorfleet.publish import owned
+    from mirrorfleet.publish import backend_for, owned
 
-    live = rfc2136.read_live(rfc2136.target_from(load_dns_config(config_path)))
+    live = backend_for(load_dns_config(config_path)).read_live()
     rows = [asdict(r) for r in live if owned(r.name)]
     if as_json:
         emit_json(rows)

@@ -12,6 +12,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlparse
 
+import dns.exception
+import dns.name
+
 from mirrorfleet.errors import MirrorfleetError
 
 # Top-level paths holding content: synced first and never deleted early. Everything
@@ -62,18 +65,27 @@ class AgentConfig:
         return host or "0.0.0.0", int(port)
 
 
+PROVIDERS = ("rfc2136", "route53")
+
+
 @dataclass(frozen=True)
 class DnsConfig:
-    """Where and how the fleet's records are published (RFC 2136 for now)."""
+    """Where and how the fleet's records are published."""
 
     zone: str
-    server: str
-    key_name: str
-    key_file: Path  # the TSIG secret, base64, mode 0600
-    port: int = 53
+    provider: str = "rfc2136"
     owner: str = "mirrorfleet"
     ttl: int = 60
     max_change_share: int = 50  # percent of existing record sets one plan may rewrite
+    # rfc2136: the primary server and the publisher's TSIG key
+    server: str = ""
+    port: int = 53
+    key_name: str = ""
+    key_file: Path = Path()  # the TSIG secret, base64, mode 0600
+    # route53: the hosted zone; credentials come from boto3's usual chain
+    hosted_zone_id: str = ""
+    region: str = "us-east-1"
+    endpoint_url: str = ""  # another Route 53 endpoint (a test server); empty: AWS
 
 
 def _load(path: Path, cls: type[T]) -> T:
@@ -124,10 +136,7 @@ def _expect(value: Any, kind: type, name: str, where: str) -> Any:
 
 def _check(config: Any, where: str) -> None:
     if isinstance(config, DnsConfig):
-        if not 1 <= config.port <= 65535 or not 30 <= config.ttl <= 86400:
-            raise MirrorfleetError(f"{where}: port 1-65535 and ttl 30-86400")
-        if not 1 <= config.max_change_share <= 100:
-            raise MirrorfleetError(f"{where}: max_change_share is a percentage, 1-100")
+        _check_dns(config, where)
         return
     if config.preset not in PRESETS:
         raise MirrorfleetError(
@@ -152,6 +161,28 @@ def _check(config: Any, where: str) -> None:
     for url in urls:
         if urlparse(url).scheme not in ("http", "https"):
             raise MirrorfleetError(f"{where}: {url!r} is not an http(s) URL")
+
+
+def _check_dns(config: DnsConfig, where: str) -> None:
+    if config.provider not in PROVIDERS:
+        raise MirrorfleetError(f"{where}: provider must be one of {', '.join(PROVIDERS)}")
+    try:
+        dns.name.from_text(config.zone)
+    except dns.exception.DNSException as exc:
+        raise MirrorfleetError(f"{where}: zone {config.zone!r} is not a DNS name: {exc}") from None
+    if not 1 <= config.port <= 65535 or not 30 <= config.ttl <= 86400:
+        raise MirrorfleetError(f"{where}: port 1-65535 and ttl 30-86400")
+    if not 1 <= config.max_change_share <= 100:
+        raise MirrorfleetError(f"{where}: max_change_share is a percentage, 1-100")
+    needed = {
+        "rfc2136": ("server", "key_name", "key_file"),
+        "route53": ("hosted_zone_id",),
+    }[config.provider]
+    missing = [k for k in needed if getattr(config, k) in ("", Path())]
+    if missing:
+        raise MirrorfleetError(f"{where}: provider {config.provider} needs {', '.join(missing)}")
+    if config.endpoint_url and urlparse(config.endpoint_url).scheme not in ("http", "https"):
+        raise MirrorfleetError(f"{where}: endpoint_url must be an http(s) URL")
 
 
 def load_origin_config(path: Path) -> OriginConfig:

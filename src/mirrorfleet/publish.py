@@ -12,7 +12,7 @@ from __future__ import annotations
 import base64
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from mirrorfleet.config import DnsConfig
 from mirrorfleet.errors import MirrorfleetError
@@ -124,19 +124,56 @@ def fleet_records(state: Mapping[str, Any], config: DnsConfig) -> list[RRset]:
     return desired_records(config.zone, head, mirrors, config.owner, config.ttl)
 
 
-def cycle(
-    config: DnsConfig, state: Mapping[str, Any], apply: bool, force: bool = False
-) -> CycleResult:
-    """Desired -> live -> plan -> (checked) apply, in one update message at most."""
+class Backend(Protocol):
+    """Where records live: a server speaking RFC 2136, or a Route 53 hosted zone."""
+
+    def describe(self) -> str: ...
+
+    def read_live(self) -> list[RRset]: ...
+
+    def apply(self, plan: Plan, owner: RRset, owner_is_live: bool) -> int:
+        """Apply a plan conditional on our ownership marker; return messages sent."""
+        ...
+
+
+def backend_for(config: DnsConfig) -> Backend:
+    if config.provider == "route53":
+        from mirrorfleet import route53
+
+        return route53.target_from(config)
     from mirrorfleet import rfc2136
 
+    return rfc2136.target_from(config)
+
+
+def check_owner(owner: RRset, live: Sequence[RRset]) -> bool:
+    """Whether our marker is live; refuse a zone whose marker names another fleet."""
+    marker = next((r for r in live if (r.name, r.rdtype) == (OWNER, "TXT")), None)
+    if marker is None:
+        return False
+    if set(marker.values) != set(owner.values):
+        raise MirrorfleetError(
+            f"the zone's {OWNER} marker is {' '.join(marker.values)}, not ours "
+            f"({' '.join(owner.values)}): another fleet publishes here"
+        )
+    return True
+
+
+def cycle(
+    config: DnsConfig,
+    state: Mapping[str, Any],
+    apply: bool,
+    force: bool = False,
+    backend: Backend | None = None,
+) -> CycleResult:
+    """Desired -> live -> plan -> (checked) apply, in as few messages as the backend allows."""
     desired = fleet_records(state, config)
-    target = rfc2136.target_from(config)
-    live = rfc2136.read_live(target)
+    backend = backend or backend_for(config)
+    live = backend.read_live()
+    owner = next(r for r in desired if r.name == OWNER)
+    owner_live = check_owner(owner, live)
     result = plan(desired, live)
     if not apply:
         return CycleResult(result, 0, False)
     check_safe(result, config.max_change_share / 100, force)
-    owner = next(r for r in desired if r.name == OWNER)
-    owner_live = any(r.name == OWNER for r in live)
-    return CycleResult(result, rfc2136.apply(target, result, owner, owner_live), True)
+    return CycleResult(result, backend.apply(result, owner, owner_live), True)

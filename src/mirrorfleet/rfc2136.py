@@ -27,6 +27,13 @@ from mirrorfleet.errors import MirrorfleetError
 from mirrorfleet.publish import Plan
 from mirrorfleet.records import HEAD, META, OWNER, SERVICE, RRset
 
+REFUSAL_HINTS = {
+    dns.rcode.NXRRSET: "the zone's ownership marker is not ours",
+    dns.rcode.YXDOMAIN: "another fleet already owns these names",
+    dns.rcode.REFUSED: "the server's update-policy does not allow it",
+    dns.rcode.NOTAUTH: "the key is not accepted",
+}
+
 
 @dataclass(frozen=True)
 class Rfc2136Target:
@@ -45,6 +52,63 @@ class Rfc2136Target:
     @property
     def origin(self) -> dns.name.Name:
         return dns.name.from_text(self.zone)
+
+    def describe(self) -> str:
+        return f"{self.server}:{self.port} (RFC 2136, key {self.key_name})"
+
+    def read_live(self) -> list[RRset]:
+        """Every record set in the zone, by AXFR signed with our key."""
+        try:
+            zone = dns.zone.from_xfr(
+                dns.query.xfr(
+                    self.server,
+                    self.origin,
+                    port=self.port,
+                    keyring=self.keyring,
+                    keyname=self.key_name,
+                    lifetime=self.timeout,
+                ),
+                relativize=True,
+            )
+        except (dns.exception.DNSException, OSError) as exc:
+            raise MirrorfleetError(
+                f"zone transfer of {self.zone} from {self.server}:{self.port} failed: {exc}"
+            ) from None
+        return [
+            RRset(
+                name.to_text(),
+                dns.rdatatype.to_text(rdataset.rdtype),
+                rdataset.ttl,
+                tuple(sorted(rdata.to_text() for rdata in rdataset)),
+            )
+            for name, rdataset in zone.iterate_rdatasets()
+        ]
+
+    def apply(self, plan: Plan, owner: RRset, owner_is_live: bool) -> int:
+        """Send the plan as one update message; return the number of messages sent."""
+        if plan.empty:
+            return 0
+        update = dns.update.UpdateMessage(self.origin, keyring=self.keyring, keyname=self.key_name)
+        if owner_is_live:
+            update.present(owner.name, dns.rdata.from_text("IN", "TXT", owner.values[0]))
+        else:
+            update.absent(owner.name)  # first publish: nobody may own these names yet
+        for rrset in plan.deletes:
+            update.delete(rrset.name, rrset.rdtype)
+        for rrset in [d for _, d in plan.updates] + plan.creates:
+            update.replace(rrset.name, rrset.ttl, rrset.rdtype, *rrset.values)
+        try:
+            response = dns.query.tcp(update, self.server, port=self.port, timeout=self.timeout)
+        except (dns.exception.DNSException, OSError) as exc:
+            raise MirrorfleetError(f"update to {self.server}:{self.port} failed: {exc}") from None
+        rcode = response.rcode()
+        if rcode != dns.rcode.NOERROR:
+            hint = REFUSAL_HINTS.get(rcode, "")
+            raise MirrorfleetError(
+                f"update refused by {self.server}: {dns.rcode.to_text(rcode)}"
+                + (f" ({hint})" if hint else "")
+            )
+        return 1
 
 
 def target_from(config: DnsConfig) -> Rfc2136Target:
@@ -68,66 +132,3 @@ def update_policy(zone: str, key_name: str, regions: Iterable[str] = ()) -> list
         f"grant {key_name} name {OWNER}.{zone}. TXT;",
         f"grant {key_name} wildcard *.{META}.{zone}. TXT;",
     ]
-
-
-def read_live(target: Rfc2136Target) -> list[RRset]:
-    """Every record set in the zone, by AXFR signed with our key."""
-    try:
-        zone = dns.zone.from_xfr(
-            dns.query.xfr(
-                target.server,
-                target.origin,
-                port=target.port,
-                keyring=target.keyring,
-                keyname=target.key_name,
-                lifetime=target.timeout,
-            ),
-            relativize=True,
-        )
-    except (dns.exception.DNSException, OSError) as exc:
-        raise MirrorfleetError(
-            f"zone transfer of {target.zone} from {target.server}:{target.port} failed: {exc}"
-        ) from None
-    return [
-        RRset(
-            name.to_text(),
-            dns.rdatatype.to_text(rdataset.rdtype),
-            rdataset.ttl,
-            tuple(sorted(rdata.to_text() for rdata in rdataset)),
-        )
-        for name, rdataset in zone.iterate_rdatasets()
-    ]
-
-
-def apply(target: Rfc2136Target, plan: Plan, owner: RRset, owner_is_live: bool) -> int:
-    """Send the plan as one update message; return the number of messages sent."""
-    if plan.empty:
-        return 0
-    update = dns.update.UpdateMessage(
-        target.origin, keyring=target.keyring, keyname=target.key_name
-    )
-    if owner_is_live:
-        update.present(owner.name, dns.rdata.from_text("IN", "TXT", owner.values[0]))
-    else:
-        update.absent(owner.name)  # first publish: nobody may own these names yet
-    for rrset in plan.deletes:
-        update.delete(rrset.name, rrset.rdtype)
-    for rrset in [d for _, d in plan.updates] + plan.creates:
-        update.replace(rrset.name, rrset.ttl, rrset.rdtype, *rrset.values)
-    try:
-        response = dns.query.tcp(update, target.server, port=target.port, timeout=target.timeout)
-    except (dns.exception.DNSException, OSError) as exc:
-        raise MirrorfleetError(f"update to {target.server}:{target.port} failed: {exc}") from None
-    rcode = response.rcode()
-    if rcode != dns.rcode.NOERROR:
-        hint = {
-            dns.rcode.NXRRSET: "the zone's ownership marker is not ours",
-            dns.rcode.YXDOMAIN: "another fleet already owns these names",
-            dns.rcode.REFUSED: "the server's update-policy does not allow it",
-            dns.rcode.NOTAUTH: "the key is not accepted",
-        }.get(rcode, "")
-        raise MirrorfleetError(
-            f"update refused by {target.server}: {dns.rcode.to_text(rcode)}"
-            + (f" ({hint})" if hint else "")
-        )
-    return 1

@@ -135,12 +135,12 @@ def desired(states: dict[str, str]) -> list[records.RRset]:
 
 def cycle(target, states: dict[str, str], force: bool = False) -> tuple[object, int]:
     want = desired(states)
-    live = rfc2136.read_live(target)
+    live = target.read_live()
     owner = next(r for r in want if r.name == records.OWNER)
     result = plan(want, live)
     check_safe(result, force=force)
     owner_live = any(r.name == records.OWNER for r in live)
-    return result, rfc2136.apply(target, result, owner, owner_live)
+    return result, target.apply(result, owner, owner_live)
 
 
 def query(port: int, name: str, rdtype: str) -> list[str]:
@@ -229,9 +229,9 @@ def test_our_key_outside_our_names_is_refused(named, name: str, rdtype: str, val
 def test_another_owner_is_not_overwritten(target) -> None:
     want = [r for r in desired({"mirror1": "fresh"})]
     impostor = records.owner_rrset("another-fleet", ttl=60)
-    result = plan(want, rfc2136.read_live(target))
+    result = plan(want, target.read_live())
     with pytest.raises(MirrorfleetError, match="ownership marker is not ours"):
-        rfc2136.apply(target, result, impostor, owner_is_live=True)
+        target.apply(result, impostor, owner_is_live=True)
 
 
 def test_unreachable_server_is_a_clear_error(named) -> None:
@@ -239,7 +239,7 @@ def test_unreachable_server_is_a_clear_error(named) -> None:
         ZONE, "127.0.0.1", KEY, named["secret"], port=free_port(), timeout=1
     )
     with pytest.raises(MirrorfleetError, match=r"zone transfer .* failed"):
-        rfc2136.read_live(dead)
+        dead.read_live()
 
 
 def test_cli_plan_apply_show(named, tmp_path: Path) -> None:
