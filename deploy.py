@@ -5,10 +5,12 @@ Every host gets the common role; the others run by inventory group.
 
 from pyinfra import host
 
-from mirrorfleet_roles import common, mirror, origin
+from mirrorfleet_roles import common, dns, mirror, origin
 
 common.apply()
 if "origin" in host.groups:
     origin.apply()
 if "mirrors" in host.groups:
     mirror.apply()
+if "dns" in host.groups:
+    dns.apply()

@@ -15,10 +15,17 @@ Host data keys (per host, or for every host in group_data/all.py):
 - ssh_user (str): the user pyinfra connects as; root, or a sudoer with `--sudo`.
 - ssh_key (str): path to the private key for that user.
 - ssh_port (int): sshd port; 22 if unset.
+- mirror_zone (str): the zone the mirror list is published in (group_data/all.py).
 - dns_role ("primary" | "secondary"): required on each dns host; exactly one primary.
+- dns_address (str): a dns host's IPv4 address, for BIND's primaries/also-notify;
+  default: ssh_hostname when that is an address.
+- dns_soa_minimum (int): negative-caching time of the zone, 60-300 s (60).
+- dns_dnssec (bool): sign the zone with BIND's dnssec-policy (False; on in the lab).
+- mirror_region (str): a mirror's region label; each region gets its own SRV name.
 - secrets_dir (str): control-node folder made by `mirrorfleet keys init --dir DIR`
   ("secrets", set in group_data/all.py). The origin gets the signing key, the
-  mirrors the ping secret; nothing else leaves it.
+  mirrors the ping secret, the dns hosts their TSIG keys, the monitor its own TSIG
+  key; nothing else leaves it.
 - tree (str): where the tree lives on origin and mirrors ("/srv/mirror").
 - preset ("pypi" | "debian"): which top-level paths are content, synced first.
 - mirror_upstream (str): on a mirror, another mirror's inventory name to sync from
@@ -53,8 +60,8 @@ mirrors = [
 ]
 
 dns = [
-    ("ns1.example.org", {"dns_role": "primary"}),
-    ("ns2.example.org", {"dns_role": "secondary"}),
+    ("ns1.example.org", {"dns_role": "primary", "dns_address": "192.0.2.53"}),
+    ("ns2.example.org", {"dns_role": "secondary", "dns_address": "198.51.100.53"}),
 ]
 
 monitor = [

@@ -436,7 +436,7 @@ def dns_show(config_path: Path, as_json: bool) -> None:
     from mirrorfleet.publish import backend_for, owned
 
     live = backend_for(load_dns_config(config_path)).read_live()
-    rows = [asdict(r) for r in live if owned(r.name)]
+    rows = [asdict(r) for r in live if owned(r.name, r.rdtype)]
     if as_json:
         emit_json(rows)
         return

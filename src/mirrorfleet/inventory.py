@@ -6,12 +6,14 @@ here stops a bad run before any SSH connection is made.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mirrorfleet.errors import MirrorfleetError
+from mirrorfleet.records import LABEL_RE
 
 if TYPE_CHECKING:
     from pyinfra.api import Inventory
@@ -51,14 +53,31 @@ def validate_groups(groups: Mapping[str, Sequence[HostEntry]]) -> None:
         role = data.get("dns_role")
         if role not in DNS_ROLES:
             problems.append(f"dns: host {name!r} needs dns_role = 'primary' or 'secondary'")
+        address = data.get("dns_address")
+        if address is not None and not _is_ipv4(address):
+            problems.append(f"dns: host {name!r} has dns_address {address!r}, not an IPv4 address")
     primaries = [name for name, data in dns_hosts if data.get("dns_role") == "primary"]
     if dns_hosts and len(primaries) != 1:
         problems.append(
             f"dns: exactly one dns_role='primary' host is needed, found {len(primaries)}"
         )
-    problems += _tier_problems(_entries(groups.get("mirrors", ())))
+    mirrors = _entries(groups.get("mirrors", ()))
+    problems += _tier_problems(mirrors)
+    problems += [
+        f"mirrors: {name!r} has mirror_region {data['mirror_region']!r}, not a DNS label"
+        for name, data in mirrors
+        if data.get("mirror_region") is not None and not LABEL_RE.match(str(data["mirror_region"]))
+    ]
     if problems:
         raise MirrorfleetError("bad inventory: " + "; ".join(problems))
+
+
+def _is_ipv4(text: object) -> bool:
+    try:
+        ipaddress.IPv4Address(str(text))
+    except ValueError:
+        return False
+    return True
 
 
 def _tier_problems(mirrors: list[tuple[str, Mapping[str, Any]]]) -> list[str]:

@@ -1,4 +1,5 @@
-"""The fleet's secrets: the origin's Ed25519 signing key and the shared ping secret.
+"""The fleet's secrets: the origin's Ed25519 signing key, the shared ping secret and
+the DNS TSIG keys (one per writer: the monitor's, and the one secondaries transfer with).
 
 Made on the control node by `mirrorfleet keys init` into a folder the inventory
 names (never committed); the roles copy each host only what it needs.
@@ -21,6 +22,12 @@ from mirrorfleet.errors import MirrorfleetError
 SIGNING_KEY = "origin-signing.key"
 PUBLIC_KEY = "origin-signing.pub"
 PING_SECRET = "ping.secret"
+# TSIG keys, by the key name BIND and the publisher know them under -> file name.
+TSIG_KEYS = {
+    "mirrorfleet-monitor": "tsig-monitor.key",
+    "mirrorfleet-transfer": "tsig-transfer.key",
+}
+MONITOR_TSIG, TRANSFER_TSIG = TSIG_KEYS
 
 
 @dataclass(frozen=True)
@@ -39,10 +46,16 @@ class SecretsDir:
     def ping_secret(self) -> Path:
         return self.path / PING_SECRET
 
+    def tsig(self, key_name: str) -> Path:
+        return self.path / TSIG_KEYS[key_name]
+
+    def tsig_secret(self, key_name: str) -> str:
+        """The base64 secret as BIND's key statement and dnspython's keyring take it."""
+        return read_secret(self.tsig(key_name)).decode()
+
     def require(self) -> None:
-        missing = [
-            p.name for p in (self.signing_key, self.public_key, self.ping_secret) if not p.exists()
-        ]
+        needed = [self.signing_key, self.public_key, self.ping_secret]
+        missing = [p.name for p in needed + [self.tsig(k) for k in TSIG_KEYS] if not p.exists()]
         if missing:
             raise MirrorfleetError(
                 f"secrets folder {self.path} lacks {', '.join(missing)}: "
@@ -79,7 +92,16 @@ def init_secrets(path: Path) -> list[str]:
     if not folder.ping_secret.exists():
         _write_private(folder.ping_secret, (secrets.token_hex(32) + "\n").encode())
         created.append(PING_SECRET)
+    for key_name, file_name in TSIG_KEYS.items():
+        if not folder.tsig(key_name).exists():
+            # 256 bits, the HMAC-SHA256 block-size guidance BIND's tsig-keygen follows
+            _write_private(folder.tsig(key_name), (tsig_secret() + "\n").encode())
+            created.append(file_name)
     return created
+
+
+def tsig_secret() -> str:
+    return base64.b64encode(secrets.token_bytes(32)).decode()
 
 
 def load_signing_key(path: Path) -> Ed25519PrivateKey:

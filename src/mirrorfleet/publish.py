@@ -28,13 +28,16 @@ from mirrorfleet.records import (
 )
 from mirrorfleet.stamp import Stamp
 
-OWNED_NAMES = (SERVICE, HEAD, OWNER)
 MAX_CHANGE_SHARE = 0.5  # refuse plans that rewrite more than half of what we own
 
 
-def owned(name: str) -> bool:
-    """Names mirrorfleet writes: its fixed names, region SRV names and meta records."""
-    return name in OWNED_NAMES or name.startswith(f"{SERVICE}.") or name.endswith(f".{META}")
+def owned(name: str, rdtype: str) -> bool:
+    """Records mirrorfleet writes, exactly as update_policy() grants them: SRV at the
+    service names, TXT at head, owner and meta names. A signed zone also holds
+    RRSIG/NSEC at those names; they belong to the server's signer."""
+    if name == SERVICE or name.startswith(f"{SERVICE}."):
+        return rdtype == "SRV"
+    return rdtype == "TXT" and (name in (HEAD, OWNER) or name.endswith(f".{META}"))
 
 
 Key = tuple[str, str]  # (name relative to the zone, type)
@@ -66,7 +69,7 @@ class Plan:
 
 def plan(desired: Sequence[RRset], live: Iterable[RRset]) -> Plan:
     wanted = _index(desired, "desired")
-    current = _index((r for r in live if owned(r.name)), "live")
+    current = _index((r for r in live if owned(r.name, r.rdtype)), "live")
     result = Plan(owned_live=len(current))
     for key, rrset in sorted(wanted.items()):
         have = current.get(key)

@@ -3,11 +3,8 @@ TSIG, and the server's update-policy refusing everything outside our names."""
 
 from __future__ import annotations
 
-import base64
 import json
-import secrets
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -19,97 +16,57 @@ import dns.exception
 import dns.message
 import dns.query
 import dns.rcode
+import dns.rdatatype
 import dns.resolver
+import dns.tsig
 import dns.tsigkeyring
 import dns.update
+import dns.zone
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from mirrorfleet import records, rfc2136
 from mirrorfleet.errors import MirrorfleetError
+from mirrorfleet.keys import MONITOR_TSIG, TRANSFER_TSIG, tsig_secret
+from mirrorfleet.loopback import free_port
+from mirrorfleet.loopback_dns import LoopbackBind
 from mirrorfleet.publish import check_safe, plan
 from mirrorfleet.records import MirrorRecord
 from mirrorfleet.stamp import Stamp
 
 MIRRORFLEET = str(Path(sys.executable).with_name("mirrorfleet"))
 ZONE = "mirrors.test."
-KEY, OTHER_KEY = "mirrorfleet-monitor", "someone-else"
-ZONE_FILE = """$TTL 300
-@ IN SOA ns1.mirrors.test. hostmaster.mirrors.test. 1 60 60 600 60
-@ IN NS ns1.mirrors.test.
-ns1 IN A 127.0.0.1
-www IN A 192.0.2.10
-"""
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+KEY, OTHER_KEY = MONITOR_TSIG, "someone-else"
+FOREIGN = "www IN A 192.0.2.10\n"
+PROPAGATION = 1.0  # primary -> secondary, by NOTIFY + IXFR (issue 5's target)
 
 
 @pytest.fixture(scope="module")
-def named(tmp_path_factory) -> Iterator[dict]:
+def bind(tmp_path_factory) -> Iterator[LoopbackBind]:
+    """A primary and a secondary from the dns role's template, signed with DNSSEC."""
     if shutil.which("named") is None:
         pytest.fail("named is not installed: apt-get install bind9")
-    work = tmp_path_factory.mktemp("named")
-    port = free_port()
-    secret, other = (base64.b64encode(secrets.token_bytes(32)).decode() for _ in range(2))
-    (work / "zone").write_text(ZONE_FILE)
-    policy = "\n        ".join(rfc2136.update_policy(ZONE, KEY, regions=["eu"]))
-    (work / "named.conf").write_text(f"""
-key "{KEY}" {{ algorithm hmac-sha256; secret "{secret}"; }};
-key "{OTHER_KEY}" {{ algorithm hmac-sha256; secret "{other}"; }};
-options {{
-    directory "{work}";
-    pid-file "{work}/named.pid";
-    listen-on port {port} {{ 127.0.0.1; }};
-    listen-on-v6 {{ none; }};
-    recursion no;
-    notify no;
-    allow-transfer {{ key "{KEY}"; }};
-}};
-zone "{ZONE}" {{
-    type primary;
-    file "{work}/zone";
-    update-policy {{
-        {policy}
-    }};
-}};
-""")
-    check = subprocess.run(
-        ["named-checkconf", str(work / "named.conf")], capture_output=True, text=True
-    )
-    assert check.returncode == 0, check.stdout + check.stderr
-    with (work / "named.log").open("wb") as log:
-        proc = subprocess.Popen(
-            ["named", "-g", "-c", str(work / "named.conf")], stdout=subprocess.DEVNULL, stderr=log
-        )
-        try:
-            _wait_until_serving(proc, port, work)
-            yield {"port": port, "secret": secret, "other": other}
-        finally:
-            proc.terminate()
-            proc.wait(timeout=15)
+    workdir = tmp_path_factory.mktemp("bind")
+    with LoopbackBind(
+        workdir, ZONE, seed=FOREIGN, secondary=True, regions=("eu",), dnssec=True
+    ) as server:
+        yield server
 
 
-def _wait_until_serving(proc: subprocess.Popen, port: int, work: Path) -> None:
-    deadline = time.monotonic() + 15
-    while True:
-        try:
-            query = dns.message.make_query(ZONE, "SOA")
-            if dns.query.udp(query, "127.0.0.1", port=port, timeout=0.5).answer:
-                return
-        except (dns.exception.Timeout, OSError):
-            pass
-        if time.monotonic() > deadline or proc.poll() is not None:
-            pytest.fail(f"named did not start: {(work / 'named.log').read_text()[-2000:]}")
-        time.sleep(0.1)
+@pytest.fixture(scope="module")
+def named(bind: LoopbackBind) -> dict:
+    return {
+        "port": bind.primary.port,
+        "secondary": bind.servers[1].port,
+        "secret": bind.keys[KEY],
+        "transfer": bind.keys[TRANSFER_TSIG],
+        "other": tsig_secret(),  # a well-formed key the server does not know
+    }
 
 
 @pytest.fixture
-def target(named: dict) -> rfc2136.Rfc2136Target:
-    return rfc2136.Rfc2136Target(ZONE, "127.0.0.1", KEY, named["secret"], port=named["port"])
+def target(bind: LoopbackBind) -> rfc2136.Rfc2136Target:
+    return bind.target()
 
 
 def fleet(states: dict[str, str]) -> list[MirrorRecord]:
@@ -202,11 +159,55 @@ def test_unsigned_update_is_refused(named) -> None:
     assert _send(named, update) == dns.rcode.REFUSED
 
 
-def test_wrong_key_is_refused(named) -> None:
+def test_a_key_without_a_grant_is_refused(named) -> None:
+    """The secondaries' transfer key is known to the server but may not write."""
+    keyring = dns.tsigkeyring.from_text({TRANSFER_TSIG: ("hmac-sha256", named["transfer"])})
+    update = dns.update.UpdateMessage(ZONE, keyring=keyring, keyname=TRANSFER_TSIG)
+    update.replace("_head._pkgmirror", 60, "TXT", '"txtvers=1"')
+    assert _send(named, update) == dns.rcode.REFUSED
+
+
+def test_an_unknown_key_is_refused(named) -> None:
     keyring = dns.tsigkeyring.from_text({OTHER_KEY: ("hmac-sha256", named["other"])})
     update = dns.update.UpdateMessage(ZONE, keyring=keyring, keyname=OTHER_KEY)
     update.replace("_head._pkgmirror", 60, "TXT", '"txtvers=1"')
-    assert _send(named, update) == dns.rcode.REFUSED
+    with pytest.raises(dns.tsig.PeerBadKey):
+        _send(named, update)
+
+
+@pytest.mark.parametrize(
+    ("server", "key"),
+    [("port", None), ("port", OTHER_KEY), ("secondary", None), ("secondary", KEY)],
+    ids=["primary-unsigned", "primary-unknown-key", "secondary-unsigned", "secondary-monitor-key"],
+)
+def test_zone_transfers_need_the_right_key(named, server: str, key: str | None) -> None:
+    secret = {KEY: named["secret"], OTHER_KEY: named["other"]}.get(key or "")
+    keyring = dns.tsigkeyring.from_text({key: ("hmac-sha256", secret)}) if key else None
+    with pytest.raises(dns.exception.DNSException):
+        dns.zone.from_xfr(
+            dns.query.xfr("127.0.0.1", ZONE, port=named[server], keyring=keyring, keyname=key)
+        )
+
+
+def test_secondary_serves_what_was_published(bind, named) -> None:
+    """NOTIFY + IXFR: the secondary answers the same SOA serial and records."""
+    primary, secondary = bind.servers
+    serial = primary.soa_serial(ZONE)
+    deadline = time.monotonic() + 10
+    while secondary.soa_serial(ZONE) != serial and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert secondary.soa_serial(ZONE) == serial
+    for name, rdtype in [(f"_pkgmirror._tcp.{ZONE}", "SRV"), (f"_head._pkgmirror.{ZONE}", "TXT")]:
+        assert query(named["secondary"], name, rdtype) == query(named["port"], name, rdtype)
+    assert query(named["secondary"], f"_pkgmirror._tcp.{ZONE}", "SRV")
+
+
+def test_published_records_are_dnssec_signed(named) -> None:
+    request = dns.message.make_query(f"_pkgmirror._tcp.{ZONE}", "SRV", want_dnssec=True)
+    for port in (named["port"], named["secondary"]):
+        answer = dns.query.tcp(request, "127.0.0.1", port=port, timeout=5).answer
+        types = {dns.rdatatype.to_text(rrset.rdtype) for rrset in answer}
+        assert types == {"SRV", "RRSIG"}
 
 
 @pytest.mark.parametrize(

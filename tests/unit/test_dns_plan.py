@@ -21,21 +21,31 @@ FOREIGN = [RRset("www", "A", 300, ("192.0.2.1",)), txt("_dmarc", '"v=DMARC1"'), 
 
 
 @pytest.mark.parametrize(
-    ("name", "ours"),
+    ("name", "rdtype", "ours"),
     [
-        ("_pkgmirror._tcp", True),
-        ("_pkgmirror._tcp.eu", True),
-        ("_head._pkgmirror", True),
-        ("_owner._pkgmirror", True),
-        ("mirror1._meta._pkgmirror", True),
-        ("www", False),
-        ("_pkgmirror", False),
-        ("x_pkgmirror._tcp", False),
-        ("_meta._pkgmirror.evil", False),
+        ("_pkgmirror._tcp", "SRV", True),
+        ("_pkgmirror._tcp.eu", "SRV", True),
+        ("_head._pkgmirror", "TXT", True),
+        ("_owner._pkgmirror", "TXT", True),
+        ("mirror1._meta._pkgmirror", "TXT", True),
+        ("_pkgmirror._tcp", "TXT", False),
+        ("_head._pkgmirror", "SRV", False),
+        ("_owner._pkgmirror", "RRSIG", False),
+        ("mirror1._meta._pkgmirror", "NSEC", False),
+        ("www", "TXT", False),
+        ("_pkgmirror", "TXT", False),
+        ("x_pkgmirror._tcp", "SRV", False),
+        ("_meta._pkgmirror.evil", "TXT", False),
     ],
 )
-def test_ownership(name: str, ours: bool) -> None:
-    assert owned(name) is ours
+def test_ownership(name: str, rdtype: str, ours: bool) -> None:
+    assert owned(name, rdtype) is ours
+
+
+@pytest.mark.parametrize("rdtype", ["RRSIG", "NSEC", "A"])
+def test_signer_and_foreign_types_at_our_names_are_left_alone(rdtype: str) -> None:
+    live = [txt("_owner._pkgmirror"), RRset("_owner._pkgmirror", rdtype, 60, ("x",))]
+    assert plan([txt("_owner._pkgmirror")], live).empty
 
 
 def test_first_publish_creates_everything_and_ignores_foreign_records() -> None:

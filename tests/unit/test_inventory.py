@@ -110,6 +110,11 @@ def test_good_groups_pass() -> None:
             {"mirrors": [("a", {"mirror_upstream": "b"}), ("b", {"mirror_upstream": "a"})]},
             "forms a loop",
         ),
+        (
+            {"dns": [("ns1", {"dns_role": "primary", "dns_address": "ns1.example.org"})]},
+            "not an IPv4 address",
+        ),
+        ({"mirrors": [("m1", {"mirror_region": "EU West"})]}, "not a DNS label"),
     ],
 )
 def test_bad_groups_are_rejected(change: dict, message: str) -> None:

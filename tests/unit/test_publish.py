@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import stat
 from pathlib import Path
@@ -11,7 +12,7 @@ import pytest
 from mirrorfleet import manifest
 from mirrorfleet.config import OriginConfig
 from mirrorfleet.errors import MirrorfleetError
-from mirrorfleet.keys import SecretsDir, init_secrets, load_signing_key
+from mirrorfleet.keys import TSIG_KEYS, SecretsDir, init_secrets, load_signing_key
 from mirrorfleet.origin import publish
 from mirrorfleet.signed import BadSignature
 from mirrorfleet.stamp import read_local_stamp
@@ -96,10 +97,20 @@ def test_publish_with_another_key_is_refused(origin_config: OriginConfig, tmp_pa
 
 def test_secrets_are_private_and_never_overwritten(tmp_path: Path) -> None:
     created = init_secrets(tmp_path / "s")
-    assert sorted(created) == ["origin-signing.key", "origin-signing.pub", "ping.secret"]
+    assert sorted(created) == [
+        "origin-signing.key",
+        "origin-signing.pub",
+        "ping.secret",
+        "tsig-monitor.key",
+        "tsig-transfer.key",
+    ]
     folder = SecretsDir(tmp_path / "s")
-    for path in (folder.signing_key, folder.ping_secret):
+    tsig = [folder.tsig(name) for name in TSIG_KEYS]
+    for path in (folder.signing_key, folder.ping_secret, *tsig):
         assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    # TSIG secrets are distinct 256-bit base64 keys, as BIND's key statement takes them
+    secrets = {folder.tsig_secret(name) for name in TSIG_KEYS}
+    assert len(secrets) == 2 and all(len(base64.b64decode(s)) == 32 for s in secrets)
     assert stat.S_IMODE(folder.path.stat().st_mode) == 0o700
     before = folder.signing_key.read_bytes()
     assert init_secrets(tmp_path / "s") == []

@@ -13,6 +13,9 @@ LAB_HOST_DATA: dict[str, Any] = {
     # Lab hosts have no internet; the template already holds every package.
     "common_apt_update": False,
     "lab": True,
+    # The lab's own zone, served by its dns hosts, signed as production may be.
+    "mirror_zone": "mirrors.lab.test",
+    "dns_dnssec": True,
 }
 
 HostEntry = tuple[str, dict[str, Any]]

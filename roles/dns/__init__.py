@@ -1,0 +1,223 @@
+"""Authoritative DNS for the mirror zone: a BIND primary that takes TSIG-signed
+updates from the monitor's key only, and secondaries fed by NOTIFY + IXFR.
+
+The named.conf is rendered once, checked with `named-checkconf -z` beside the live
+one and only then put in place and reloaded, so a bad config never reaches named.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable
+from dataclasses import dataclass
+from io import StringIO
+from pathlib import Path
+from typing import Any
+
+from pyinfra import host, inventory
+from pyinfra.api import Host, deploy
+from pyinfra.api.exceptions import DeployError
+from pyinfra.api.util import get_template
+from pyinfra.facts.files import File
+from pyinfra.operations import apt, files, server, systemd
+from pyinfra.operations.util import any_changed
+
+from mirrorfleet.keys import MONITOR_TSIG, TRANSFER_TSIG
+from mirrorfleet.rfc2136 import update_policy
+from mirrorfleet_roles import fleet
+
+TEMPLATES = Path(__file__).parent / "templates"
+NAMED_CONF = TEMPLATES / "named.conf.j2"
+KEYS_CONF = TEMPLATES / "keys.conf.j2"
+ZONE_SEED = TEMPLATES / "zone.db.j2"
+JINJA = {"trim_blocks": True, "lstrip_blocks": True}
+LIVE_CONF = "/etc/bind/named.conf"
+NEXT_CONF = "/etc/bind/named.conf.mirrorfleet"  # rendered and checked before it goes live
+KEYS_FILE = "/etc/bind/mirrorfleet-keys.conf"
+ZONE_DIR = "/var/lib/bind"  # bind-writable: dynamic zones keep their journal beside them
+DEFAULTS = {
+    # The zone the fleet is published in, e.g. "mirrors.example.org" (required).
+    "mirror_zone": None,
+    # "primary" or "secondary"; exactly one primary (checked as the inventory loads).
+    "dns_role": None,
+    # The IPv4 address other DNS hosts reach this one at; default: ssh_hostname if
+    # that is an address. BIND's primaries/also-notify take addresses, not names.
+    "dns_address": None,
+    # SOA MINIMUM: how long resolvers cache "no such name" (60-300 s).
+    "dns_soa_minimum": 60,
+    # TTL of the seed records (SOA, NS, glue).
+    "dns_ttl": 300,
+    # Sign the zone with dnssec-policy (keys made and rolled by BIND itself).
+    "dns_dnssec": False,
+}
+
+
+@dataclass(frozen=True)
+class NamedConf:
+    """Everything named.conf.j2 needs; the role and the loopback BIND share it."""
+
+    zone: str
+    role: str
+    primary: str
+    secondaries: tuple[str, ...]
+    update_policy: tuple[str, ...]
+    dnssec: bool = False
+    port: int = 53
+    peer_port: int = 0  # where the other servers listen; 0: the same port (real hosts)
+    directory: str = "/var/cache/bind"
+    zone_file: str = ""
+    keys_file: str = KEYS_FILE
+    key_directory: str = f"{ZONE_DIR}/keys"
+    pid_file: str = ""
+    listen_v4: str = "any"
+    listen_v6: str = "any"
+    transfer_key: str = TRANSFER_TSIG
+    # keys that may transfer the zone: secondaries, and on the primary the publisher,
+    # which reads live records by AXFR before it plans
+    readers: tuple[str, ...] = (TRANSFER_TSIG,)
+
+    def context(self) -> dict[str, Any]:
+        zone = self.zone.rstrip(".")
+        return {
+            **self.__dict__,
+            "zone": zone,
+            "peer_port": self.peer_port or self.port,
+            "zone_file": self.zone_file or f"{ZONE_DIR}/{zone}.db",
+        }
+
+    def render(self) -> str:
+        return get_template(str(NAMED_CONF), dict(JINJA)).render(**self.context())
+
+
+def named_conf(
+    zone: str,
+    role: str,
+    primary: str,
+    secondaries: Iterable[str],
+    regions: Iterable[str] = (),
+    **settings: Any,
+) -> NamedConf:
+    return NamedConf(
+        zone=zone,
+        role=role,
+        primary=primary,
+        secondaries=tuple(secondaries),
+        update_policy=tuple(update_policy(zone, MONITOR_TSIG, regions)),
+        readers=(TRANSFER_TSIG, MONITOR_TSIG) if role == "primary" else (TRANSFER_TSIG,),
+        **settings,
+    )
+
+
+def render_keys(keys: dict[str, str]) -> str:
+    return get_template(str(KEYS_CONF), dict(JINJA)).render(keys=keys)
+
+
+def render_seed(zone: str, nameservers: list[tuple[str, str]], minimum: int, ttl: int) -> str:
+    """The zone's first content: SOA, NS and glue. Written once; updates do the rest."""
+    return get_template(str(ZONE_SEED), dict(JINJA)).render(
+        zone=f"{zone.rstrip('.')}.", nameservers=nameservers, soa_minimum=minimum, ttl=ttl
+    )
+
+
+def dns_address(target: Host) -> str:
+    address = target.data.get("dns_address") or target.data.get("ssh_hostname") or ""
+    try:
+        return str(ipaddress.IPv4Address(address))
+    except ValueError:
+        raise DeployError(
+            f"{target.name}: set dns_address to its IPv4 address "
+            "(BIND's primaries and also-notify take addresses, not names)"
+        ) from None
+
+
+def nameserver(target: Host, zone: str) -> tuple[str, str]:
+    """(NS name, glue address or ""): a bare lab name becomes a name inside the zone."""
+    name = fleet.public_name(target).rstrip(".")
+    if "." not in name:
+        name = f"{name}.{zone}"
+    in_zone = name == zone or name.endswith(f".{zone}")
+    return f"{name}.", dns_address(target) if in_zone else ""
+
+
+def zone_name() -> str:
+    zone = (host.data.get("mirror_zone") or "").rstrip(".")
+    if not zone:
+        raise DeployError("set mirror_zone (e.g. mirrors.example.org) in the inventory")
+    return zone
+
+
+def regions() -> list[str]:
+    mirrors = inventory.get_group("mirrors", [])
+    return sorted({m.data.get("mirror_region") for m in mirrors if m.data.get("mirror_region")})
+
+
+@deploy("mirrorfleet dns", data_defaults=DEFAULTS)
+def apply() -> None:
+    secrets = fleet.secrets()
+    zone, role = zone_name(), host.data.dns_role
+    if role not in ("primary", "secondary"):
+        raise DeployError(f"{host.name}: dns_role must be primary or secondary, not {role!r}")
+    dns_hosts = list(inventory.get_group("dns", []))
+    primaries = [h for h in dns_hosts if h.data.get("dns_role") == "primary"]
+    secondaries = [h for h in dns_hosts if h.data.get("dns_role") == "secondary"]
+    conf = named_conf(
+        zone,
+        role,
+        primary=dns_address(primaries[0]),
+        secondaries=[dns_address(h) for h in secondaries],
+        regions=regions(),
+        dnssec=bool(host.data.dns_dnssec),
+    )
+    # Only the primary takes updates; secondaries hold the transfer key alone.
+    key_names = [TRANSFER_TSIG] + ([MONITOR_TSIG] if role == "primary" else [])
+
+    apt.packages(name="Install BIND", packages=["bind9", "bind9-dnsutils"], no_recommends=True)
+    keys = files.put(
+        name="Install the TSIG keys (bind-only, 0600)",
+        src=StringIO(render_keys({k: secrets.tsig_secret(k) for k in key_names})),
+        dest=KEYS_FILE,
+        user="bind",
+        group="bind",
+        mode="0600",
+    )
+    if role == "primary":
+        files.directory(
+            name="Create the DNSSEC key directory",
+            path=conf.key_directory,
+            user="bind",
+            group="bind",
+            mode="0750",
+        )
+    seed = None
+    zone_file = conf.context()["zone_file"]
+    if role == "primary" and host.get_fact(File, path=zone_file) is None:
+        nameservers = [nameserver(h, zone) for h in primaries + secondaries]
+        seed = files.put(
+            name=f"Seed the zone {zone} (first deploy only; it is dynamic from then on)",
+            src=StringIO(
+                render_seed(zone, nameservers, host.data.dns_soa_minimum, host.data.dns_ttl)
+            ),
+            dest=zone_file,
+            user="bind",
+            group="bind",
+            mode="0644",
+        )
+    rendered = files.put(
+        name="Render named.conf",
+        src=StringIO(conf.render()),
+        dest=NEXT_CONF,
+        user="root",
+        group="bind",
+        mode="0644",
+    )
+    changed = any_changed(*(op for op in (keys, seed, rendered) if op is not None))
+    server.shell(
+        name="Check named.conf and the zone, then put it live",
+        commands=[
+            f"named-checkconf -z {NEXT_CONF} || {{ rm -f {NEXT_CONF}; exit 1; }}",
+            f"install -m 0644 -o root -g bind {NEXT_CONF} {LIVE_CONF}",
+        ],
+        _if=changed,
+    )
+    systemd.service(name="Run named", service="named.service", running=True, enabled=True)
+    systemd.service(name="Reload named", service="named.service", reloaded=True, _if=changed)
