@@ -386,44 +386,68 @@ def dns_group() -> None:
     """The fleet's records in DNS: plan against live records, then apply (RFC 2136 or Route 53)."""
 
 
-state_option = click.option(
-    "--state",
-    "state_path",
-    required=True,
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help='Fleet state JSON: {"stamp": <origin stamp.json>, "mirrors": [...]}.',
-)
+def state_options(command: F) -> F:
+    """Where the fleet state comes from: a JSON file, or a probe of the live fleet."""
+    command = click.option(
+        "--fleet",
+        "fleet_path",
+        type=click.Path(exists=True, dir_okay=False, path_type=Path),
+        help="Fleet TOML (origin, keys, mirrors): probe every mirror now, as a client would.",
+    )(command)
+    return click.option(
+        "--state",
+        "state_path",
+        type=click.Path(exists=True, dir_okay=False, path_type=Path),
+        help='Fleet state JSON: {"stamp": <origin stamp.json>, "mirrors": [...]}.',
+    )(command)
 
 
-def _dns_cycle(config_path: Path, state_path: Path, apply: bool, force: bool) -> CycleResult:
+def _dns_cycle(
+    config_path: Path, state_path: Path | None, fleet_path: Path | None, apply: bool, force: bool
+) -> CycleResult:
     from mirrorfleet.config import load_dns_config
+    from mirrorfleet.probe import load_fleet_config, probe_fleet
     from mirrorfleet.publish import cycle
 
-    try:
-        state = json.loads(state_path.read_text())
-    except ValueError as exc:
-        raise MirrorfleetError(f"{state_path} is not JSON: {exc}") from None
-    return cycle(load_dns_config(config_path), state, apply=apply, force=force)
+    if (state_path is None) == (fleet_path is None):
+        raise click.UsageError("give exactly one of --state FILE or --fleet FILE")
+    config = load_dns_config(config_path)
+    if fleet_path is not None:
+        state = probe_fleet(load_fleet_config(fleet_path))
+    else:
+        try:
+            state = json.loads(state_path.read_text())  # type: ignore[union-attr]
+        except ValueError as exc:
+            raise MirrorfleetError(f"{state_path} is not JSON: {exc}") from None
+    return cycle(config, state, apply=apply, force=force)
 
 
 @dns_group.command(name="plan")
 @config_option("/etc/mirrorfleet/dns.toml")
-@state_option
+@state_options
 @json_option
-def dns_plan(config_path: Path, state_path: Path, as_json: bool) -> None:
+def dns_plan(
+    config_path: Path, state_path: Path | None, fleet_path: Path | None, as_json: bool
+) -> None:
     """Show what apply would change; send nothing."""
-    result = _dns_cycle(config_path, state_path, apply=False, force=False)
+    result = _dns_cycle(config_path, state_path, fleet_path, apply=False, force=False)
     _print_plan(result.plan.summary(), as_json, messages=None)
 
 
 @dns_group.command(name="apply")
 @config_option("/etc/mirrorfleet/dns.toml")
-@state_option
+@state_options
 @click.option("--force", is_flag=True, help="Apply even a plan that rewrites most records.")
 @json_option
-def dns_apply(config_path: Path, state_path: Path, force: bool, as_json: bool) -> None:
-    """Apply the plan as one conditional, TSIG-signed update (nothing if it is empty)."""
-    result = _dns_cycle(config_path, state_path, apply=True, force=force)
+def dns_apply(
+    config_path: Path,
+    state_path: Path | None,
+    fleet_path: Path | None,
+    force: bool,
+    as_json: bool,
+) -> None:
+    """Apply the plan, conditional on our ownership marker (nothing if it is empty)."""
+    result = _dns_cycle(config_path, state_path, fleet_path, apply=True, force=force)
     _print_plan(result.plan.summary(), as_json, messages=result.messages)
 
 

@@ -10,6 +10,7 @@ nothing.
 from __future__ import annotations
 
 import base64
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -79,6 +80,36 @@ def plan(desired: Sequence[RRset], live: Iterable[RRset]) -> Plan:
             result.updates.append((have, rrset))
     result.deletes = [r for key, r in sorted(current.items()) if key not in wanted]
     return result
+
+
+CHK_REFRESH = 300  # seconds a meta record's chk= may lag before it alone is rewritten
+CHK_RE = re.compile(r'"chk=(\d+)"')
+
+
+def settle_checks(
+    desired: Sequence[RRset], live: Iterable[RRset], refresh: int = CHK_REFRESH
+) -> list[RRset]:
+    """Keep a live meta record whose only difference is a recent chk= time.
+
+    Every probe moves chk; rewriting every record each cycle would make each plan
+    touch the whole fleet. chk then means "checked within `refresh` seconds".
+    """
+    current = {(r.name, r.rdtype): r for r in live}
+    settled = []
+    for rrset in desired:
+        have = current.get((rrset.name, rrset.rdtype))
+        if have is not None and rrset.name.endswith(f".{META}") and have.ttl == rrset.ttl:
+            new, old = _chk(rrset), _chk(have)
+            same = CHK_RE.sub("", rrset.values[0]) == CHK_RE.sub("", have.values[0])
+            if same and new is not None and old is not None and 0 <= new - old < refresh:
+                rrset = have
+        settled.append(rrset)
+    return settled
+
+
+def _chk(rrset: RRset) -> int | None:
+    match = CHK_RE.search(rrset.values[0]) if len(rrset.values) == 1 else None
+    return int(match.group(1)) if match else None
 
 
 def check_safe(result: Plan, max_share: float = MAX_CHANGE_SHARE, force: bool = False) -> None:
@@ -175,7 +206,7 @@ def cycle(
     live = backend.read_live()
     owner = next(r for r in desired if r.name == OWNER)
     owner_live = check_owner(owner, live)
-    result = plan(desired, live)
+    result = plan(settle_checks(desired, live), live)
     if not apply:
         return CycleResult(result, 0, False)
     check_safe(result, config.max_change_share / 100, force)

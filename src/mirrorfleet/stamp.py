@@ -7,6 +7,8 @@ client can check the signature of either.
 from __future__ import annotations
 
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -18,6 +20,15 @@ from mirrorfleet.treefiles import META_DIR
 
 STAMP_PATH = f"{META_DIR}/stamp.json"
 STAMP_VERSION = 1
+MAX_STAMP = 64 * 1024
+
+
+class StampUnavailable(Exception):
+    """A tree's stamp could not be fetched or did not verify; `missing`: HTTP 404."""
+
+    def __init__(self, message: str, missing: bool = False) -> None:
+        super().__init__(message)
+        self.missing = missing
 
 
 @dataclass(frozen=True)
@@ -59,3 +70,26 @@ def read_local_stamp(tree: Path, keys: Sequence[Ed25519PublicKey]) -> Stamp | No
     except FileNotFoundError:
         return None
     return parse_stamp(raw, keys)
+
+
+def fetch_stamp(
+    base_url: str, keys: Sequence[Ed25519PublicKey], timeout: float = 10
+) -> tuple[Stamp, bytes]:
+    """A served tree's stamp over HTTP, verified: what agents and the monitor both see."""
+    url = f"{base_url.rstrip('/')}/{STAMP_PATH}"
+    request = urllib.request.Request(url, headers={"Cache-Control": "no-cache"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            raw = response.read(MAX_STAMP + 1)
+    except urllib.error.HTTPError as exc:
+        if exc.code == 404:
+            raise StampUnavailable(f"{url} has no stamp yet", missing=True) from None
+        raise StampUnavailable(f"stamp {url}: HTTP {exc.code}") from None
+    except (OSError, ValueError) as exc:
+        raise StampUnavailable(f"stamp {url} unreachable: {exc}") from None
+    if len(raw) > MAX_STAMP:
+        raise StampUnavailable(f"stamp {url} is larger than {MAX_STAMP} bytes")
+    try:
+        return parse_stamp(raw, keys), raw
+    except BadSignature as exc:
+        raise StampUnavailable(f"stamp {url} rejected: {exc}") from None

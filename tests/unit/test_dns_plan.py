@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from mirrorfleet.errors import MirrorfleetError
-from mirrorfleet.publish import check_safe, owned, plan
+from mirrorfleet.publish import check_safe, owned, plan, settle_checks
 from mirrorfleet.records import RRset
 
 
@@ -88,3 +88,23 @@ def test_a_plan_rewriting_most_of_the_fleet_is_refused_unless_forced() -> None:
 def test_duplicate_desired_sets_are_an_error() -> None:
     with pytest.raises(MirrorfleetError, match="twice"):
         plan([txt("_head._pkgmirror"), txt("_head._pkgmirror")], [])
+
+
+def meta(chk: int, st: str = "ok", ttl: int = 60) -> RRset:
+    return txt("m1._meta._pkgmirror", f'"txtvers=1" "serial=5" "chk={chk}" "st={st}"', ttl)
+
+
+@pytest.mark.parametrize(
+    ("live", "desired", "kept"),
+    [
+        (meta(1000), meta(1299), True),  # only chk moved, recently: keep live
+        (meta(1000), meta(1300), False),  # chk too old: refresh it
+        (meta(1000, "ok"), meta(1001, "syncing"), False),  # state changed
+        (meta(1000, ttl=60), meta(1001, ttl=300), False),  # TTL changed
+        (meta(2000), meta(1000), False),  # clock went back: write what we saw
+    ],
+)
+def test_chk_alone_is_refreshed_only_every_few_minutes(live, desired, kept: bool) -> None:
+    settled = settle_checks([desired], [live])
+    assert (settled[0] is live) is kept
+    assert plan(settled, [live]).empty is kept

@@ -17,8 +17,6 @@ import logging
 import re
 import subprocess
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -30,12 +28,17 @@ from mirrorfleet.config import AgentConfig
 from mirrorfleet.keys import parse_public_key, read_secret
 from mirrorfleet.ping import send_ping
 from mirrorfleet.signed import BadSignature
-from mirrorfleet.stamp import STAMP_PATH, Stamp, parse_stamp, read_local_stamp
+from mirrorfleet.stamp import (
+    STAMP_PATH,
+    Stamp,
+    StampUnavailable,
+    fetch_stamp,
+    read_local_stamp,
+)
 from mirrorfleet.treefiles import META_DIR, TMP_SUFFIX, atomic_write
 
 log = logging.getLogger("mirrorfleet.agent")
 
-MAX_STAMP = 64 * 1024
 RETRYABLE_RSYNC = {5, 10, 12, 30, 35}  # daemon refused, socket I/O, protocol stream, timeouts
 VANISHED = 24  # upstream changed while we read it: fine, the next sync catches up
 PARTIAL_DIR = ".rsync-partial"
@@ -80,23 +83,10 @@ def sync_lock(state_dir: Path, wait: bool) -> Iterator[bool]:
 
 
 def fetch_upstream_stamp(config: AgentConfig, keys: list[Ed25519PublicKey]) -> tuple[Stamp, bytes]:
-    url = f"{config.upstream_http.rstrip('/')}/{STAMP_PATH}"
-    request = urllib.request.Request(url, headers={"Cache-Control": "no-cache"})
     try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            raw = response.read(MAX_STAMP + 1)
-    except urllib.error.HTTPError as exc:
-        if exc.code == 404:
-            raise NotPublished(f"upstream {url} has no stamp yet") from None
-        raise SyncError(f"upstream stamp {url}: HTTP {exc.code}") from None
-    except (OSError, ValueError) as exc:
-        raise SyncError(f"upstream stamp {url} unreachable: {exc}") from None
-    if len(raw) > MAX_STAMP:
-        raise SyncError(f"upstream stamp {url} is larger than {MAX_STAMP} bytes")
-    try:
-        return parse_stamp(raw, keys), raw
-    except BadSignature as exc:
-        raise SyncError(f"upstream stamp {url} rejected: {exc}") from None
+        return fetch_stamp(config.upstream_http, keys)
+    except StampUnavailable as exc:
+        raise (NotPublished if exc.missing else SyncError)(f"upstream {exc}") from None
 
 
 def rsync_argv(config: AgentConfig, stage: int) -> list[str]:
