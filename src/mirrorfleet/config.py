@@ -76,7 +76,7 @@ class DnsConfig:
     provider: str = "rfc2136"
     owner: str = "mirrorfleet"
     ttl: int = 60
-    max_change_share: int = 50  # percent of existing record sets one plan may rewrite
+    max_withdraw_share: int = 50  # percent of listed mirrors one plan may withdraw
     # rfc2136: the primary server and the publisher's TSIG key
     server: str = ""
     port: int = 53
@@ -174,8 +174,8 @@ def _check_dns(config: DnsConfig, where: str) -> None:
         raise MirrorfleetError(f"{where}: zone {config.zone!r} is not a DNS name: {exc}") from None
     if not 1 <= config.port <= 65535 or not 30 <= config.ttl <= 86400:
         raise MirrorfleetError(f"{where}: port 1-65535 and ttl 30-86400")
-    if not 1 <= config.max_change_share <= 100:
-        raise MirrorfleetError(f"{where}: max_change_share is a percentage, 1-100")
+    if not 1 <= config.max_withdraw_share <= 100:
+        raise MirrorfleetError(f"{where}: max_withdraw_share is a percentage, 1-100")
     needed = {
         "rfc2136": ("server", "key_name", "key_file"),
         "route53": ("hosted_zone_id",),

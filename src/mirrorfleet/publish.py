@@ -2,8 +2,9 @@
 
 A plan is the difference between the records mirrorfleet wants and the records the
 zone holds now, restricted to names mirrorfleet owns. Anything else in the zone is
-never read into the plan, so it is never touched. A plan that would rewrite more
-than a set share of our records is refused unless forced; an empty plan sends
+never read into the plan, so it is never touched. A plan that would withdraw more
+than a set share of the listed mirrors at once is refused unless forced (routine
+serial bumps rewrite every record and are always fine); an empty plan sends
 nothing.
 """
 
@@ -29,7 +30,7 @@ from mirrorfleet.records import (
 )
 from mirrorfleet.stamp import Stamp
 
-MAX_CHANGE_SHARE = 0.5  # refuse plans that rewrite more than half of what we own
+MAX_CHANGE_SHARE = 0.5  # refuse plans that withdraw more than half of the listed mirrors
 
 
 def owned(name: str, rdtype: str) -> bool:
@@ -49,7 +50,8 @@ class Plan:
     creates: list[RRset] = field(default_factory=list)
     updates: list[tuple[RRset, RRset]] = field(default_factory=list)  # (live, desired)
     deletes: list[RRset] = field(default_factory=list)
-    owned_live: int = 0
+    mirrors_live: int = 0  # mirrors the zone lists now (SRV targets or meta records)
+    withdrawn: list[str] = field(default_factory=list)  # SRV targets the plan drops
 
     @property
     def empty(self) -> bool:
@@ -64,14 +66,26 @@ class Plan:
             "create": [f"{r.name} {r.rdtype}" for r in self.creates],
             "update": [f"{d.name} {d.rdtype}" for _, d in self.updates],
             "delete": [f"{r.name} {r.rdtype}" for r in self.deletes],
-            "owned_live": self.owned_live,
+            "mirrors_live": self.mirrors_live,
+            "withdrawn": self.withdrawn,
         }
+
+    @property
+    def removed(self) -> int:
+        """Mirrors the plan takes out of the zone, by SRV target or meta record."""
+        metas = [r for r in self.deletes if r.name.endswith(f".{META}")]
+        return max(len(self.withdrawn), len(metas))
 
 
 def plan(desired: Sequence[RRset], live: Iterable[RRset]) -> Plan:
     wanted = _index(desired, "desired")
     current = _index((r for r in live if owned(r.name, r.rdtype)), "live")
-    result = Plan(owned_live=len(current))
+    live_targets = _srv_targets(current.values())
+    live_metas = [r for r in current.values() if r.name.endswith(f".{META}")]
+    result = Plan(
+        mirrors_live=max(len(live_targets), len(live_metas)),
+        withdrawn=sorted(live_targets - _srv_targets(wanted.values())),
+    )
     for key, rrset in sorted(wanted.items()):
         have = current.get(key)
         if have is None:
@@ -113,16 +127,19 @@ def _chk(rrset: RRset) -> int | None:
 
 
 def check_safe(result: Plan, max_share: float = MAX_CHANGE_SHARE, force: bool = False) -> None:
-    """Refuse a plan that rewrites too much of an existing fleet at once."""
-    if force or result.owned_live == 0:
+    """Refuse a plan that takes too much of a listed fleet out of DNS at once."""
+    if force or result.mirrors_live == 0:
         return  # a first publish creates everything, by design
-    touched = len(result.updates) + len(result.deletes)
-    if touched > max_share * result.owned_live:
+    if result.removed > max_share * result.mirrors_live:
         raise MirrorfleetError(
-            f"plan changes {touched} of {result.owned_live} existing record sets "
+            f"plan withdraws {result.removed} of {result.mirrors_live} listed mirrors "
             f"(more than {max_share:.0%}); check it with `mirrorfleet dns plan`, "
             "then apply with --force if it is right"
         )
+
+
+def _srv_targets(rrsets: Iterable[RRset]) -> set[str]:
+    return {value.split()[-1] for r in rrsets if r.rdtype == "SRV" for value in r.values}
 
 
 def _index(rrsets: Iterable[RRset], what: str) -> dict[Key, RRset]:
@@ -209,5 +226,5 @@ def cycle(
     result = plan(settle_checks(desired, live), live)
     if not apply:
         return CycleResult(result, 0, False)
-    check_safe(result, config.max_change_share / 100, force)
+    check_safe(result, config.max_withdraw_share / 100, force)
     return CycleResult(result, backend.apply(result, owner, owner_live), True)

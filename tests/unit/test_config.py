@@ -93,7 +93,7 @@ def test_bad_agent_config_exits_1_with_one_line(tmp_path: Path) -> None:
     [
         ("ttl = 5\n", "ttl 30-86400"),
         ("port = 0\n", "port 1-65535"),
-        ("max_change_share = 0\n", "percentage"),
+        ("max_withdraw_share = 0\n", "percentage"),
         ("owner = 7\n", "owner must be a string"),
     ],
 )

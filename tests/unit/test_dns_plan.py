@@ -76,13 +76,31 @@ def test_ttl_change_is_an_update() -> None:
     assert len(result.updates) == 1
 
 
-def test_a_plan_rewriting_most_of_the_fleet_is_refused_unless_forced() -> None:
+def test_a_plan_removing_most_of_the_fleet_is_refused_unless_forced() -> None:
     live = [txt(f"m{i}._meta._pkgmirror") for i in range(10)]
     result = plan(live[:3], live)
     assert len(result.deletes) == 7
-    with pytest.raises(MirrorfleetError, match="changes 7 of 10"):
+    with pytest.raises(MirrorfleetError, match="withdraws 7 of 10 listed mirrors"):
         check_safe(result)
     check_safe(result, force=True)
+
+
+def test_a_plan_withdrawing_most_srv_targets_is_refused() -> None:
+    live = [srv("a.example", "b.example", "c.example")]
+    result = plan([srv("a.example")], live)
+    assert result.withdrawn == ["b.example.", "c.example."] and result.mirrors_live == 3
+    with pytest.raises(MirrorfleetError, match="withdraws 2 of 3"):
+        check_safe(result)
+
+
+def test_routine_serial_bumps_rewrite_everything_and_are_safe() -> None:
+    live = [txt("_head._pkgmirror", '"serial=1"'), srv("a.example", "b.example")]
+    live += [txt(f"{m}._meta._pkgmirror", '"serial=1"') for m in "ab"]
+    desired = [txt("_head._pkgmirror", '"serial=2"'), srv("a.example", "b.example")]
+    desired += [txt(f"{m}._meta._pkgmirror", '"serial=2"') for m in "ab"]
+    result = plan(desired, live)
+    assert len(result.updates) == 3 and result.removed == 0
+    check_safe(result)
 
 
 def test_duplicate_desired_sets_are_an_error() -> None:
