@@ -9,6 +9,7 @@ mirrorfleet's names: even a buggy publisher cannot touch anything else.
 
 from __future__ import annotations
 
+import io
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -27,6 +28,9 @@ from mirrorfleet.errors import MirrorfleetError
 from mirrorfleet.publish import Plan
 from mirrorfleet.records import HEAD, META, OWNER, SERVICE, RRset
 
+# A DNS message over TCP is at most 65,535 bytes; keep room for header, zone,
+# prerequisite and the TSIG record.
+MESSAGE_BUDGET = 60_000
 REFUSAL_HINTS = {
     dns.rcode.NXRRSET: "the zone's ownership marker is not ours",
     dns.rcode.YXDOMAIN: "another fleet already owns these names",
@@ -85,18 +89,31 @@ class Rfc2136Target:
         ]
 
     def apply(self, plan: Plan, owner: RRset, owner_is_live: bool) -> int:
-        """Send the plan as one update message; return the number of messages sent."""
+        """Send the plan in as few update messages as fit; return how many were sent.
+
+        A routine cycle is one message. A plan too big for one DNS message (a first
+        publish of a large fleet) goes out in several, each conditional on our
+        marker and ordered so SRV never names a mirror whose meta is not there yet.
+        """
         if plan.empty:
             return 0
-        update = dns.update.UpdateMessage(self.origin, keyring=self.keyring, keyname=self.key_name)
-        if owner_is_live:
-            update.present(owner.name, dns.rdata.from_text("IN", "TXT", owner.values[0]))
-        else:
-            update.absent(owner.name)  # first publish: nobody may own these names yet
-        for rrset in plan.deletes:
-            update.delete(rrset.name, rrset.rdtype)
-        for rrset in [d for _, d in plan.updates] + plan.creates:
-            update.replace(rrset.name, rrset.ttl, rrset.rdtype, *rrset.values)
+        for n, batch in enumerate(pack(plan, owner, self.origin)):
+            update = dns.update.UpdateMessage(
+                self.origin, keyring=self.keyring, keyname=self.key_name
+            )
+            if owner_is_live or n > 0:
+                update.present(owner.name, dns.rdata.from_text("IN", "TXT", owner.values[0]))
+            else:
+                update.absent(owner.name)  # first publish: nobody may own these names yet
+            for delete, rrset in batch:
+                if delete:
+                    update.delete(rrset.name, rrset.rdtype)
+                else:
+                    update.replace(rrset.name, rrset.ttl, rrset.rdtype, *rrset.values)
+            self._send(update)
+        return n + 1
+
+    def _send(self, update: dns.update.UpdateMessage) -> None:
         try:
             response = dns.query.tcp(update, self.server, port=self.port, timeout=self.timeout)
         except (dns.exception.DNSException, OSError) as exc:
@@ -108,7 +125,43 @@ class Rfc2136Target:
                 f"update refused by {self.server}: {dns.rcode.to_text(rcode)}"
                 + (f" ({hint})" if hint else "")
             )
-        return 1
+
+
+def pack(
+    plan: Plan, owner: RRset, origin: dns.name.Name, budget: int = MESSAGE_BUDGET
+) -> list[list[tuple[bool, RRset]]]:
+    """The plan's changes as (delete?, rrset) batches that each fit one message.
+
+    Order: our marker, then TXT (head, meta), then SRV, then deletes, so a reader
+    between two messages never sees an SRV target without its meta record.
+    """
+    writes = sorted(
+        [d for _, d in plan.updates] + plan.creates,
+        key=lambda r: (r.name != owner.name, r.rdtype == "SRV"),
+    )
+    changes = [(False, r) for r in writes] + [(True, r) for r in plan.deletes]
+    batches: list[list[tuple[bool, RRset]]] = [[]]
+    used = 0
+    for delete, rrset in changes:
+        size = _wire_size(rrset, origin, delete)
+        if size > budget:
+            raise MirrorfleetError(f"{rrset.name} {rrset.rdtype} alone is over {budget} bytes")
+        if used + size > budget and batches[-1]:
+            batches.append([])
+            used = 0
+        batches[-1].append((delete, rrset))
+        used += size
+    return batches
+
+
+def _wire_size(rrset: RRset, origin: dns.name.Name, delete: bool) -> int:
+    """Bytes the change adds to an update message (uncompressed: an upper bound)."""
+    name = len(dns.name.from_text(rrset.name, origin=origin).to_wire())
+    if delete:
+        return name + 10
+    wire = io.BytesIO()
+    rrset.to_dnspython(origin.to_text()).to_wire(wire, compress=None)
+    return len(wire.getvalue()) + name + 10  # replace = delete the set + add its records
 
 
 def target_from(config: DnsConfig) -> Rfc2136Target:

@@ -302,3 +302,32 @@ def test_cli_bad_state_is_one_line(named, tmp_path: Path) -> None:
     )
     assert proc.returncode == 1
     assert "fleet state is malformed" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_a_thousand_mirror_fleet_publishes_and_settles(tmp_path: Path) -> None:
+    """Too big for one DNS message: packed into several, each accepted; then idle."""
+    regions = [f"r{i}" for i in range(10)]
+    mirrors = [
+        MirrorRecord(
+            label=f"m{i:04d}",
+            target=f"m{i:04d}.example.net",
+            state="fresh",
+            serial=5,
+            ts=1_700_000_000,
+            chk=1_700_000_060,
+            url=f"http://m{i:04d}.example.net/",
+            region=regions[i // 100],
+        )
+        for i in range(1000)
+    ]
+    stamp = Stamp(serial=5, ts=1_700_000_000, origin="origin")
+    head = records.head_rrset(stamp, b"\x01" * 64, "0123456789abcdef", ttl=60)
+    want = records.desired_records(ZONE, head, mirrors, owner="fleet-test")
+    with LoopbackBind(tmp_path, ZONE, regions=tuple(regions)) as server:
+        target = server.target(timeout=30)
+        owner = next(r for r in want if r.name == records.OWNER)
+        first = plan(want, target.read_live())
+        messages = target.apply(first, owner, owner_is_live=False)
+        assert messages > 1 and len(first.creates) == len(want)
+        assert plan(want, target.read_live()).empty
+        assert len(query(server.primary.port, f"_pkgmirror._tcp.r9.{ZONE}", "SRV")) == 100

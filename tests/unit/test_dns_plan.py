@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import dns.name
+import dns.update
 import pytest
 
 from mirrorfleet.errors import MirrorfleetError
 from mirrorfleet.publish import check_safe, owned, plan, settle_checks
 from mirrorfleet.records import RRset
+from mirrorfleet.rfc2136 import pack
 
 
 def txt(name: str, value: str = '"txtvers=1"', ttl: int = 60) -> RRset:
@@ -126,3 +129,32 @@ def test_chk_alone_is_refreshed_only_every_few_minutes(live, desired, kept: bool
     settled = settle_checks([desired], [live])
     assert (settled[0] is live) is kept
     assert plan(settled, [live]).empty is kept
+
+
+def test_a_plan_too_big_for_one_message_is_packed_in_order() -> None:
+    owner = txt("_owner._pkgmirror", '"txtvers=1" "owner=x"')
+    metas = [
+        txt(f"m{i:04d}._meta._pkgmirror", '"txtvers=1" "' + "u" * 200 + '"') for i in range(600)
+    ]
+    big_srv = srv(*(f"m{i:04d}.example" for i in range(100)))
+    gone = txt("old._meta._pkgmirror")
+    result = plan([big_srv, owner, *metas], [gone])
+    batches = pack(result, owner, dns.name.from_text("z.test."))
+    flat = [(delete, r.name) for batch in batches for delete, r in batch]
+    assert len(batches) > 1 and all(batches)
+    for batch in batches:  # each one really fits a DNS message
+        update = dns.update.UpdateMessage("z.test.")
+        for _, rrset in batch:
+            update.replace(rrset.name, rrset.ttl, rrset.rdtype, *rrset.values)
+        assert len(update.to_wire()) <= 65535 - 1000
+    assert flat[0] == (False, "_owner._pkgmirror")
+    assert flat[-2:] == [(False, "_pkgmirror._tcp"), (True, "old._meta._pkgmirror")]
+    assert sorted(flat) == sorted(
+        [(False, r.name) for r in [owner, big_srv, *metas]] + [(True, gone.name)]
+    )
+
+
+def test_a_routine_plan_is_one_message() -> None:
+    owner = txt("_owner._pkgmirror")
+    result = plan([owner, srv("a.example"), txt("a._meta._pkgmirror")], [])
+    assert len(pack(result, owner, dns.name.from_text("z.test."))) == 1
