@@ -1,0 +1,464 @@
+"""Publishing to Route 53, against a moto server on 127.0.0.1 over real HTTP.
+
+moto accepts some batches Route 53 refuses (a CREATE of a live record set, a DELETE
+that does not match), so the tests check that those are refused before anything is
+sent: the zone is unchanged afterwards and no ChangeResourceRecordSets call was made.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from mirrorfleet import publish, records, route53
+from mirrorfleet.config import DnsConfig
+from mirrorfleet.errors import MirrorfleetError
+from mirrorfleet.loopback import free_port
+from mirrorfleet.publish import Plan
+from mirrorfleet.records import HEAD, META, OWNER, SERVICE, MirrorRecord, RRset
+from mirrorfleet.stamp import Stamp
+
+MIRRORFLEET = str(Path(sys.executable).with_name("mirrorfleet"))
+MOTO_SERVER = Path(sys.executable).with_name("moto_server")
+ZONE = "mirrors.test."
+WWW = {
+    "Name": f"www.{ZONE}",
+    "Type": "A",
+    "TTL": 300,
+    "ResourceRecords": [{"Value": "192.0.2.10"}],
+}
+# Dummy credentials only, and no config files: a real AWS account is never used.
+AWS_ENV = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "AWS_CONFIG_FILE": "/nonexistent/aws/config",
+    "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent/aws/credentials",
+    "AWS_EC2_METADATA_DISABLED": "true",
+    "NO_PROXY": "127.0.0.1,localhost",
+}
+AWS_UNSET = (
+    "AWS_PROFILE",
+    "AWS_DEFAULT_PROFILE",
+    "AWS_SESSION_TOKEN",
+    "AWS_SECURITY_TOKEN",
+    "AWS_ROLE_ARN",
+    "AWS_WEB_IDENTITY_TOKEN_FILE",
+    "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+    "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+    "AWS_ENDPOINT_URL",
+    "AWS_ENDPOINT_URL_ROUTE_53",
+)
+# What the moto_server console script runs, with one check turned off: moto 5 refuses
+# a CREATE identical to any earlier CREATE in its change journal while the record set
+# exists *before* the batch, even when the same batch deletes it first (see
+# getmoto/moto#9105). Route 53 applies a batch's changes in order and accepts that
+# DELETE+CREATE, which is how every batch re-asserts our ownership marker. Our own
+# checks refuse a real CREATE of a live record set before sending (tested below).
+MOTO_LAUNCHER = """
+import sys
+from moto.route53 import models
+models.ChangeList.__contains__ = lambda self, item: False
+from moto.server import main
+sys.exit(main())
+"""
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _prerequisites() -> None:
+    """Overrides the lab check in conftest.py: moto needs neither root nor lab tools."""
+
+
+@pytest.fixture(scope="module")
+def aws_env() -> Iterator[None]:
+    with pytest.MonkeyPatch.context() as mp:
+        for name in AWS_UNSET:
+            mp.delenv(name, raising=False)
+        for name, value in AWS_ENV.items():
+            mp.setenv(name, value)
+        yield
+
+
+@pytest.fixture(scope="module")
+def moto(aws_env: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The endpoint URL of a moto server on a free loopback port; stopped by its PID."""
+    if not MOTO_SERVER.exists():
+        pytest.fail(f"{MOTO_SERVER} is missing: pip install 'moto[server]'")
+    port = free_port()
+    log = tmp_path_factory.mktemp("moto") / "moto.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", MOTO_LAUNCHER, "-H", "127.0.0.1", "-p", str(port)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        _wait_until_answering(proc, url, log)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
+def _wait_until_answering(proc: subprocess.Popen[bytes], url: str, log: Path) -> None:
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            with urllib.request.urlopen(f"{url}/moto-api/", timeout=1):
+                return
+        except OSError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            pytest.fail(f"moto server did not start: {log.read_text()[-2000:]}")
+        time.sleep(0.1)
+
+
+@pytest.fixture
+def client(moto: str) -> Any:
+    return boto3.client("route53", endpoint_url=moto, region_name="us-east-1")
+
+
+def new_zone(client: Any, name: str = ZONE) -> str:
+    """A fresh hosted zone holding one foreign record, www A."""
+    zone_id = client.create_hosted_zone(Name=name, CallerReference=uuid.uuid4().hex)
+    zone_id = zone_id["HostedZone"]["Id"].split("/")[-1]
+    www = dict(WWW, Name=f"www.{name}")
+    client.change_resource_record_sets(
+        HostedZoneId=zone_id,
+        ChangeBatch={"Changes": [{"Action": "CREATE", "ResourceRecordSet": www}]},
+    )
+    return zone_id
+
+
+@pytest.fixture
+def zone_id(client: Any) -> str:
+    return new_zone(client)
+
+
+@pytest.fixture
+def target(moto: str, zone_id: str) -> route53.Route53Target:
+    return route53.Route53Target(
+        ZONE, zone_id, endpoint_url=moto, max_attempts=2, insync_delay=1, insync_attempts=10
+    )
+
+
+def config(target: route53.Route53Target, owner: str = "fleet-test") -> DnsConfig:
+    return DnsConfig(
+        zone=ZONE,
+        provider="route53",
+        owner=owner,
+        hosted_zone_id=target.hosted_zone_id,
+        endpoint_url=target.endpoint_url,
+    )
+
+
+SIGNING_KEY = Ed25519PrivateKey.generate()
+
+
+def fleet_state(states: dict[str, str], regions: int = 0) -> dict:
+    mirrors = [
+        MirrorRecord(
+            label=label,
+            target=f"{label}.example.net",
+            state=state,
+            serial=9,
+            ts=1_700_000_000,
+            chk=1_700_000_060,
+            url=f"http://{label}.example.net/",
+            region=f"r{i % regions}" if regions else None,
+        )
+        for i, (label, state) in enumerate(states.items())
+    ]
+    stamp = json.loads(Stamp(serial=9, ts=1_700_000_900, origin="origin").sign(SIGNING_KEY))
+    return {"stamp": stamp, "mirrors": [asdict(m) for m in mirrors]}
+
+
+def cycle(
+    target: route53.Route53Target, states: dict[str, str], apply: bool = True, **kwargs: Any
+) -> publish.CycleResult:
+    target.calls.clear()
+    return publish.cycle(config(target), fleet_state(states), apply=apply, backend=target, **kwargs)
+
+
+def listed(client: Any, zone_id: str) -> dict[tuple[str, str], dict]:
+    pages = client.get_paginator("list_resource_record_sets").paginate(HostedZoneId=zone_id)
+    return {(r["Name"], r["Type"]): r for page in pages for r in page["ResourceRecordSets"]}
+
+
+def values(client: Any, zone_id: str, name: str, rdtype: str) -> list[str]:
+    record = listed(client, zone_id).get((f"{name}.{ZONE}", rdtype), {})
+    return sorted(r["Value"] for r in record.get("ResourceRecords", []))
+
+
+def capture(target: route53.Route53Target) -> list[list[route53.Change]]:
+    """Every ChangeBatch the target sends, as sent."""
+    sent: list[list[route53.Change]] = []
+
+    def keep(params: dict, **_: Any) -> None:
+        sent.append(params["ChangeBatch"]["Changes"])
+
+    target.client.meta.events.register(
+        "provide-client-params.route53.ChangeResourceRecordSets", keep
+    )
+    return sent
+
+
+def test_first_publish_is_one_batch_and_listed(client, zone_id, target) -> None:
+    result = cycle(target, {"mirror1": "fresh", "mirror2": "lagging"})
+    assert result.messages == 1 and len(result.plan.creates) == 5
+    assert target.calls == {
+        "ListResourceRecordSets": 1,
+        "ChangeResourceRecordSets": 1,
+        "GetChange": 1,
+    }
+    assert values(client, zone_id, SERVICE, "SRV") == [
+        "10 100 80 mirror1.example.net.",
+        "20 100 80 mirror2.example.net.",
+    ]
+    assert '"st=syncing"' in values(client, zone_id, f"mirror2.{META}", "TXT")[0]
+    assert values(client, zone_id, OWNER, "TXT") == ['"txtvers=1" "owner=fleet-test"']
+    assert '"serial=9"' in values(client, zone_id, HEAD, "TXT")[0]
+
+
+def test_second_cycle_is_an_empty_plan_that_sends_nothing(client, zone_id, target) -> None:
+    cycle(target, {"mirror1": "fresh", "mirror2": "lagging"})
+    before = listed(client, zone_id)
+    result = cycle(target, {"mirror1": "fresh", "mirror2": "lagging"})
+    assert result.plan.empty and result.messages == 0
+    assert target.calls == {"ListResourceRecordSets": 1}
+    assert listed(client, zone_id) == before
+
+
+def test_demotion_updates_in_place_conditional_on_our_marker(client, zone_id, target) -> None:
+    cycle(target, {"mirror1": "fresh", "mirror2": "lagging"})
+    marker = listed(client, zone_id)[(f"{OWNER}.{ZONE}", "TXT")]
+    sent = capture(target)
+    result = cycle(target, {"mirror1": "fresh", "mirror2": "down"})
+    assert result.messages == 1 and len(result.plan.updates) == 2
+    assert values(client, zone_id, SERVICE, "SRV") == ["10 100 80 mirror1.example.net."]
+    assert '"st=down"' in values(client, zone_id, f"mirror2.{META}", "TXT")[0]
+    [batch] = sent
+    assert batch[:2] == [
+        {"Action": "DELETE", "ResourceRecordSet": marker},
+        {"Action": "CREATE", "ResourceRecordSet": marker},
+    ]
+    assert listed(client, zone_id)[(f"www.{ZONE}", "A")] == WWW  # foreign, untouched
+
+
+def test_foreign_records_of_every_shape_are_read_and_left_alone(client, zone_id, target) -> None:
+    def record(name: str, rdtype: str, value: str) -> dict:
+        return {"Name": name, "Type": rdtype, "TTL": 60, "ResourceRecords": [{"Value": value}]}
+
+    foreign = [
+        record(f"\\052.wild.{ZONE}", "TXT", '"escaped wildcard"'),
+        record(f"*.star.{ZONE}", "TXT", '"a\\042quote"'),
+        record(ZONE, "TXT", '"v=spf1 -all"'),
+        {
+            "Name": f"alias.{ZONE}",
+            "Type": "A",
+            "AliasTarget": {
+                "HostedZoneId": zone_id,
+                "DNSName": f"www.{ZONE}",
+                "EvaluateTargetHealth": False,
+            },
+        },
+    ]
+    client.change_resource_record_sets(
+        HostedZoneId=zone_id,
+        ChangeBatch={"Changes": [{"Action": "CREATE", "ResourceRecordSet": r} for r in foreign]},
+    )
+    live = {(r.name, r.rdtype): r for r in target.read_live()}
+    assert live[("*.wild", "TXT")].values == ('"escaped wildcard"',)
+    assert live[("*.star", "TXT")].values == ('"a\\"quote"',)
+    assert live[("@", "TXT")].values == ('"v=spf1 -all"',)
+    assert live[("alias", "A")].values == (f"ALIAS www.{ZONE}",)
+    assert {("@", "SOA"), ("@", "NS"), ("www", "A")} <= set(live)
+    before = listed(client, zone_id)
+    cycle(target, {"mirror1": "fresh"})
+    after = listed(client, zone_id)
+    assert {k: v for k, v in after.items() if k in before} == before
+
+
+@pytest.mark.parametrize("how", ["cycle", "apply", "first-publish"])
+def test_a_zone_another_fleet_owns_is_refused(client, zone_id, target, how: str) -> None:
+    cycle(target, {"mirror1": "fresh"})
+    before = listed(client, zone_id)
+    target.calls.clear()
+    if how == "cycle":
+        other = config(target, owner="another-fleet")
+        with pytest.raises(MirrorfleetError, match="another fleet publishes here"):
+            publish.cycle(other, fleet_state({"mirror2": "fresh"}), apply=True, backend=target)
+    else:
+        impostor = records.owner_rrset("another-fleet", 60)
+        result = publish.plan([impostor], target.read_live())
+        result.creates.append(RRset(f"mirror2.{META}", "TXT", 60, ('"txtvers=1"',)))
+        match = "marker is not ours" if how == "apply" else "already has a _owner._pkgmirror"
+        with pytest.raises(MirrorfleetError, match=match):
+            target.apply(result, impostor, owner_is_live=how == "apply")
+    assert "ChangeResourceRecordSets" not in target.calls
+    assert listed(client, zone_id) == before
+
+
+def test_a_thousand_mirrors_publish_in_the_fewest_batches_within_limits(
+    client, zone_id, target
+) -> None:
+    states = {f"m{i:04d}": "fresh" for i in range(1000)}
+    sent = capture(target)
+    result = publish.cycle(
+        config(target), fleet_state(states, regions=20), apply=True, backend=target
+    )
+    assert result.messages == len(sent) == target.calls["ChangeResourceRecordSets"] > 1
+    assert all(route53.fits(batch) for batch in sent)
+    # as few as the limits allow: no batch had room for the change opening the next
+    characters = sum(route53.cost(c)[1] for batch in sent for c in batch)
+    biggest = max(route53.cost(c)[1] for batch in sent for c in batch)
+    assert math.ceil(characters / route53.MAX_CHARS) <= len(sent)
+    assert len(sent) <= math.ceil(characters / (route53.MAX_CHARS - biggest))
+    assert len(result.plan.creates) == 1000 + 20 + 3  # meta, region SRV, main SRV/head/owner
+    assert len(listed(client, zone_id)) == 1023 + 3  # and www, SOA, NS
+    again = publish.cycle(
+        config(target), fleet_state(states, regions=20), apply=True, backend=target
+    )
+    assert again.plan.empty and again.messages == 0
+
+
+def _bad_plan(case: str, live: list[RRset]) -> Plan:
+    head = next(r for r in live if r.name == HEAD)
+    other = RRset(HEAD, "TXT", 60, ('"txtvers=1" "serial=6"',))
+    meta = RRset(f"mirror9.{META}", "TXT", 60, ('"txtvers=1"',))
+    return {
+        "create-of-live-record": Plan(creates=[other]),
+        "delete-with-other-ttl": Plan(deletes=[replace(head, ttl=300)]),
+        "delete-with-other-values": Plan(deletes=[other]),
+        "update-from-stale-values": Plan(updates=[(other, head)]),
+        "two-changes-in-one-batch": Plan(creates=[meta, replace(meta, values=('"x"',))]),
+    }[case]
+
+
+@pytest.mark.parametrize(
+    ("case", "message"),
+    [
+        ("create-of-live-record", "cannot CREATE _head._pkgmirror TXT: it exists"),
+        ("delete-with-other-ttl", "do not match the live record exactly"),
+        ("delete-with-other-values", "do not match the live record exactly"),
+        ("update-from-stale-values", "do not match the live record exactly"),
+        ("two-changes-in-one-batch", "more than once"),
+    ],
+)
+def test_what_route53_refuses_is_refused_before_sending(
+    client, zone_id, target, case: str, message: str
+) -> None:
+    cycle(target, {"mirror1": "fresh"})
+    before = listed(client, zone_id)
+    target.calls.clear()
+    owner = records.owner_rrset("fleet-test", 60)
+    with pytest.raises(MirrorfleetError, match=message):
+        target.apply(_bad_plan(case, target.read_live()), owner, owner_is_live=True)
+    assert "ChangeResourceRecordSets" not in target.calls
+    assert listed(client, zone_id) == before
+
+
+def _dead(target: route53.Route53Target) -> route53.Route53Target:
+    return replace(target, endpoint_url=f"http://127.0.0.1:{free_port()}", max_attempts=1)
+
+
+@pytest.mark.parametrize(
+    ("call", "failed"),
+    [
+        (lambda t: t.read_live(), "ListResourceRecordSets"),
+        (lambda t: t.apply(Plan(deletes=[]), records.owner_rrset("x", 60), False), None),
+        (
+            lambda t: t.apply(
+                Plan(creates=[records.owner_rrset("x", 60)]), records.owner_rrset("x", 60), False
+            ),
+            "ListResourceRecordSets",
+        ),
+    ],
+    ids=["read", "empty-plan", "apply"],
+)
+def test_a_dead_endpoint_is_one_clear_line(
+    target, call: Callable[[route53.Route53Target], object], failed: str | None
+) -> None:
+    dead = _dead(target)
+    if failed is None:  # an empty plan sends nothing, so it cannot fail
+        assert call(dead) == 0
+        return
+    with pytest.raises(MirrorfleetError) as caught:
+        call(dead)
+    message = str(caught.value)
+    assert f"Route 53 {failed} for {ZONE} ({target.hosted_zone_id}) failed" in message
+    assert "Could not connect" in message and "\n" not in message
+
+
+def test_a_wrong_hosted_zone_id_is_refused(client, target) -> None:
+    with pytest.raises(MirrorfleetError, match="NoSuchHostedZone"):
+        replace(target, hosted_zone_id="ZNOSUCHZONE").read_live()
+    other = new_zone(client, "other.test.")
+    with pytest.raises(MirrorfleetError, match=r"is other\.test\., not mirrors\.test\."):
+        replace(target, hosted_zone_id=other).read_live()
+
+
+def test_missing_credentials_are_a_clear_error(target, monkeypatch) -> None:
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID")
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
+    with pytest.raises(MirrorfleetError, match="Unable to locate credentials"):
+        replace(target).read_live()
+
+
+def _cli(tmp_path: Path, zone_id: str, moto: str, *argv: str) -> subprocess.CompletedProcess:
+    (tmp_path / "dns.toml").write_text(
+        f'zone = "{ZONE}"\nprovider = "route53"\nhosted_zone_id = "{zone_id}"\n'
+        f'endpoint_url = "{moto}"\nowner = "fleet-test"\n'
+    )
+    return subprocess.run(
+        [MIRRORFLEET, "dns", *argv, "--config", str(tmp_path / "dns.toml")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_cli_apply_and_show(client, zone_id, moto, tmp_path: Path) -> None:
+    (tmp_path / "state.json").write_text(json.dumps(fleet_state({"mirror1": "fresh"})))
+    state = ["--state", str(tmp_path / "state.json"), "--json"]
+
+    def cli(*argv: str) -> Any:
+        proc = _cli(tmp_path, zone_id, moto, *argv)
+        assert proc.returncode == 0, proc.stderr
+        return json.loads(proc.stdout)
+
+    assert f"mirror1.{META} TXT" in cli("plan", *state)["create"]
+    assert cli("apply", *state)["messages"] == 1
+    assert cli("apply", *state)["messages"] == 0
+    shown = {(r["name"], r["rdtype"]): r["values"] for r in cli("show", "--json")}
+    assert (f"mirror1.{META}", "TXT") in shown and ("www", "A") not in shown
+    assert shown[(SERVICE, "SRV")] == ["10 100 80 mirror1.example.net."]
+    assert values(client, zone_id, SERVICE, "SRV") == ["10 100 80 mirror1.example.net."]
+
+
+def test_cli_wrong_zone_is_one_line(moto, tmp_path: Path) -> None:
+    proc = _cli(tmp_path, "ZNOSUCHZONE", moto, "show")
+    assert proc.returncode == 1
+    assert "Traceback" not in proc.stderr
+    assert " ".join(proc.stderr.split()) == (
+        f"error: Route 53 ListResourceRecordSets for {ZONE} (ZNOSUCHZONE) failed: "
+        "NoSuchHostedZone: No hosted zone found with ID: ZNOSUCHZONE"
+    )  # one message (the console wraps it at 80 columns)
