@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from mirrorfleet.publish import CycleResult
 
 F = TypeVar("F", bound=Callable[..., Any])
-err = Console(stderr=True, highlight=False)
+err = Console(stderr=True, highlight=False, soft_wrap=True)  # errors stay one line in logs
 out = Console(highlight=False)
 
 

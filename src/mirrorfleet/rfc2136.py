@@ -61,7 +61,11 @@ class Rfc2136Target:
         return f"{self.server}:{self.port} (RFC 2136, key {self.key_name})"
 
     def read_live(self) -> list[RRset]:
-        """Every record set in the zone, by AXFR signed with our key."""
+        """Every record set in the zone, by AXFR signed with our key.
+
+        Owner names come back relative to the zone, names inside values absolute,
+        exactly as records.py writes them (an SRV target inside the zone stays
+        `mirror1.zone.`, so it compares equal to what we want)."""
         try:
             zone = dns.zone.from_xfr(
                 dns.query.xfr(
@@ -71,8 +75,9 @@ class Rfc2136Target:
                     keyring=self.keyring,
                     keyname=self.key_name,
                     lifetime=self.timeout,
+                    relativize=False,
                 ),
-                relativize=True,
+                relativize=False,
             )
         except (dns.exception.DNSException, OSError) as exc:
             raise MirrorfleetError(
@@ -80,7 +85,7 @@ class Rfc2136Target:
             ) from None
         return [
             RRset(
-                name.to_text(),
+                name.relativize(self.origin).to_text(),
                 dns.rdatatype.to_text(rdataset.rdtype),
                 rdataset.ttl,
                 tuple(sorted(rdata.to_text() for rdata in rdataset)),
@@ -160,7 +165,7 @@ def _wire_size(rrset: RRset, origin: dns.name.Name, delete: bool) -> int:
     if delete:
         return name + 10
     wire = io.BytesIO()
-    rrset.to_dnspython(origin.to_text()).to_wire(wire, compress=None)
+    rrset.to_dnspython(origin.to_text()).to_wire(wire, compress=None, origin=origin)
     return len(wire.getvalue()) + name + 10  # replace = delete the set + add its records
 
 

@@ -331,3 +331,24 @@ def test_a_thousand_mirror_fleet_publishes_and_settles(tmp_path: Path) -> None:
         assert messages > 1 and len(first.creates) == len(want)
         assert plan(want, target.read_live()).empty
         assert len(query(server.primary.port, f"_pkgmirror._tcp.r9.{ZONE}", "SRV")) == 100
+
+
+def test_targets_inside_the_zone_compare_equal_after_a_read(tmp_path: Path) -> None:
+    """A mirror named inside the published zone must not look changed every cycle."""
+    inside = MirrorRecord(
+        label="m1",
+        target=f"m1.{ZONE.rstrip('.')}",
+        state="fresh",
+        serial=5,
+        ts=1_700_000_000,
+        chk=1_700_000_060,
+        url="http://m1/",
+    )
+    stamp = Stamp(serial=5, ts=1_700_000_000, origin="origin")
+    head = records.head_rrset(stamp, b"\x01" * 64, "0123456789abcdef", ttl=60)
+    want = records.desired_records(ZONE, head, [inside], owner="fleet-test")
+    with LoopbackBind(tmp_path, ZONE) as server:
+        target = server.target()
+        owner = next(r for r in want if r.name == records.OWNER)
+        target.apply(plan(want, target.read_live()), owner, owner_is_live=False)
+        assert plan(want, target.read_live()).empty
