@@ -16,16 +16,11 @@ for the whole run.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import statistics
-import subprocess
-import sys
 import time
-import urllib.request
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -35,7 +30,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from mirrorfleet import publish, route53
 from mirrorfleet.config import DnsConfig
-from mirrorfleet.loopback import free_port
+from mirrorfleet.loopback_route53 import dummy_aws_env, moto_route53
 from mirrorfleet.publish import Plan
 from mirrorfleet.records import MirrorRecord, RRset
 from mirrorfleet.stamp import Stamp
@@ -43,16 +38,6 @@ from mirrorfleet.stamp import Stamp
 ZONE = "mirrors.test."
 SCENARIOS = ("first publish", "no change", "state change")
 DUMMY_AWS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
-# moto_server's own entry point, minus moto 5's journal check that refuses a batch
-# deleting and re-creating the same record set (Route 53 accepts it; see
-# tests/integration/test_route53.py).
-MOTO_LAUNCHER = """
-import sys
-from moto.route53 import models
-models.ChangeList.__contains__ = lambda self, item: False
-from moto.server import main
-sys.exit(main())
-"""
 
 
 @dataclass
@@ -122,35 +107,6 @@ class NaiveRoute53(route53.Route53Target):
         return len(ids)
 
 
-@contextmanager
-def moto_server() -> Iterator[str]:
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-c", MOTO_LAUNCHER, "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/moto-api/", timeout=1):
-                    break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    sys.exit("moto server did not start (is moto[server] installed?)")
-                time.sleep(0.1)
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
-
-
 def route53_cycles(
     endpoint: str, kind: type[route53.Route53Target], states: list[dict]
 ) -> list[tuple[float, int, int, int]]:
@@ -178,7 +134,7 @@ def bench_route53(mirrors: int, repeat: int, change_share: float) -> list[Row]:
     states = scenario_states(mirrors, change_share)
     ours: list[list[tuple[float, int, int, int]]] = []
     naive: list[list[tuple[float, int, int, int]]] = []
-    with aws_env(), moto_server() as endpoint:
+    with dummy_aws_env(), moto_route53() as endpoint:
         for _ in range(repeat):
             ours.append(route53_cycles(endpoint, route53.Route53Target, states))
             naive.append(route53_cycles(endpoint, NaiveRoute53, states))
@@ -199,27 +155,6 @@ def bench_route53(mirrors: int, repeat: int, change_share: float) -> list[Row]:
             )
         )
     return rows
-
-
-@contextmanager
-def aws_env() -> Iterator[None]:
-    """Dummy credentials for the moto server only; no AWS config file is read."""
-    saved = dict(os.environ)
-    os.environ.update(
-        AWS_ACCESS_KEY_ID="testing",
-        AWS_SECRET_ACCESS_KEY="testing",
-        AWS_CONFIG_FILE="/nonexistent/aws/config",
-        AWS_SHARED_CREDENTIALS_FILE="/nonexistent/aws/credentials",
-        AWS_EC2_METADATA_DISABLED="true",
-        NO_PROXY="127.0.0.1,localhost",
-    )
-    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL"):
-        os.environ.pop(name, None)
-    try:
-        yield
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
 
 
 BACKENDS: dict[str, Callable[[int, int, float], list[Row]]] = {"route53": bench_route53}

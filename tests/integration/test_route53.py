@@ -11,8 +11,6 @@ import json
 import math
 import subprocess
 import sys
-import time
-import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, replace
@@ -27,12 +25,12 @@ from mirrorfleet import publish, records, route53
 from mirrorfleet.config import DnsConfig
 from mirrorfleet.errors import MirrorfleetError
 from mirrorfleet.loopback import free_port
+from mirrorfleet.loopback_route53 import dummy_aws_env, moto_route53
 from mirrorfleet.publish import Plan
 from mirrorfleet.records import HEAD, META, OWNER, SERVICE, MirrorRecord, RRset
 from mirrorfleet.stamp import Stamp
 
 MIRRORFLEET = str(Path(sys.executable).with_name("mirrorfleet"))
-MOTO_SERVER = Path(sys.executable).with_name("moto_server")
 ZONE = "mirrors.test."
 WWW = {
     "Name": f"www.{ZONE}",
@@ -40,41 +38,6 @@ WWW = {
     "TTL": 300,
     "ResourceRecords": [{"Value": "192.0.2.10"}],
 }
-# Dummy credentials only, and no config files: a real AWS account is never used.
-AWS_ENV = {
-    "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing",
-    "AWS_DEFAULT_REGION": "us-east-1",
-    "AWS_CONFIG_FILE": "/nonexistent/aws/config",
-    "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent/aws/credentials",
-    "AWS_EC2_METADATA_DISABLED": "true",
-    "NO_PROXY": "127.0.0.1,localhost",
-}
-AWS_UNSET = (
-    "AWS_PROFILE",
-    "AWS_DEFAULT_PROFILE",
-    "AWS_SESSION_TOKEN",
-    "AWS_SECURITY_TOKEN",
-    "AWS_ROLE_ARN",
-    "AWS_WEB_IDENTITY_TOKEN_FILE",
-    "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
-    "AWS_CONTAINER_CREDENTIALS_FULL_URI",
-    "AWS_ENDPOINT_URL",
-    "AWS_ENDPOINT_URL_ROUTE_53",
-)
-# What the moto_server console script runs, with one check turned off: moto 5 refuses
-# a CREATE identical to any earlier CREATE in its change journal while the record set
-# exists *before* the batch, even when the same batch deletes it first (see
-# getmoto/moto#9105). Route 53 applies a batch's changes in order and accepts that
-# DELETE+CREATE, which is how every batch re-asserts our ownership marker. Our own
-# checks refuse a real CREATE of a live record set before sending (tested below).
-MOTO_LAUNCHER = """
-import sys
-from moto.route53 import models
-models.ChangeList.__contains__ = lambda self, item: False
-from moto.server import main
-sys.exit(main())
-"""
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -84,51 +47,17 @@ def _prerequisites() -> None:
 
 @pytest.fixture(scope="module")
 def aws_env() -> Iterator[None]:
-    with pytest.MonkeyPatch.context() as mp:
-        for name in AWS_UNSET:
-            mp.delenv(name, raising=False)
-        for name, value in AWS_ENV.items():
-            mp.setenv(name, value)
+    with dummy_aws_env():
         yield
 
 
 @pytest.fixture(scope="module")
 def moto(aws_env: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """The endpoint URL of a moto server on a free loopback port; stopped by its PID."""
-    if not MOTO_SERVER.exists():
-        pytest.fail(f"{MOTO_SERVER} is missing: pip install 'moto[server]'")
-    port = free_port()
-    log = tmp_path_factory.mktemp("moto") / "moto.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-c", MOTO_LAUNCHER, "-H", "127.0.0.1", "-p", str(port)],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
     try:
-        url = f"http://127.0.0.1:{port}"
-        _wait_until_answering(proc, url, log)
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
-
-
-def _wait_until_answering(proc: subprocess.Popen[bytes], url: str, log: Path) -> None:
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            with urllib.request.urlopen(f"{url}/moto-api/", timeout=1):
-                return
-        except OSError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            pytest.fail(f"moto server did not start: {log.read_text()[-2000:]}")
-        time.sleep(0.1)
+        with moto_route53(tmp_path_factory.mktemp("moto") / "moto.log") as url:
+            yield url
+    except RuntimeError as exc:
+        pytest.fail(str(exc))
 
 
 @pytest.fixture
