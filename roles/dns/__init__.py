@@ -157,6 +157,8 @@ def apply() -> None:
     zone, role = zone_name(), host.data.dns_role
     if role not in ("primary", "secondary"):
         raise DeployError(f"{host.name}: dns_role must be primary or secondary, not {role!r}")
+    if not 60 <= int(host.data.dns_soa_minimum) <= 300:
+        raise DeployError("dns_soa_minimum (negative caching) must be 60-300 seconds")
     dns_hosts = list(inventory.get_group("dns", []))
     primaries = [h for h in dns_hosts if h.data.get("dns_role") == "primary"]
     secondaries = [h for h in dns_hosts if h.data.get("dns_role") == "secondary"]
