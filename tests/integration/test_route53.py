@@ -53,6 +53,8 @@ def aws_env() -> Iterator[None]:
 
 @pytest.fixture(scope="module")
 def moto(aws_env: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    if "gevent.monkey" in sys.modules and sys.modules["gevent.monkey"].is_module_patched("ssl"):
+        pytest.fail("an earlier test imported pyinfra_cli in-process: ssl is gevent-patched")
     try:
         with moto_route53(tmp_path_factory.mktemp("moto") / "moto.log") as url:
             yield url
