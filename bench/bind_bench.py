@@ -31,7 +31,7 @@ import dns.query
 import dns.rcode
 import dns.update
 
-from mirrorfleet import records
+from mirrorfleet import demo_fleet, records
 from mirrorfleet.loopback_dns import LoopbackBind
 from mirrorfleet.publish import plan
 from mirrorfleet.records import MirrorRecord, RRset
@@ -41,21 +41,8 @@ ZONE = "mirrors.bench."
 REGION_SIZE = 100  # BIND's max-records-per-type: a region SRV set holds at most 100
 
 
-def fleet(n: int, lagging: int = 0, serial: int = 7) -> list[MirrorRecord]:
-    return [
-        MirrorRecord(
-            label=f"m{i:04d}",
-            target=f"m{i:04d}.mirrors.example.net",
-            state="lagging" if i < lagging else "fresh",
-            serial=serial - 1 if i < lagging else serial,
-            ts=1_700_000_000,
-            chk=1_700_000_060,
-            url=f"http://m{i:04d}.mirrors.example.net/",
-            weight=100 + i % 50,
-            region=f"r{i // REGION_SIZE}",
-        )
-        for i in range(n)
-    ]
+def fleet(n: int, lagging: int = 0) -> list[MirrorRecord]:
+    return demo_fleet.mirrors(n, regions=n // REGION_SIZE or 1, lagging=range(lagging), serial=7)
 
 
 def desired(mirrors: list[MirrorRecord], serial: int = 7) -> list[RRset]:

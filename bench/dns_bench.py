@@ -28,11 +28,11 @@ import boto3
 import click
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from mirrorfleet import publish, route53
+from mirrorfleet import demo_fleet, publish, route53
 from mirrorfleet.config import DnsConfig
 from mirrorfleet.loopback_route53 import dummy_aws_env, moto_route53
 from mirrorfleet.publish import Plan
-from mirrorfleet.records import MirrorRecord, RRset
+from mirrorfleet.records import RRset
 from mirrorfleet.stamp import Stamp
 
 ZONE = "mirrors.test."
@@ -58,19 +58,7 @@ class Row:
 
 
 def fleet_state(mirrors: int, lagging: set[int], key: Ed25519PrivateKey) -> dict:
-    records = [
-        MirrorRecord(
-            label=f"m{i:04d}",
-            target=f"m{i:04d}.example.net",
-            state="lagging" if i in lagging else "fresh",
-            serial=9,
-            ts=1_700_000_000,
-            chk=1_700_000_060,
-            url=f"http://m{i:04d}.example.net/",
-            region=f"r{i % 20}",
-        )
-        for i in range(mirrors)
-    ]
+    records = demo_fleet.mirrors(mirrors, regions=20, lagging=lagging, serial=9)
     stamp = json.loads(Stamp(serial=9, ts=1_700_000_900, origin="origin").sign(key))
     return {"stamp": stamp, "mirrors": [asdict(m) for m in records]}
 

@@ -25,7 +25,7 @@ import dns.zone
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from mirrorfleet import records, rfc2136
+from mirrorfleet import demo_fleet, records, rfc2136
 from mirrorfleet.errors import MirrorfleetError
 from mirrorfleet.keys import MONITOR_TSIG, TRANSFER_TSIG, tsig_secret
 from mirrorfleet.loopback import free_port
@@ -70,18 +70,7 @@ def target(bind: LoopbackBind) -> rfc2136.Rfc2136Target:
 
 
 def fleet(states: dict[str, str]) -> list[MirrorRecord]:
-    return [
-        MirrorRecord(
-            label=label,
-            target=f"{label}.example.net",
-            state=state,
-            serial=5,
-            ts=1_700_000_000,
-            chk=1_700_000_060,
-            url=f"http://{label}.example.net/",
-        )
-        for label, state in states.items()
-    ]
+    return [demo_fleet.mirror(label, state) for label, state in states.items()]
 
 
 def desired(states: dict[str, str]) -> list[records.RRset]:
@@ -307,19 +296,7 @@ def test_cli_bad_state_is_one_line(named, tmp_path: Path) -> None:
 def test_a_thousand_mirror_fleet_publishes_and_settles(tmp_path: Path) -> None:
     """Too big for one DNS message: packed into several, each accepted; then idle."""
     regions = [f"r{i}" for i in range(10)]
-    mirrors = [
-        MirrorRecord(
-            label=f"m{i:04d}",
-            target=f"m{i:04d}.example.net",
-            state="fresh",
-            serial=5,
-            ts=1_700_000_000,
-            chk=1_700_000_060,
-            url=f"http://m{i:04d}.example.net/",
-            region=regions[i // 100],
-        )
-        for i in range(1000)
-    ]
+    mirrors = demo_fleet.mirrors(1000, regions=10)
     stamp = Stamp(serial=5, ts=1_700_000_000, origin="origin")
     head = records.head_rrset(stamp, b"\x01" * 64, "0123456789abcdef", ttl=60)
     want = records.desired_records(ZONE, head, mirrors, owner="fleet-test")

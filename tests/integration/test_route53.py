@@ -21,13 +21,13 @@ import boto3
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from mirrorfleet import publish, records, route53
+from mirrorfleet import demo_fleet, publish, records, route53
 from mirrorfleet.config import DnsConfig
 from mirrorfleet.errors import MirrorfleetError
 from mirrorfleet.loopback import free_port
 from mirrorfleet.loopback_route53 import dummy_aws_env, moto_route53
 from mirrorfleet.publish import Plan
-from mirrorfleet.records import HEAD, META, OWNER, SERVICE, MirrorRecord, RRset
+from mirrorfleet.records import HEAD, META, OWNER, SERVICE, RRset
 from mirrorfleet.stamp import Stamp
 
 MIRRORFLEET = str(Path(sys.executable).with_name("mirrorfleet"))
@@ -106,16 +106,7 @@ SIGNING_KEY = Ed25519PrivateKey.generate()
 
 def fleet_state(states: dict[str, str], regions: int = 0) -> dict:
     mirrors = [
-        MirrorRecord(
-            label=label,
-            target=f"{label}.example.net",
-            state=state,
-            serial=9,
-            ts=1_700_000_000,
-            chk=1_700_000_060,
-            url=f"http://{label}.example.net/",
-            region=f"r{i % regions}" if regions else None,
-        )
+        demo_fleet.mirror(label, state, serial=9, region=f"r{i % regions}" if regions else None)
         for i, (label, state) in enumerate(states.items())
     ]
     stamp = json.loads(Stamp(serial=9, ts=1_700_000_900, origin="origin").sign(SIGNING_KEY))

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mirrorfleet import records, route53
+from mirrorfleet import demo_fleet, records, route53
 from mirrorfleet.config import DnsConfig
 from mirrorfleet.errors import MirrorfleetError
 from mirrorfleet.publish import Plan, plan
@@ -23,19 +23,7 @@ ORIGIN = dns.name.from_text(ZONE)
 
 
 def fleet(labels: range | list[int], lagging: frozenset[int] = frozenset()) -> list[MirrorRecord]:
-    return [
-        MirrorRecord(
-            label=f"m{i:04d}",
-            target=f"m{i:04d}.example.net",
-            state="lagging" if i in lagging else "fresh",
-            serial=5,
-            ts=1_700_000_000,
-            chk=1_700_000_060,
-            url=f"http://m{i:04d}.example.net/",
-            region=f"r{i % 20}",
-        )
-        for i in labels
-    ]
+    return demo_fleet.mirrors(labels, regions=20, lagging=lagging)
 
 
 def desired(n: int | list[int], lagging: frozenset[int] = frozenset()) -> list[RRset]:
