@@ -27,6 +27,12 @@ PRESETS: dict[str, tuple[str, ...]] = {
 T = TypeVar("T")
 
 
+def host_port(listen: str) -> tuple[str, int]:
+    """"HOST:PORT" (HOST may be empty: every address); ValueError when it is not."""
+    host, _, port = listen.rpartition(":")
+    return host or "0.0.0.0", int(port)
+
+
 @dataclass(frozen=True)
 class OriginConfig:
     name: str
@@ -61,8 +67,32 @@ class AgentConfig:
 
     @property
     def listen_address(self) -> tuple[str, int]:
-        host, _, port = self.listen.rpartition(":")
-        return host or "0.0.0.0", int(port)
+        return host_port(self.listen)
+
+
+@dataclass(frozen=True)
+class MonitorConfig:
+    """The monitor daemon: what to probe (fleet), where to publish (dns), how to judge."""
+
+    fleet: Path  # fleet.toml: origin, keys, mirrors
+    ping_secret: Path
+    dns: str = ""  # dns.toml; empty: probe and report, publish nothing
+    status_dir: Path = Path("/var/lib/mirrorfleet/status")
+    listen: str = "0.0.0.0:8874"  # POST /ping, GET /metrics, /status.json
+    interval: int = 30  # seconds between full probes
+    down_after: int = 2  # unreachable probes in a row before a mirror is down
+    up_after: int = 2  # good probes in a row before a down mirror is back
+    lag_grace: int = 10  # seconds behind the head before a mirror is lagging
+    min_listed: int = 1  # fail static below this many mirrors up
+    spot_checks: int = 2  # projects checked per probe (page and one file each)
+    max_spot_file: int = 4 * 1024 * 1024  # bigger files only have to exist
+    max_parallel: int = 32
+    history_step: int = 300  # seconds between history samples (a day is 288)
+    history_samples: int = 288
+
+    @property
+    def listen_address(self) -> tuple[str, int]:
+        return host_port(self.listen)
 
 
 PROVIDERS = ("rfc2136", "route53")
@@ -138,6 +168,9 @@ def _check(config: Any, where: str) -> None:
     if isinstance(config, DnsConfig):
         _check_dns(config, where)
         return
+    if isinstance(config, MonitorConfig):
+        _check_monitor(config, where)
+        return
     if not isinstance(config, OriginConfig | AgentConfig):
         return  # other callers check their own
     if config.preset not in PRESETS:
@@ -185,6 +218,32 @@ def _check_dns(config: DnsConfig, where: str) -> None:
         raise MirrorfleetError(f"{where}: provider {config.provider} needs {', '.join(missing)}")
     if config.endpoint_url and urlparse(config.endpoint_url).scheme not in ("http", "https"):
         raise MirrorfleetError(f"{where}: endpoint_url must be an http(s) URL")
+
+
+def _check_monitor(config: MonitorConfig, where: str) -> None:
+    limits = {
+        "interval": (1, 3600),
+        "down_after": (1, 100),
+        "up_after": (1, 100),
+        "lag_grace": (0, 86400),
+        "min_listed": (0, 1000),
+        "spot_checks": (0, 20),
+        "max_spot_file": (0, 1 << 30),
+        "max_parallel": (1, 256),
+        "history_step": (1, 86400),
+        "history_samples": (2, 10000),
+    }
+    for name, (low, high) in limits.items():
+        if not low <= getattr(config, name) <= high:
+            raise MirrorfleetError(f"{where}: {name} must be {low}-{high}")
+    try:
+        config.listen_address  # noqa: B018
+    except ValueError:
+        raise MirrorfleetError(f"{where}: listen must be HOST:PORT") from None
+
+
+def load_monitor_config(path: Path) -> MonitorConfig:
+    return _load(path, MonitorConfig)
 
 
 def load_origin_config(path: Path) -> OriginConfig:

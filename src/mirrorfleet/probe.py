@@ -1,15 +1,17 @@
 """Look at every mirror the way a client would, and turn that into the fleet state
 the publisher writes to DNS.
 
-A probe fetches the origin's stamp and each mirror's stamp over HTTP and verifies
-their signatures with the pinned keys. A mirror is fresh at the origin's serial,
-lagging behind it, and down when it does not answer or serves a stamp that does
-not verify: a mirror's own claim never makes it fresh.
+A probe fetches the origin's stamp and each mirror's stamp over HTTP, verifies
+their signatures with the pinned keys, and spot-checks a few of the mirror's files
+against the signed manifest. A mirror is fresh at the origin's serial, lagging
+behind it, and down when it does not answer, serves a stamp that does not verify,
+or a tree that does not match: a mirror's own claim never makes it fresh.
 """
 
 from __future__ import annotations
 
 import json
+import random
 import time
 import tomllib
 from collections.abc import Sequence
@@ -24,9 +26,19 @@ from mirrorfleet.config import build
 from mirrorfleet.errors import MirrorfleetError
 from mirrorfleet.keys import parse_public_key
 from mirrorfleet.records import MirrorRecord, check_label
+from mirrorfleet.signed import BadSignature
+from mirrorfleet.spotcheck import (
+    Candidate,
+    SpotCheckFailed,
+    Unreachable,
+    fetch_journal,
+    spot_check,
+)
 from mirrorfleet.stamp import Stamp, StampUnavailable, fetch_stamp
 
 MAX_PARALLEL = 32
+SPOT_CHECKS = 2
+MAX_SPOT_FILE = 4 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -39,6 +51,8 @@ class MirrorSpec:
     port: int = 80
     weight: int = 100
     region: str = ""
+    tier: int = 1  # 1: syncs from the origin; 2: from a tier-1 mirror; ...
+    upstream: str = ""
 
 
 @dataclass(frozen=True)
@@ -65,6 +79,9 @@ def load_fleet_config(path: Path) -> FleetConfig:
     mirrors = tuple(build(t, MirrorSpec, f"{where}: mirrors[{i}]") for i, t in enumerate(tables))
     for i, mirror in enumerate(mirrors):
         check_label(mirror.label, f"{where}: mirrors[{i}] label")
+    labels = [m.label for m in mirrors]
+    if len(set(labels)) != len(labels):
+        raise MirrorfleetError(f"{where}: two mirrors share one label")
     config = build({**raw, "mirrors": []}, FleetConfig, where)
     if not config.public_keys:
         raise MirrorfleetError(f"{where}: public_keys must name at least one key")
@@ -72,43 +89,147 @@ def load_fleet_config(path: Path) -> FleetConfig:
     return FleetConfig(config.origin_url, config.public_keys, mirrors, config.timeout)
 
 
-def probe_fleet(config: FleetConfig, now: int | None = None) -> dict[str, Any]:
-    """{"stamp": the origin's signed stamp, "mirrors": [MirrorRecord fields]}."""
+@dataclass(frozen=True)
+class Observation:
+    """One probe of one mirror. verdict: "ok" (a verified stamp, and the spot checks
+    passed), "unreachable" (no answer: says nothing about the tree) or "bad" (it
+    answered with a forged stamp or a tree that does not match its manifest)."""
+
+    label: str
+    verdict: str
+    stamp: Stamp | None
+    error: str | None
+    at: float  # when the probe started (unix)
+    seconds: float
+    checked_files: int = 0
+
+
+@dataclass(frozen=True)
+class Head:
+    """The origin's current stamp, exactly as it serves it, and what to spot-check."""
+
+    stamp: Stamp
+    raw: bytes
+    pool: tuple[Candidate, ...] = ()
+
+    @property
+    def envelope(self) -> dict[str, Any]:
+        return json.loads(self.raw)
+
+
+def fetch_head(
+    config: FleetConfig, previous: Head | None = None, spot_checks: int = SPOT_CHECKS
+) -> Head:
+    """The origin's verified stamp, plus its journal when the serial moved."""
     keys = config.keys
     try:
-        head, raw = fetch_stamp(config.origin_url, keys, config.timeout)
+        stamp, raw = fetch_stamp(config.origin_url, keys, config.timeout)
     except StampUnavailable as exc:
-        raise MirrorfleetError(f"origin: {exc}; nothing to publish without its stamp") from None
-    checked = int(time.time()) if now is None else now
-    workers = max(1, min(MAX_PARALLEL, len(config.mirrors)))
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        seen = list(pool.map(lambda m: _probe(m, keys, config.timeout), config.mirrors))
-    mirrors = [
-        _record(spec, head.serial, stamp, checked)
-        for spec, stamp in zip(config.mirrors, seen, strict=True)
-    ]
-    return {"stamp": json.loads(raw), "mirrors": [asdict(m) for m in mirrors]}
+        raise MirrorfleetError(f"origin: {exc}") from None
+    if previous is not None and previous.stamp.serial == stamp.serial:
+        return Head(stamp, raw, previous.pool)
+    pool: tuple[Candidate, ...] = ()
+    if spot_checks:
+        try:
+            pool = tuple(fetch_journal(config.origin_url, keys, config.timeout))
+        except (Unreachable, SpotCheckFailed, BadSignature) as exc:
+            raise MirrorfleetError(f"origin journal: {exc}") from None
+    return Head(stamp, raw, pool)
 
 
-def _probe(spec: MirrorSpec, keys: Sequence[Ed25519PublicKey], timeout: float) -> Stamp | None:
+def observe(
+    spec: MirrorSpec,
+    head: Head,
+    keys: Sequence[Ed25519PublicKey],
+    timeout: float,
+    spot_checks: int = SPOT_CHECKS,
+    max_file: int = MAX_SPOT_FILE,
+    rng: random.Random | None = None,
+) -> Observation:
+    """Look at one mirror as a client would: its signed stamp, then a few of its files."""
+    at, started = time.time(), time.monotonic()
+
+    def seen(verdict: str, stamp: Stamp | None, error: str | None, files: int = 0) -> Observation:
+        return Observation(
+            spec.label, verdict, stamp, error, at, time.monotonic() - started, files
+        )
+
     try:
-        return fetch_stamp(spec.url, keys, timeout)[0]
-    except StampUnavailable:
-        return None
+        stamp = fetch_stamp(spec.url, keys, timeout)[0]
+    except StampUnavailable as exc:
+        return seen("bad" if exc.answered else "unreachable", None, str(exc))
+    if stamp.serial > head.stamp.serial or not spot_checks:
+        return seen("ok", stamp, None)  # ahead of our head: the head is refreshed next
+    try:
+        files = spot_check(
+            spec.url,
+            stamp.serial,
+            head.pool,
+            keys,
+            timeout,
+            spot_checks,
+            max_file,
+            rng or random.Random(),
+        )
+    except Unreachable as exc:
+        return seen("unreachable", stamp, f"spot check: {exc}")
+    except SpotCheckFailed as exc:
+        try:  # a sync may have swapped the tree between our reads: then look again later
+            moved = fetch_stamp(spec.url, keys, timeout)[0].serial != stamp.serial
+        except StampUnavailable:
+            moved = False
+        return seen("unreachable" if moved else "bad", stamp, f"spot check: {exc}")
+    return seen("ok", stamp, None, files)
 
 
-def _record(spec: MirrorSpec, head_serial: int, stamp: Stamp | None, checked: int) -> MirrorRecord:
-    if stamp is None:
-        state, serial, ts = "down", 0, 0
-    else:
-        state = "fresh" if stamp.serial >= head_serial else "lagging"
-        serial, ts = stamp.serial, stamp.ts
+def observe_all(
+    specs: Sequence[MirrorSpec],
+    head: Head,
+    config: FleetConfig,
+    spot_checks: int = SPOT_CHECKS,
+    max_parallel: int = MAX_PARALLEL,
+    max_file: int = MAX_SPOT_FILE,
+) -> list[Observation]:
+    keys = config.keys
+    workers = max(1, min(max_parallel, len(specs)))
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="probe") as pool:
+        return list(
+            pool.map(
+                lambda s: observe(s, head, keys, config.timeout, spot_checks, max_file), specs
+            )
+        )
+
+
+def probe_fleet(config: FleetConfig, now: int | None = None) -> dict[str, Any]:
+    """One look at the whole fleet, without history: {"stamp", "mirrors"} for the publisher.
+
+    The monitor daemon adds hysteresis on top; this is what `dns apply --fleet` uses.
+    """
+    head = fetch_head(config)
+    checked = int(time.time()) if now is None else now
+    seen = observe_all(config.mirrors, head, config)
+    mirrors = [
+        record(spec, first_verdict(o, head.stamp.serial), o.stamp, checked)
+        for spec, o in zip(config.mirrors, seen, strict=True)
+    ]
+    return {"stamp": head.envelope, "mirrors": [asdict(m) for m in mirrors]}
+
+
+def first_verdict(seen: Observation, head_serial: int) -> str:
+    """A state from one observation alone."""
+    if seen.verdict != "ok" or seen.stamp is None:
+        return "down"
+    return "fresh" if seen.stamp.serial >= head_serial else "lagging"
+
+
+def record(spec: MirrorSpec, state: str, stamp: Stamp | None, checked: int) -> MirrorRecord:
+    """The mirror as the publisher writes it."""
     return MirrorRecord(
         label=spec.label,
         target=spec.target,
         state=state,
-        serial=serial,
-        ts=ts,
+        serial=stamp.serial if stamp else 0,
+        ts=stamp.ts if stamp else 0,
         chk=checked,
         url=spec.url,
         port=spec.port,

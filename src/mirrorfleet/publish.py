@@ -71,10 +71,14 @@ class Plan:
         }
 
     @property
+    def dropped(self) -> int:
+        """Mirrors the plan deletes from the zone altogether (their meta records)."""
+        return sum(1 for r in self.deletes if r.name.endswith(f".{META}"))
+
+    @property
     def removed(self) -> int:
         """Mirrors the plan takes out of the zone, by SRV target or meta record."""
-        metas = [r for r in self.deletes if r.name.endswith(f".{META}")]
-        return max(len(self.withdrawn), len(metas))
+        return max(len(self.withdrawn), self.dropped)
 
 
 def plan(desired: Sequence[RRset], live: Iterable[RRset]) -> Plan:
@@ -126,13 +130,23 @@ def _chk(rrset: RRset) -> int | None:
     return int(match.group(1)) if match else None
 
 
-def check_safe(result: Plan, max_share: float = MAX_CHANGE_SHARE, force: bool = False) -> None:
-    """Refuse a plan that takes too much of a listed fleet out of DNS at once."""
+def check_safe(
+    result: Plan,
+    max_share: float = MAX_CHANGE_SHARE,
+    force: bool = False,
+    withdrawals_ok: bool = False,
+) -> None:
+    """Refuse a plan that takes too much of a listed fleet out of DNS at once.
+
+    withdrawals_ok: the monitor withdraws mirrors it has seen fail (its fail-static
+    rule guards those), so only mirrors dropped from the zone altogether count.
+    """
+    removed = result.dropped if withdrawals_ok else result.removed
     if force or result.mirrors_live == 0:
         return  # a first publish creates everything, by design
-    if result.removed > max_share * result.mirrors_live:
+    if removed > max_share * result.mirrors_live:
         raise MirrorfleetError(
-            f"plan withdraws {result.removed} of {result.mirrors_live} listed mirrors "
+            f"plan withdraws {removed} of {result.mirrors_live} listed mirrors "
             f"(more than {max_share:.0%}); check it with `mirrorfleet dns plan`, "
             "then apply with --force if it is right"
         )
@@ -216,15 +230,20 @@ def cycle(
     apply: bool,
     force: bool = False,
     backend: Backend | None = None,
+    live: Sequence[RRset] | None = None,
+    withdrawals_ok: bool = False,
 ) -> CycleResult:
-    """Desired -> live -> plan -> (checked) apply, in as few messages as the backend allows."""
+    """Desired -> live -> plan -> (checked) apply, in as few messages as the backend allows.
+
+    live: the zone's records when the caller has just read them.
+    """
     desired = fleet_records(state, config)
     backend = backend or backend_for(config)
-    live = backend.read_live()
+    live = backend.read_live() if live is None else live
     owner = next(r for r in desired if r.name == OWNER)
     owner_live = check_owner(owner, live)
     result = plan(settle_checks(desired, live), live)
     if not apply:
         return CycleResult(result, 0, False)
-    check_safe(result, config.max_withdraw_share / 100, force)
+    check_safe(result, config.max_withdraw_share / 100, force, withdrawals_ok)
     return CycleResult(result, backend.apply(result, owner, owner_live), True)

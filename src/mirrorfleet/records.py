@@ -167,14 +167,13 @@ def _check_state(mirror: MirrorRecord) -> MirrorRecord:
 
 def meta_rrset(mirror: MirrorRecord, ttl: int) -> RRset:
     _check_state(mirror)
-    st = "ok" if mirror.state == "fresh" else ("syncing" if mirror.state == "lagging" else "down")
     value = txt_value(
         [
             ("txtvers", SCHEMA_VERSION),
             ("serial", mirror.serial),
             ("ts", mirror.ts),
             ("chk", mirror.chk),
-            ("st", st),
+            ("st", mirror.state),
             ("url", mirror.url),
         ]
     )

@@ -24,11 +24,19 @@ MAX_STAMP = 64 * 1024
 
 
 class StampUnavailable(Exception):
-    """A tree's stamp could not be fetched or did not verify; `missing`: HTTP 404."""
+    """A tree's stamp could not be fetched or did not verify.
 
-    def __init__(self, message: str, missing: bool = False) -> None:
+    `missing`: HTTP 404. `rejected`: it answered with something that is not a valid
+    stamp. Either way the server answered, unlike a timeout or a refused connection.
+    """
+
+    def __init__(self, message: str, missing: bool = False, rejected: bool = False) -> None:
         super().__init__(message)
-        self.missing = missing
+        self.missing, self.rejected = missing, rejected
+
+    @property
+    def answered(self) -> bool:
+        return self.missing or self.rejected
 
 
 @dataclass(frozen=True)
@@ -88,8 +96,8 @@ def fetch_stamp(
     except (OSError, ValueError) as exc:
         raise StampUnavailable(f"stamp {url} unreachable: {exc}") from None
     if len(raw) > MAX_STAMP:
-        raise StampUnavailable(f"stamp {url} is larger than {MAX_STAMP} bytes")
+        raise StampUnavailable(f"stamp {url} is larger than {MAX_STAMP} bytes", rejected=True)
     try:
         return parse_stamp(raw, keys), raw
     except BadSignature as exc:
-        raise StampUnavailable(f"stamp {url} rejected: {exc}") from None
+        raise StampUnavailable(f"stamp {url} rejected: {exc}", rejected=True) from None

@@ -106,7 +106,7 @@ def test_first_publish_is_one_message_and_visible(target, named) -> None:
         "20 100 80 mirror2.example.net.",
     ]
     meta = query(named["port"], f"mirror2._meta._pkgmirror.{ZONE}", "TXT")[0]
-    assert '"st=syncing"' in meta
+    assert '"st=lagging"' in meta
     dig = subprocess.run(
         [
             "dig",

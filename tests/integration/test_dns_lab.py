@@ -110,7 +110,7 @@ def test_a_mirror_that_falls_behind_is_demoted_on_both_servers(lab) -> None:
         expected = ["10 100 80 mirror1.", "20 100 80 mirror2."]
         lab.wait_for(lambda: answer(lab, "dns2", SRV_NAME, "SRV") == expected, SECONDARY_TIMEOUT)
         meta = answer(lab, "dns2", f"mirror2._meta._pkgmirror.{ZONE}", "TXT")[0]
-        assert '"st=syncing"' in meta and '"serial=1"' in meta
+        assert '"st=lagging"' in meta and '"serial=1"' in meta
     finally:
         lab.check("mirror2", "systemctl", "start", "mirrorfleet-agent.service")
 

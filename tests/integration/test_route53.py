@@ -155,7 +155,7 @@ def test_first_publish_is_one_batch_and_listed(client, zone_id, target) -> None:
         "10 100 80 mirror1.example.net.",
         "20 100 80 mirror2.example.net.",
     ]
-    assert '"st=syncing"' in values(client, zone_id, f"mirror2.{META}", "TXT")[0]
+    assert '"st=lagging"' in values(client, zone_id, f"mirror2.{META}", "TXT")[0]
     assert values(client, zone_id, OWNER, "TXT") == ['"txtvers=1" "owner=fleet-test"']
     assert '"serial=9"' in values(client, zone_id, HEAD, "TXT")[0]
 

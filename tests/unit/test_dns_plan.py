@@ -120,7 +120,7 @@ def meta(chk: int, st: str = "ok", ttl: int = 60) -> RRset:
     [
         (meta(1000), meta(1299), True),  # only chk moved, recently: keep live
         (meta(1000), meta(1300), False),  # chk too old: refresh it
-        (meta(1000, "ok"), meta(1001, "syncing"), False),  # state changed
+        (meta(1000, "fresh"), meta(1001, "lagging"), False),  # state changed
         (meta(1000, ttl=60), meta(1001, ttl=300), False),  # TTL changed
         (meta(2000), meta(1000), False),  # clock went back: write what we saw
     ],

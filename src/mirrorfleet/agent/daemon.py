@@ -10,21 +10,15 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 
-from prometheus_client import (
-    CONTENT_TYPE_LATEST,
-    CollectorRegistry,
-    Counter,
-    Gauge,
-    generate_latest,
-)
+from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from mirrorfleet.agent.sync import SyncResult, sync_lock, sync_once
 from mirrorfleet.config import AgentConfig
+from mirrorfleet.httpservice import json_reply, make_handler, metrics_route, serve_http
 from mirrorfleet.keys import read_secret
-from mirrorfleet.ping import HEADER, MAX_BODY, BadPing, PingVerifier
+from mirrorfleet.ping import PingVerifier
 
 log = logging.getLogger("mirrorfleet.agent")
 
@@ -111,56 +105,21 @@ class Agent:
         }
 
 
-def make_handler(agent: Agent) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        server_version = "mirrorfleet-agent"
-
-        def log_message(self, format: str, *args: object) -> None:
-            log.debug("%s " + format, self.client_address[0], *args)
-
-        def _reply(self, status: int, body: bytes, content_type: str = "application/json") -> None:
-            self.send_response(status)
-            self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def do_POST(self) -> None:
-            if self.path != "/ping":
-                return self._reply(HTTPStatus.NOT_FOUND, b'{"error":"not found"}')
-            length = int(self.headers.get("Content-Length") or 0)
-            if length > MAX_BODY:
-                return self._reply(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, b'{"error":"too large"}')
-            body = self.rfile.read(length)
-            try:
-                payload = agent.verifier.check(self.headers.get(HEADER), body)
-            except BadPing as exc:
-                agent.metrics.pings.labels("rejected").inc()
-                log.warning("rejected ping from %s: %s", self.client_address[0], exc)
-                return self._reply(HTTPStatus.UNAUTHORIZED, b'{"error":"unauthorized"}')
-            agent.metrics.pings.labels("accepted").inc()
-            log.info("ping from %s: %s", self.client_address[0], payload)
-            agent.request_sync()
-            return self._reply(HTTPStatus.ACCEPTED, b'{"queued":true}')
-
-        def do_GET(self) -> None:
-            if self.path == "/metrics":
-                return self._reply(
-                    HTTPStatus.OK, generate_latest(agent.metrics.registry), CONTENT_TYPE_LATEST
-                )
-            if self.path == "/status":
-                return self._reply(HTTPStatus.OK, json.dumps(agent.status()).encode())
-            return self._reply(HTTPStatus.NOT_FOUND, b'{"error":"not found"}')
-
-    return Handler
-
-
 def serve(config: AgentConfig) -> tuple[Agent, ThreadingHTTPServer, threading.Thread]:
     """Start the listener and the sync loop; the caller joins or stops them."""
     agent = Agent(config)
-    server = ThreadingHTTPServer(config.listen_address, make_handler(agent))
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, name="listener", daemon=True).start()
+    handler = make_handler(
+        "mirrorfleet-agent",
+        agent.verifier,
+        lambda _payload: agent.request_sync(),
+        agent.metrics.pings,
+        {
+            "/metrics": metrics_route(agent.metrics.registry),
+            "/status": lambda: json_reply(agent.status()),
+        },
+        log,
+    )
+    server = serve_http(config.listen_address, handler)
     loop = threading.Thread(target=agent.run_loop, name="sync-loop", daemon=True)
     loop.start()
     return agent, server, loop
