@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from mirrorfleet import __version__
@@ -379,6 +380,75 @@ def agent_sync(config_path: Path, as_json: bool) -> None:
         out.print(f"{result.status}: serial {result.serial} {result.error}".rstrip())
     if result.status == "error":
         sys.exit(1)
+
+
+@cli.group()
+def monitor() -> None:
+    """The monitor: probes every mirror as a client would and publishes the list in DNS."""
+
+
+@monitor.command(name="run")
+@config_option("/etc/mirrorfleet/monitor.toml")
+def monitor_run(config_path: Path) -> None:
+    """Run the daemon: probe every interval and on notifications, publish, report."""
+    import logging
+    import signal
+
+    from mirrorfleet.config import load_monitor_config
+    from mirrorfleet.monitor.daemon import load, serve
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    daemon = load(load_monitor_config(config_path))
+    server, loop = serve(daemon)
+    signal.signal(signal.SIGTERM, lambda *_: daemon.stop())
+    try:
+        while loop.is_alive():
+            loop.join(1)
+    except KeyboardInterrupt:
+        daemon.stop()
+    server.shutdown()
+
+
+@monitor.command(name="status")
+@click.option(
+    "--url",
+    default="http://127.0.0.1:8874/status.json",
+    show_default=True,
+    help="The monitor's status JSON (its listen port, or the status page's /status.json).",
+)
+@json_option
+def monitor_status(url: str, as_json: bool) -> None:
+    """Every mirror's state, serial and lag, as the monitor sees it now."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            data = json.loads(response.read(16 * 1024 * 1024))
+        mirrors, head = data["mirrors"], data["head"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise MirrorfleetError(f"no monitor status at {url}: {exc}") from None
+    if as_json:
+        emit_json(data)
+        return
+    out.print(
+        f"head serial {head['serial']} ({head['origin']})"
+        + (f", [red]{head['error']}[/]" if head.get("error") else "")
+    )
+    table = Table(box=None)
+    for column in ("mirror", "state", "dns", "serial", "lag", "error"):
+        table.add_column(column)
+    colors = {"fresh": "green", "lagging": "yellow", "down": "red"}
+    for m in mirrors:
+        table.add_row(
+            m["label"],
+            f"[{colors.get(m['state'], 'red')}]{m['state']}[/]",
+            str(m["published"]),
+            str(m["serial"]),
+            f"{m['lag_serials']} serial(s)",
+            escape(m["error"] or ""),
+        )
+    out.print(table)
 
 
 @cli.group(name="dns")

@@ -28,7 +28,7 @@ T = TypeVar("T")
 
 
 def host_port(listen: str) -> tuple[str, int]:
-    """"HOST:PORT" (HOST may be empty: every address); ValueError when it is not."""
+    """ "HOST:PORT" (HOST may be empty: every address); ValueError when it is not."""
     host, _, port = listen.rpartition(":")
     return host or "0.0.0.0", int(port)
 
@@ -76,7 +76,7 @@ class MonitorConfig:
 
     fleet: Path  # fleet.toml: origin, keys, mirrors
     ping_secret: Path
-    dns: str = ""  # dns.toml; empty: probe and report, publish nothing
+    dns: Path = Path()  # dns.toml; unset: probe and report, publish nothing
     status_dir: Path = Path("/var/lib/mirrorfleet/status")
     listen: str = "0.0.0.0:8874"  # POST /ping, GET /metrics, /status.json
     interval: int = 30  # seconds between full probes

@@ -150,9 +150,7 @@ def observe(
     at, started = time.time(), time.monotonic()
 
     def seen(verdict: str, stamp: Stamp | None, error: str | None, files: int = 0) -> Observation:
-        return Observation(
-            spec.label, verdict, stamp, error, at, time.monotonic() - started, files
-        )
+        return Observation(spec.label, verdict, stamp, error, at, time.monotonic() - started, files)
 
     try:
         stamp = fetch_stamp(spec.url, keys, timeout)[0]
@@ -194,9 +192,7 @@ def observe_all(
     workers = max(1, min(max_parallel, len(specs)))
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="probe") as pool:
         return list(
-            pool.map(
-                lambda s: observe(s, head, keys, config.timeout, spot_checks, max_file), specs
-            )
+            pool.map(lambda s: observe(s, head, keys, config.timeout, spot_checks, max_file), specs)
         )
 
 

@@ -77,7 +77,9 @@ def fetch(url: str, timeout: float, limit: int) -> bytes | None:
     return body
 
 
-def fetch_journal(base_url: str, keys: Sequence[Ed25519PublicKey], timeout: float) -> list[Candidate]:
+def fetch_journal(
+    base_url: str, keys: Sequence[Ed25519PublicKey], timeout: float
+) -> list[Candidate]:
     raw = fetch(urljoin(base_url, JOURNAL_PATH), timeout, MAX_JOURNAL)
     return [] if raw is None else candidates_from_journal(raw, keys)
 

@@ -109,4 +109,3 @@ def fail_static(
             mirror = replace(mirror, state="lagging")
         records.append(mirror)
     return records, held
-

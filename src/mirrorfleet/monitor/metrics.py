@@ -19,21 +19,28 @@ class MonitorMetrics:
             registry=r,
         )
         self.serial = Gauge(
-            "mirrorfleet_monitor_mirror_serial", "Verified serial a mirror serves", ["mirror"],
+            "mirrorfleet_monitor_mirror_serial",
+            "Verified serial a mirror serves",
+            ["mirror"],
             registry=r,
         )
         self.lag_serials = Gauge(
-            "mirrorfleet_monitor_mirror_lag_serials", "Serials behind the origin's head",
-            ["mirror"], registry=r,
+            "mirrorfleet_monitor_mirror_lag_serials",
+            "Serials behind the origin's head",
+            ["mirror"],
+            registry=r,
         )
         self.lag_seconds = Gauge(
             "mirrorfleet_monitor_mirror_lag_seconds",
             "How much older the mirror's stamp is than the head (origin clock)",
-            ["mirror"], registry=r,
+            ["mirror"],
+            registry=r,
         )
         self.probe_seconds = Gauge(
-            "mirrorfleet_monitor_mirror_probe_duration_seconds", "Wall time of the last probe",
-            ["mirror"], registry=r,
+            "mirrorfleet_monitor_mirror_probe_duration_seconds",
+            "Wall time of the last probe",
+            ["mirror"],
+            registry=r,
         )
         self.probes = Counter(
             "mirrorfleet_monitor_probes", "Probes by verdict", ["verdict"], registry=r
@@ -48,18 +55,24 @@ class MonitorMetrics:
             registry=r,
         )
         self.publishes = Counter(
-            "mirrorfleet_monitor_publishes", "DNS publish attempts by result", ["result"],
+            "mirrorfleet_monitor_publishes",
+            "DNS publish attempts by result",
+            ["result"],
             registry=r,
         )
         self.last_publish = Gauge(
             "mirrorfleet_monitor_last_publish_timestamp_seconds",
-            "When the zone last matched the monitor's view", registry=r,
+            "When the zone last matched the monitor's view",
+            registry=r,
         )
         self.held = Gauge(
             "mirrorfleet_monitor_mirrors_held",
-            "Mirrors kept at their published state by fail static", registry=r,
+            "Mirrors kept at their published state by fail static",
+            registry=r,
         )
         self.pings = Counter(
-            "mirrorfleet_monitor_pings", "Notifications received by verdict", ["verdict"],
+            "mirrorfleet_monitor_pings",
+            "Notifications received by verdict",
+            ["verdict"],
             registry=r,
         )

@@ -1,0 +1,294 @@
+"""The monitor against real parts on loopback: mirror trees served over HTTP, content
+signed by the real origin code, and a real BIND primary taking its updates.
+
+Steps run in file order on one fleet of three mirrors; each step changes the
+mirrors' trees the way a real fault would and checks what DNS and status.json say.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import shutil
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import dns.resolver
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from mirrorfleet.config import DnsConfig, MonitorConfig, OriginConfig
+from mirrorfleet.content import pypi
+from mirrorfleet.keys import MONITOR_TSIG, SecretsDir, init_secrets, read_secret
+from mirrorfleet.loopback import free_port
+from mirrorfleet.loopback_dns import LoopbackBind
+from mirrorfleet.monitor.daemon import Monitor, serve
+from mirrorfleet.origin import publish
+from mirrorfleet.ping import send_ping
+from mirrorfleet.probe import FleetConfig, MirrorSpec
+from mirrorfleet.stamp import STAMP_PATH, Stamp
+
+ZONE = "mirrors.test."
+SRV = f"_pkgmirror._tcp.{ZONE}"
+MIRRORS = ("m1", "m2", "m3")
+
+
+class Quiet(SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+class Fleet:
+    """An origin tree and three mirror copies under one loopback HTTP server."""
+
+    def __init__(self, root: Path, secrets: SecretsDir) -> None:
+        self.root, self.secrets = root, secrets
+        self.origin = OriginConfig(
+            name="origin",
+            tree=root / "www" / "origin",
+            signing_key=secrets.signing_key,
+            ping_secret=secrets.ping_secret,
+        )
+        pypi.generate(self.origin.tree, 5)
+        publish(self.origin, ping=False)
+        for label in MIRRORS:
+            self.sync(label)
+        self.server = ThreadingHTTPServer(
+            ("127.0.0.1", 0), functools.partial(Quiet, directory=root / "www")
+        )
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.base = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def tree(self, label: str) -> Path:
+        return self.root / "www" / label
+
+    def sync(self, label: str) -> None:
+        shutil.copytree(self.origin.tree, self.tree(label), dirs_exist_ok=True)
+
+    def release(self, version: str) -> int:
+        pypi.add_release(self.origin.tree, "demo-0000", version)
+        return publish(self.origin, ping=False).serial
+
+    def spec(self, label: str) -> MirrorSpec:
+        return MirrorSpec(label=label, target=f"{label}.example.net", url=f"{self.base}/{label}/")
+
+    def config(self) -> FleetConfig:
+        key = self.secrets.public_key.read_text().strip()
+        return FleetConfig(
+            f"{self.base}/origin/", (key,), tuple(self.spec(m) for m in MIRRORS), timeout=2
+        )
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory) -> Iterator[tuple[Fleet, LoopbackBind, Path]]:
+    root = tmp_path_factory.mktemp("monitor")
+    init_secrets(root / "secrets")
+    fleet = Fleet(root, SecretsDir(root / "secrets"))
+    try:
+        with LoopbackBind(root / "bind", ZONE) as bind:
+            yield fleet, bind, root
+    finally:
+        fleet.server.shutdown()
+        fleet.server.server_close()
+
+
+def make_monitor(world, **overrides) -> Monitor:
+    fleet, bind, root = world
+    key_file = root / "tsig-monitor.key"
+    key_file.write_text(bind.keys[MONITOR_TSIG])
+    dns_config = DnsConfig(
+        zone=ZONE,
+        server="127.0.0.1",
+        port=bind.primary.port,
+        key_name=MONITOR_TSIG,
+        key_file=key_file,
+    )
+    settings = {"lag_grace": 0, "interval": 3600, "listen": f"127.0.0.1:{free_port()}"}
+    config = MonitorConfig(
+        fleet=root / "unused-fleet.toml",
+        ping_secret=fleet.secrets.ping_secret,
+        status_dir=root / "status",
+        **{**settings, **overrides},
+    )
+    return Monitor(config, fleet.config(), dns_config, backend=bind.target())
+
+
+@pytest.fixture(scope="module")
+def monitor(world) -> Monitor:
+    monitor = make_monitor(world)
+    monitor.restore()
+    return monitor
+
+
+def full_round(monitor: Monitor) -> None:
+    monitor.round(set(MIRRORS), refresh_head=True)
+
+
+def answer(bind: LoopbackBind, name: str, rdtype: str) -> list[str]:
+    resolver = dns.resolver.Resolver(configure=False)
+    resolver.nameservers, resolver.port, resolver.lifetime = ["127.0.0.1"], bind.primary.port, 5
+    try:
+        return sorted(r.to_text() for r in resolver.resolve(name, rdtype))
+    except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
+        return []
+
+
+def srv(bind: LoopbackBind) -> dict[str, int]:
+    """SRV target label -> priority."""
+    return {v.split()[3].split(".")[0]: int(v.split()[0]) for v in answer(bind, SRV, "SRV")}
+
+
+def meta(bind: LoopbackBind, label: str) -> str:
+    return " ".join(answer(bind, f"{label}._meta._pkgmirror.{ZONE}", "TXT"))
+
+
+def states(root: Path) -> dict[str, tuple[str, str]]:
+    data = json.loads((root / "status" / "status.json").read_text())
+    return {m["label"]: (m["state"], m["published"]) for m in data["mirrors"]}
+
+
+def test_first_round_lists_every_mirror_fresh(world, monitor: Monitor) -> None:
+    _, bind, root = world
+    full_round(monitor)
+    assert srv(bind) == {"m1": 10, "m2": 10, "m3": 10}
+    assert '"serial=1"' in " ".join(answer(bind, f"_head._pkgmirror.{ZONE}", "TXT"))
+    assert states(root) == {m: ("fresh", "fresh") for m in MIRRORS}
+
+
+def test_a_mirror_that_misses_a_publish_lags(world, monitor: Monitor) -> None:
+    fleet, bind, root = world
+    assert fleet.release("2.0") == 2
+    fleet.sync("m1")
+    fleet.sync("m2")
+    full_round(monitor)
+    assert srv(bind) == {"m1": 10, "m2": 10, "m3": 20}
+    assert '"st=lagging"' in meta(bind, "m3") and '"serial=1"' in meta(bind, "m3")
+    status = json.loads((root / "status" / "status.json").read_text())
+    m3 = next(m for m in status["mirrors"] if m["label"] == "m3")
+    assert (m3["lag_serials"], m3["state"]) == (1, "lagging")
+
+
+def test_it_is_fresh_again_once_it_syncs(world, monitor: Monitor) -> None:
+    fleet, bind, _ = world
+    fleet.sync("m3")
+    full_round(monitor)
+    assert srv(bind) == {"m1": 10, "m2": 10, "m3": 10}
+
+
+def test_a_forged_stamp_is_withdrawn_at_once(world, monitor: Monitor) -> None:
+    fleet, bind, _ = world
+    forged = Stamp.new(2, "origin").sign(Ed25519PrivateKey.generate())
+    (fleet.tree("m2") / STAMP_PATH).write_bytes(forged)
+    full_round(monitor)
+    assert srv(bind) == {"m1": 10, "m3": 10}
+    assert '"st=down"' in meta(bind, "m2")
+    assert "rejected" in (monitor.health["m2"].last.error or "")
+
+
+def test_a_forged_stamp_never_comes_back_fresh(world, monitor: Monitor) -> None:
+    _, bind, _ = world
+    full_round(monitor)
+    full_round(monitor)
+    assert "m2" not in srv(bind)
+
+
+@pytest.mark.parametrize("missing", ["packages", "simple"])
+def test_a_tree_with_missing_files_is_withdrawn(world, monitor: Monitor, missing: str) -> None:
+    fleet, bind, _ = world
+    fleet.sync("m2")
+    full_round(monitor)
+    full_round(monitor)  # two good probes bring m2 back
+    assert srv(bind) == {"m1": 10, "m2": 10, "m3": 10}
+    shutil.rmtree(fleet.tree("m1") / missing)
+    full_round(monitor)
+    assert "m1" not in srv(bind), monitor.health["m1"].last
+    assert "spot check" in (monitor.health["m1"].last.error or "")
+    fleet.sync("m1")
+
+
+def test_every_mirror_down_keeps_the_last_published_set(world, monitor: Monitor) -> None:
+    fleet, bind, root = world
+    full_round(monitor)
+    full_round(monitor)
+    before = srv(bind)
+    assert before == {"m1": 10, "m2": 10, "m3": 10}
+    for label in MIRRORS:
+        fleet.tree(label).rename(fleet.tree(label).with_name(f"{label}.off"))
+    try:
+        full_round(monitor)
+        assert srv(bind) == before
+        assert states(root) == {m: ("down", "held") for m in MIRRORS}
+    finally:
+        for label in MIRRORS:
+            fleet.tree(label).with_name(f"{label}.off").rename(fleet.tree(label))
+
+
+def test_a_restart_rebuilds_state_from_dns(world, monitor: Monitor) -> None:
+    fleet, bind, root = world
+    (fleet.tree("m3") / STAMP_PATH).write_bytes(
+        Stamp.new(2, "origin").sign(Ed25519PrivateKey.generate())
+    )
+    full_round(monitor)
+    full_round(monitor)
+    assert srv(bind) == {"m1": 10, "m2": 10}
+    samples = len(json.loads((root / "status" / "history.json").read_text())["samples"])
+    fleet.sync("m3")  # it is good again, but a new monitor must not trust it on sight
+    soa_before = bind.primary.soa_serial(ZONE)
+    reborn = make_monitor(world)
+    reborn.restore()
+    assert reborn.head is not None and reborn.head.stamp.serial == 2
+    assert {k: h.state for k, h in reborn.health.items()} == {
+        "m1": "fresh",
+        "m2": "fresh",
+        "m3": "down",
+    }
+    full_round(reborn)
+    assert srv(bind) == {"m1": 10, "m2": 10}  # one good probe is not enough to return
+    assert bind.primary.soa_serial(ZONE) == soa_before
+    assert len(reborn.history.samples) >= samples
+    full_round(reborn)
+    assert srv(bind) == {"m1": 10, "m2": 10, "m3": 10}
+
+
+def test_notifications_are_authenticated_and_trigger_a_probe(world) -> None:
+    fleet, bind, _ = world
+    monitor = make_monitor(world)
+    server, loop = serve(monitor)
+    url = f"http://{monitor.config.listen}/ping"
+    try:
+        wait_for(lambda: monitor.snapshot.get("mirrors"), 10)
+        assert fleet.release("3.0") == 3
+        stranger = send_ping(url, b"not the secret", {"event": "publish", "from": "origin"})
+        assert stranger == 401
+        assert send_ping(url, read_secret(fleet.secrets.ping_secret), {"event": "publish"}) == 202
+        wait_for(
+            lambda: '"serial=3"' in " ".join(answer(bind, f"_head._pkgmirror.{ZONE}", "TXT")), 10
+        )
+        fleet.sync("m1")
+        ping = {"event": "synced", "serial": 3, "from": "m1.example.net"}
+        assert send_ping(url, read_secret(fleet.secrets.ping_secret), ping) == 202
+        wait_for(lambda: '"serial=3"' in meta(bind, "m1"), 10)
+        with urllib.request.urlopen(f"http://{monitor.config.listen}/metrics", timeout=5) as r:
+            metrics = r.read().decode()
+        state = 'mirrorfleet_monitor_mirror_state{mirror="m1",mirrorfleet_monitor_mirror_state'
+        assert f'{state}="fresh"}} 1.0' in metrics
+        assert 'mirrorfleet_monitor_pings_total{verdict="rejected"} 1.0' in metrics
+    finally:
+        monitor.stop()
+        loop.join(10)
+        server.shutdown()
+        server.server_close()
+    for label in ("m2", "m3"):
+        fleet.sync(label)
+
+
+def wait_for(predicate, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not true within {timeout}s")
+        time.sleep(0.05)
