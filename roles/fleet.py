@@ -12,6 +12,7 @@ from mirrorfleet.errors import MirrorfleetError
 from mirrorfleet.keys import SecretsDir
 
 AGENT_PORT = 8873
+MONITOR_PORT = 8874  # the monitor daemon: POST /ping, GET /metrics, /status.json
 
 # Host data several roles read. data_defaults are scoped to one deploy, so each
 # role that needs these merges them into its own DEFAULTS.
@@ -67,6 +68,20 @@ def upstream_of(mirror: Host) -> Host:
     return upstream
 
 
+def tier_of(mirror: Host) -> int:
+    """1 for a mirror syncing from the origin, 2 for one syncing from a tier 1, ..."""
+    seen = {mirror.name}
+    tier, upstream = 1, upstream_of(mirror)
+    while "origin" not in upstream.groups:
+        if upstream.name in seen:
+            raise DeployError(
+                f"{mirror.name}: mirror_upstream forms a loop through {upstream.name}"
+            )
+        seen.add(upstream.name)
+        tier, upstream = tier + 1, upstream_of(upstream)
+    return tier
+
+
 def downstream_of(upstream: Host) -> list[Host]:
     """The mirrors that sync from upstream, and so get its pings."""
     return [m for m in inventory.get_group("mirrors", []) if upstream_of(m).name == upstream.name]
@@ -74,3 +89,37 @@ def downstream_of(upstream: Host) -> list[Host]:
 
 def ping_url(target: Host) -> str:
     return f"http://{public_name(target)}:{AGENT_PORT}/ping"
+
+
+def monitor_ping_urls() -> list[str]:
+    """Where agents and the origin notify the monitor, so it probes at once."""
+    return [
+        f"http://{public_name(m)}:{m.data.get('monitor_port') or MONITOR_PORT}/ping"
+        for m in inventory.get_group("monitor", [])
+    ]
+
+
+def sandbox(writable: str) -> list[str]:
+    """systemd hardening for mirrorfleet's daemons: they may write `writable` only."""
+    return [
+        "NoNewPrivileges=yes",
+        "ProtectSystem=strict",
+        f"ReadWritePaths={writable}",
+        "ProtectHome=yes",
+        "PrivateTmp=yes",
+        "PrivateDevices=yes",
+        "ProtectKernelTunables=yes",
+        "ProtectKernelModules=yes",
+        "ProtectKernelLogs=yes",
+        "ProtectControlGroups=yes",
+        "ProtectClock=yes",
+        "ProtectHostname=yes",
+        "RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX",
+        "RestrictNamespaces=yes",
+        "RestrictRealtime=yes",
+        "RestrictSUIDSGID=yes",
+        "LockPersonality=yes",
+        "SystemCallArchitectures=native",
+        "CapabilityBoundingSet=",
+        "UMask=0022",
+    ]

@@ -25,32 +25,6 @@ DEFAULTS = {
 }
 
 
-def sandbox() -> list[str]:
-    """systemd hardening shared by the agent's units: it may write its tree and state only."""
-    return [
-        "NoNewPrivileges=yes",
-        "ProtectSystem=strict",
-        f"ReadWritePaths={host.data.tree} {host.data.service_home}",
-        "ProtectHome=yes",
-        "PrivateTmp=yes",
-        "PrivateDevices=yes",
-        "ProtectKernelTunables=yes",
-        "ProtectKernelModules=yes",
-        "ProtectKernelLogs=yes",
-        "ProtectControlGroups=yes",
-        "ProtectClock=yes",
-        "ProtectHostname=yes",
-        "RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX",
-        "RestrictNamespaces=yes",
-        "RestrictRealtime=yes",
-        "RestrictSUIDSGID=yes",
-        "LockPersonality=yes",
-        "SystemCallArchitectures=native",
-        "CapabilityBoundingSet=",
-        "UMask=0022",
-    ]
-
-
 @deploy("mirrorfleet mirror", data_defaults=DEFAULTS)
 def apply() -> None:
     secrets = fleet.secrets()
@@ -78,8 +52,9 @@ def apply() -> None:
         upstream=upstream,
         public_key=secrets.public_key.read_text().strip(),
         rsync_module=host.data.rsync_module,
-        # the next tier learns of a new serial from us, as we learn of it from upstream
-        notify=[fleet.ping_url(m) for m in fleet.downstream_of(host)],
+        # the next tier learns of a new serial from us, as we learn of it from upstream;
+        # the monitor probes us at once
+        notify=[fleet.ping_url(m) for m in fleet.downstream_of(host)] + fleet.monitor_ping_urls(),
         port=fleet.AGENT_PORT,
     )
     files.directory(
@@ -95,7 +70,7 @@ def apply() -> None:
             src=str(TEMPLATES / f"{unit}.j2"),
             dest=f"/etc/systemd/system/{unit}",
             mode="0644",
-            sandbox=sandbox(),
+            sandbox=fleet.sandbox(f"{host.data.tree} {host.data.service_home}"),
         )
         for unit in UNITS
     }

@@ -1,7 +1,6 @@
 """The monitor: the fleet's only DNS writer. It holds the publisher's TSIG key (or
-the Route 53 access), the list of mirrors to probe, and mirrorfleet itself.
-
-`deploy/publish_dns.py` runs this role and then one probe-and-publish cycle.
+the Route 53 access) and runs `mirrorfleet monitor run`, which probes every mirror
+as a client would, publishes the list, and writes the status page nginx serves.
 """
 
 from __future__ import annotations
@@ -12,16 +11,34 @@ from typing import Any
 from pyinfra import host, inventory
 from pyinfra.api import Host, deploy
 from pyinfra.api.exceptions import DeployError
-from pyinfra.operations import apt, files
+from pyinfra.operations import apt, files, server, systemd
+from pyinfra.operations.util import any_changed
 
 from mirrorfleet.keys import MONITOR_TSIG
 from mirrorfleet_roles import dns, fleet, install
 
 TEMPLATES = Path(__file__).parent / "templates"
+STATUS_PAGE = Path(__file__).parent / "files" / "status" / "index.html"
 DNS_CONFIG = "dns.toml"
 FLEET_CONFIG = "fleet.toml"
+UNIT = "mirrorfleet-monitor.service"
 DEFAULTS = {
     **fleet.SERVICE_DEFAULTS,
+    # Seconds between full probes of every mirror (notifications probe at once).
+    "monitor_interval": 30,
+    # Seconds a mirror may be behind a new head before it is lagging.
+    "monitor_lag_grace": 10,
+    # Unreachable probes in a row before a mirror is down; good ones before it returns.
+    "monitor_down_after": 2,
+    "monitor_up_after": 2,
+    # Fail static: with fewer mirrors up than this, DNS keeps what it lists.
+    "monitor_min_listed": 1,
+    # Projects spot-checked per probe (index page and one file each); 0: stamps only.
+    "monitor_spot_checks": 2,
+    # The daemon's port (pings, /metrics, /status.json) and the status page's.
+    "monitor_port": fleet.MONITOR_PORT,
+    "monitor_status_port": 80,
+    "monitor_status_dir": "/var/www/mirrorfleet-status",
     # "rfc2136": the dns group's BIND primary; "route53": a Route 53 hosted zone.
     "dns_provider": "rfc2136",
     # Ownership marker value: every write is conditional on it.
@@ -43,6 +60,8 @@ def mirror_spec(mirror: Host) -> dict[str, Any]:
         "url": f"http://{name}/",
         "weight": int(mirror.data.get("mirror_weight", 100)),
         "region": mirror.data.get("mirror_region") or "",
+        "tier": fleet.tier_of(mirror),
+        "upstream": fleet.public_name(fleet.upstream_of(mirror)),
     }
 
 
@@ -77,11 +96,22 @@ def dns_settings(config_dir: str) -> dict[str, Any]:
     raise DeployError(f"dns_provider must be rfc2136 or route53, not {provider!r}")
 
 
+def check_ports() -> None:
+    """The status page takes port 80 unless this host already serves a tree there."""
+    serves_tree = bool({"origin", "mirrors"} & set(host.groups))
+    if serves_tree and int(host.data.monitor_status_port) == 80:
+        raise DeployError(
+            f"{host.name} serves a mirror tree on port 80: set monitor_status_port "
+            "to another port for its status page"
+        )
+
+
 @deploy("mirrorfleet monitor", data_defaults=DEFAULTS)
 def apply() -> None:
     secrets = fleet.secrets()
     user, config_dir = host.data.service_user, host.data.config_dir
     settings = dns_settings(config_dir)
+    check_ports()
     install.apply()
     if settings["provider"] == "route53":
         apt.packages(name="Install boto3", packages=["python3-boto3"], no_recommends=True)
@@ -94,25 +124,108 @@ def apply() -> None:
             group=user,
             mode="0600",
         )
-    files.template(
-        name="Configure DNS publishing",
-        src=str(TEMPLATES / "dns.toml.j2"),
-        dest=f"{config_dir}/{DNS_CONFIG}",
-        user="root",
-        group=user,
-        mode="0640",
-        jinja_env_kwargs=dict(dns.JINJA),
-        **settings,
+    changed = [install.INSTALLED[host.name]]
+    changed.append(
+        files.put(
+            name="Install the ping secret (0600)",
+            src=str(secrets.ping_secret),
+            dest=f"{config_dir}/ping.secret",
+            user=user,
+            group=user,
+            mode="0600",
+        )
     )
-    files.template(
-        name="Configure the mirrors to probe",
-        src=str(TEMPLATES / "fleet.toml.j2"),
-        dest=f"{config_dir}/{FLEET_CONFIG}",
-        user="root",
-        group=user,
-        mode="0640",
-        jinja_env_kwargs=dict(dns.JINJA),
-        origin_url=f"http://{fleet.public_name(fleet.origin_host())}/",
-        public_key=secrets.public_key.read_text().strip(),
-        mirrors=[mirror_spec(m) for m in inventory.get_group("mirrors", [])],
+    changed.append(
+        files.template(
+            name="Configure DNS publishing",
+            src=str(TEMPLATES / "dns.toml.j2"),
+            dest=f"{config_dir}/{DNS_CONFIG}",
+            user="root",
+            group=user,
+            mode="0640",
+            jinja_env_kwargs=dict(dns.JINJA),
+            **settings,
+        )
     )
+    changed.append(
+        files.template(
+            name="Configure the mirrors to probe",
+            src=str(TEMPLATES / "fleet.toml.j2"),
+            dest=f"{config_dir}/{FLEET_CONFIG}",
+            user="root",
+            group=user,
+            mode="0640",
+            jinja_env_kwargs=dict(dns.JINJA),
+            origin_url=f"http://{fleet.public_name(fleet.origin_host())}/",
+            public_key=secrets.public_key.read_text().strip(),
+            mirrors=[mirror_spec(m) for m in inventory.get_group("mirrors", [])],
+        )
+    )
+    changed.append(
+        files.template(
+            name="Configure the monitor daemon",
+            src=str(TEMPLATES / "monitor.toml.j2"),
+            dest=f"{config_dir}/monitor.toml",
+            user="root",
+            group=user,
+            mode="0640",
+            port=host.data.monitor_port,
+        )
+    )
+    status_page()
+    unit = files.template(
+        name=f"Install {UNIT}",
+        src=str(TEMPLATES / f"{UNIT}.j2"),
+        dest=f"/etc/systemd/system/{UNIT}",
+        mode="0644",
+        sandbox=fleet.sandbox(host.data.monitor_status_dir),
+    )
+    systemd.daemon_reload(name="Reload systemd units", _if=unit.did_change)
+    systemd.service(name="Run the monitor", service=UNIT, running=True, enabled=True)
+    systemd.service(
+        name="Restart the monitor on new code or config",
+        service=UNIT,
+        restarted=True,
+        _if=any_changed(unit, *changed),
+    )
+
+
+def status_page() -> None:
+    """nginx serving index.html, and the status.json/history.json the daemon writes."""
+    status_dir = host.data.monitor_status_dir
+    apt.packages(name="Install nginx", packages=["nginx"], no_recommends=True)
+    files.directory(
+        name="Create the status directory",
+        path=status_dir,
+        user=host.data.service_user,
+        group=host.data.service_user,
+        mode="0755",
+    )
+    files.put(
+        name="Install the status page",
+        src=str(STATUS_PAGE),
+        dest=f"{status_dir}/index.html",
+        user="root",
+        group="root",
+        mode="0644",
+    )
+    site = files.template(
+        name="Configure the status site",
+        src=str(TEMPLATES / "status-site.conf.j2"),
+        dest="/etc/nginx/sites-available/mirrorfleet-status.conf",
+        mode="0644",
+    )
+    enabled = files.link(
+        name="Enable the status site",
+        path="/etc/nginx/sites-enabled/mirrorfleet-status.conf",
+        target="/etc/nginx/sites-available/mirrorfleet-status.conf",
+    )
+    default = files.link(
+        name="Disable nginx's default site",
+        path="/etc/nginx/sites-enabled/default",
+        present=False,
+    )
+    nginx_changed = any_changed(site, enabled, default)
+    server.shell(name="Check the nginx configuration", commands=["nginx -t -q"], _if=nginx_changed)
+    systemd.service(name="Run nginx", service="nginx.service", running=True, enabled=True)
+    systemd.service(name="Reload nginx", service="nginx.service", reloaded=True, _if=nginx_changed)

@@ -1,4 +1,5 @@
-"""The origin: holds the canonical tree, signs each serial, pings the first tier."""
+"""The origin: holds the canonical tree, signs each serial, pings the first tier and
+the monitor."""
 
 from __future__ import annotations
 
@@ -40,5 +41,5 @@ def apply() -> None:
         group=user,
         mode="0640",
         origin_name=fleet.public_name(host),
-        pings=[fleet.ping_url(m) for m in fleet.downstream_of(host)],
+        pings=[fleet.ping_url(m) for m in fleet.downstream_of(host)] + fleet.monitor_ping_urls(),
     )

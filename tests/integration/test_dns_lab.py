@@ -1,12 +1,18 @@
-"""DNS on real hosts: the dns role's BIND primary and secondary, the monitor's
-probe-and-publish cycle, and the servers refusing every writer but the monitor.
+"""DNS and the monitor on real hosts: the dns role's BIND primary and secondary, the
+monitor daemon demoting, withdrawing and holding mirrors as real faults hit them,
+its status page in headless Chromium, and the servers refusing every writer but the
+monitor.
 
-Steps run in file order on one lab of 6 hosts.
+Steps run in file order on one lab of 6 hosts; each step leaves the fleet healthy.
 """
 
 from __future__ import annotations
 
 import json
+import re
+import time
+import urllib.request
+from html.parser import HTMLParser
 from pathlib import Path
 
 import dns.exception
@@ -20,8 +26,11 @@ import dns.tsigkeyring
 import dns.update
 import dns.zone
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from mirrorfleet.headless import render_dom
 from mirrorfleet.keys import MONITOR_TSIG, TRANSFER_TSIG, SecretsDir
+from mirrorfleet.stamp import Stamp
 
 pytestmark = pytest.mark.lab
 
@@ -29,18 +38,10 @@ LAB, SUBNET = "dn", "10.237.0.0/24"
 ZONE = "mirrors.lab.test."
 SRV_NAME = f"_pkgmirror._tcp.{ZONE}"
 AS_SERVICE = ("runuser", "-u", "mirrorfleet", "--", "mirrorfleet")
-APPLY = (
-    *AS_SERVICE,
-    "dns",
-    "apply",
-    "--config",
-    "/etc/mirrorfleet/dns.toml",
-    "--fleet",
-    "/etc/mirrorfleet/fleet.toml",
-    "--json",
-)
-SYNC_TIMEOUT = 15.0
+INTERVAL = 5.0  # monitor_interval in dns_topology.toml
+SETTLE = 30.0  # a change reaching DNS (sync, two good probes, update)
 SECONDARY_TIMEOUT = 5.0
+AGENT_UNITS = ("mirrorfleet-agent.service", "mirrorfleet-sync.timer")
 
 
 @pytest.fixture(scope="module")
@@ -70,11 +71,6 @@ def soa_serial(lab, server: str) -> int:
     return int(answer(lab, server, ZONE, "SOA")[0].split()[2])
 
 
-def mirror_serial(lab, host: str) -> int:
-    stamp = json.loads(lab.check(host, "cat", "/srv/mirror/.mirror/stamp.json"))
-    return int(stamp["signed"]["serial"])
-
-
 def test_primary_and_secondary_serve_the_signed_zone(lab) -> None:
     assert soa_serial(lab, "dns1") == soa_serial(lab, "dns2")
     for server in ("dns1", "dns2"):
@@ -83,36 +79,207 @@ def test_primary_and_secondary_serve_the_signed_zone(lab) -> None:
     assert "mirrors.lab.test" in conf
 
 
-def test_publish_dns_lists_every_mirror_on_both_servers(lab) -> None:
+def head_serial(lab, server: str = "dns1") -> int | None:
+    values = answer(lab, server, f"_head._pkgmirror.{ZONE}", "TXT")
+    match = re.search(r'"serial=(\d+)"', " ".join(values))
+    return int(match.group(1)) if match else None
+
+
+def srv(lab, server: str = "dns1") -> dict[str, int]:
+    """SRV target -> priority."""
+    return {
+        v.split()[3].rstrip("."): int(v.split()[0]) for v in answer(lab, server, SRV_NAME, "SRV")
+    }
+
+
+def meta(lab, label: str, server: str = "dns1") -> str:
+    return " ".join(answer(lab, server, f"{label}._meta._pkgmirror.{ZONE}", "TXT"))
+
+
+def status(lab) -> dict:
+    with urllib.request.urlopen(f"http://{lab.address('monitor')}/status.json", timeout=5) as r:
+        return json.loads(r.read())
+
+
+def states(lab) -> dict[str, str]:
+    return {m["label"]: m["state"] for m in status(lab)["mirrors"]}
+
+
+def page_rows(lab) -> dict[str, str]:
+    """The status page as Chromium renders it: mirror -> data-state of its row."""
+    rows: dict[str, str] = {}
+
+    class Rows(HTMLParser):
+        def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+            found = dict(attrs)
+            if tag == "tr" and found.get("data-mirror"):
+                rows[str(found["data-mirror"])] = str(found.get("data-state"))
+
+    Rows().feed(render_dom(f"http://{lab.address('monitor')}/"))
+    return rows
+
+
+def publish(lab, *flags: str) -> int:
+    out = lab.check("origin", *AS_SERVICE, "origin", "publish", "--json", *flags)
+    return int(json.loads(out)["serial"])
+
+
+def test_the_monitor_publishes_every_mirror_on_both_servers(lab) -> None:
     lab.check("origin", *AS_SERVICE, "demo-content", "/srv/mirror", "--projects", "5")
-    lab.check("origin", *AS_SERVICE, "origin", "publish")
-    lab.wait_for(lambda: {mirror_serial(lab, m) for m in ("mirror1", "mirror2")} == {1}, 30)
-    lab.pyinfra("deploy/publish_dns.py")
-    expected = ["10 100 80 mirror1.", "10 100 80 mirror2."]
-    assert answer(lab, "dns1", SRV_NAME, "SRV") == expected
-    lab.wait_for(lambda: answer(lab, "dns2", SRV_NAME, "SRV") == expected, SECONDARY_TIMEOUT)
-    head = lab.check("dns2", "dig", "+short", "@127.0.0.1", f"_head._pkgmirror.{ZONE}", "TXT")
-    assert '"serial=1"' in head and '"sig=' in head
+    serial = publish(lab)
+    expected = {"mirror1": 10, "mirror2": 10}
+    lab.wait_for(lambda: srv(lab) == expected and head_serial(lab) == serial, SETTLE)
+    lab.wait_for(lambda: srv(lab, "dns2") == expected, SECONDARY_TIMEOUT)
+    assert f'"serial={serial}"' in meta(lab, "mirror1", "dns2")
+    assert '"st=fresh"' in meta(lab, "mirror2", "dns2")
 
 
-def test_a_second_cycle_sends_nothing(lab) -> None:
-    result = json.loads(lab.check("monitor", *APPLY))
-    assert result["messages"] == 0, result
+def test_an_idle_fleet_sends_no_updates(lab) -> None:
+    before = soa_serial(lab, "dns1")
+    time.sleep(3 * INTERVAL)
+    assert soa_serial(lab, "dns1") == before
 
 
-def test_a_mirror_that_falls_behind_is_demoted_on_both_servers(lab) -> None:
-    lab.check("mirror2", "systemctl", "stop", "mirrorfleet-agent.service")
+def test_the_status_page_shows_every_mirror(lab) -> None:
+    assert page_rows(lab) == {"mirror1": "fresh", "mirror2": "fresh"}
+    data = status(lab)
+    assert data["head"]["serial"] == head_serial(lab)
+    assert {m["tier"] for m in data["mirrors"]} == {1}
+
+
+@pytest.mark.parametrize(
+    ("host", "port", "metric"),
+    [
+        ("monitor", 8874, 'mirrorfleet_monitor_mirror_lag_serials{mirror="mirror1"} 0.0'),
+        ("monitor", 8874, "mirrorfleet_monitor_head_serial"),
+        ("mirror1", 8873, "mirrorfleet_agent_serial"),
+    ],
+)
+def test_metrics_answer_over_http(lab, host: str, port: int, metric: str) -> None:
+    with urllib.request.urlopen(f"http://{lab.address(host)}:{port}/metrics", timeout=5) as r:
+        assert metric in r.read().decode()
+
+
+def test_a_mirror_whose_agent_stops_lags_within_two_intervals(lab) -> None:
+    lab.check("mirror2", "systemctl", "stop", *AGENT_UNITS)
     try:
-        lab.check("origin", *AS_SERVICE, "origin", "publish", "--force")
-        lab.wait_for(lambda: mirror_serial(lab, "mirror1") == 2, SYNC_TIMEOUT)
-        result = json.loads(lab.check("monitor", *APPLY))
-        assert result["messages"] == 1
-        expected = ["10 100 80 mirror1.", "20 100 80 mirror2."]
-        lab.wait_for(lambda: answer(lab, "dns2", SRV_NAME, "SRV") == expected, SECONDARY_TIMEOUT)
-        meta = answer(lab, "dns2", f"mirror2._meta._pkgmirror.{ZONE}", "TXT")[0]
-        assert '"st=lagging"' in meta and '"serial=1"' in meta
+        serial = publish(lab, "--force")
+        took = lab.wait_for(
+            lambda: (
+                srv(lab) == {"mirror1": 10, "mirror2": 20}
+                and '"st=lagging"' in meta(lab, "mirror2")
+            ),
+            2 * INTERVAL,
+        )
+        print(f"mirror2 lagging in DNS {took:.1f}s after publish")
+        assert f'"serial={serial}"' in meta(lab, "mirror1")
+        assert page_rows(lab)["mirror2"] == "lagging"
     finally:
-        lab.check("mirror2", "systemctl", "start", "mirrorfleet-agent.service")
+        lab.check("mirror2", "systemctl", "start", *AGENT_UNITS)
+    lab.wait_for(lambda: srv(lab) == {"mirror1": 10, "mirror2": 10}, SETTLE)
+
+
+def test_a_mirror_whose_nginx_stops_is_withdrawn(lab) -> None:
+    lab.check("mirror2", "systemctl", "stop", "nginx.service")
+    try:
+        lab.wait_for(lambda: srv(lab) == {"mirror1": 10}, 3 * INTERVAL)
+        assert '"st=down"' in meta(lab, "mirror2")
+    finally:
+        lab.check("mirror2", "systemctl", "start", "nginx.service")
+    lab.wait_for(lambda: srv(lab) == {"mirror1": 10, "mirror2": 10}, SETTLE)
+
+
+def test_every_mirror_stopped_keeps_the_last_set(lab) -> None:
+    before = srv(lab)
+    for mirror in ("mirror1", "mirror2"):
+        lab.check(mirror, "systemctl", "stop", "nginx.service")
+    try:
+        lab.wait_for(lambda: set(states(lab).values()) == {"down"}, 3 * INTERVAL)
+        time.sleep(INTERVAL)
+        assert srv(lab) == before
+        assert {m["published"] for m in status(lab)["mirrors"]} == {"held"}
+        assert page_rows(lab) == {"mirror1": "down", "mirror2": "down"}
+    finally:
+        for mirror in ("mirror1", "mirror2"):
+            lab.check(mirror, "systemctl", "start", "nginx.service")
+    lab.wait_for(lambda: set(states(lab).values()) == {"fresh"}, SETTLE)
+
+
+def never_fresh_after(lab, label: str, since: float) -> None:
+    """Once the monitor has probed `label` after `since`, it stays down for two rounds."""
+
+    def probed_down() -> bool:
+        mirror = next(m for m in status(lab)["mirrors"] if m["label"] == label)
+        return (mirror["last_probe"] or 0) > since and mirror["state"] == "down"
+
+    lab.wait_for(probed_down, 2 * INTERVAL)
+    deadline = time.monotonic() + 2 * INTERVAL
+    while time.monotonic() < deadline:
+        assert states(lab)[label] == "down"
+        assert label not in srv(lab)
+        time.sleep(0.5)
+
+
+def test_a_forged_stamp_is_never_fresh(lab) -> None:
+    lab.check("mirror1", "systemctl", "stop", *AGENT_UNITS)
+    try:
+        forged = Stamp.new(head_serial(lab) or 1, "origin").sign(Ed25519PrivateKey.generate())
+        since = time.time()
+        lab.check(
+            "mirror1",
+            "sh",
+            "-c",
+            "cat > /srv/mirror/.mirror/stamp.json",
+            input_text=forged.decode(),
+        )
+        never_fresh_after(lab, "mirror1", since)
+    finally:
+        lab.check("mirror1", "systemctl", "start", *AGENT_UNITS)
+    lab.wait_for(lambda: srv(lab) == {"mirror1": 10, "mirror2": 10}, SETTLE)
+
+
+def test_a_tree_with_missing_files_is_never_fresh(lab) -> None:
+    lab.check("mirror1", "systemctl", "stop", *AGENT_UNITS)
+    try:
+        since = time.time()
+        lab.check("mirror1", "sh", "-c", "rm -rf /srv/mirror/packages/*")
+        never_fresh_after(lab, "mirror1", since)
+    finally:
+        lab.check("mirror1", "systemctl", "start", *AGENT_UNITS)
+    publish(lab, "--force")  # the next sync brings every file back
+    lab.wait_for(lambda: srv(lab) == {"mirror1": 10, "mirror2": 10}, SETTLE)
+
+
+def test_restarting_the_monitor_loses_nothing(lab) -> None:
+    lab.check("mirror2", "systemctl", "stop", "nginx.service")
+    try:
+        lab.wait_for(lambda: srv(lab) == {"mirror1": 10}, 3 * INTERVAL)
+        samples = len(history(lab))
+        before = published(lab)
+        lab.check("monitor", "systemctl", "restart", "mirrorfleet-monitor.service")
+        lab.wait_for(lambda: status(lab)["generated"] > time.time() - 1, SETTLE)
+        time.sleep(2 * INTERVAL)
+        assert published(lab) == before, "the restart changed what DNS says"
+        assert states(lab) == {"mirror1": "fresh", "mirror2": "down"}
+        assert len(history(lab)) >= samples
+    finally:
+        lab.check("mirror2", "systemctl", "start", "nginx.service")
+    lab.wait_for(lambda: srv(lab) == {"mirror1": 10, "mirror2": 10}, SETTLE)
+
+
+def published(lab) -> list[str]:
+    """Everything the monitor publishes but the check times, which move on their own."""
+    names = [SRV_NAME, f"_head._pkgmirror.{ZONE}"]
+    names += [f"{m}._meta._pkgmirror.{ZONE}" for m in ("mirror1", "mirror2")]
+    values = [
+        v for name in names for v in answer(lab, "dns1", name, "SRV" if name == SRV_NAME else "TXT")
+    ]
+    return [re.sub(r'"chk=\d+" ', "", v) for v in values]
+
+
+def history(lab) -> list:
+    with urllib.request.urlopen(f"http://{lab.address('monitor')}/history.json", timeout=5) as r:
+        return json.loads(r.read())["samples"]
 
 
 @pytest.mark.parametrize("host", ["origin", "mirror1", "mirror2", "dns2"])
