@@ -24,8 +24,20 @@ Host data keys (per host, or for every host in group_data/all.py):
 - mirror_region (str): a mirror's region label; each region gets its own SRV name.
 - secrets_dir (str): control-node folder made by `mirrorfleet keys init --dir DIR`
   ("secrets", set in group_data/all.py). The origin gets the signing key, the
-  mirrors the ping secret, the dns hosts their TSIG keys, the monitor its own TSIG
-  key; nothing else leaves it.
+  mirrors and the monitor the ping secret, the dns hosts their TSIG keys, the
+  monitor its own TSIG key; nothing else leaves it.
+- monitor_interval (int): seconds between the monitor's full probes (30);
+  notifications from the origin and agents trigger probes in between.
+- monitor_lag_grace (int): seconds a mirror may be behind a new head before it is
+  lagging (10).
+- monitor_down_after / monitor_up_after (int): unreachable probes in a row before
+  a mirror is down, good ones before it returns (2 / 2).
+- monitor_min_listed (int): fail static below this many mirrors up: DNS keeps the
+  last published set (1).
+- monitor_spot_checks (int): projects checked per probe against the signed
+  manifest, index page and one file each (2; 0 for stamps only).
+- monitor_port (int): the monitor daemon's port for pings and /metrics (8874).
+- monitor_status_port (int): the status page's nginx port (80).
 - tree (str): where the tree lives on origin and mirrors ("/srv/mirror").
 - preset ("pypi" | "debian"): which top-level paths are content, synced first.
 - mirror_upstream (str): on a mirror, another mirror's inventory name to sync from
