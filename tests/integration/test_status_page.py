@@ -66,43 +66,63 @@ def mirror(label: str, state: str, published: str | None = None, **fields) -> di
     return {**entry, **fields}
 
 
-MIRRORS = [
-    mirror("mirror1", "fresh"),
-    mirror("mirror2", "lagging", serial=2, lag_serials=1, lag_seconds=310, tier=2),
-    mirror("mirror3", "down", "held", serial=None, lag_serials=None, error="timed out"),
-    mirror(
-        "mirror4",
-        "down",
-        serial=None,
-        lag_serials=None,
-        lag_seconds=None,
-        last_sync=None,
-        probe_seconds=None,
-        error="connection refused",
-    ),
-    mirror(HOSTILE, "fresh", region=HOSTILE, upstream=HOSTILE, error=HOSTILE_ERROR),
-]
-STATUS = {
-    "generated": NOW,
-    "zone": "mirrors.lab.test",
-    "interval": 30,
-    "head": {"serial": 3, "ts": NOW - 10, "origin": "origin", "checked": NOW, "error": None},
-    "dns": {"published": NOW, "result": "1 message", "error": None},
-    "mirrors": MIRRORS,
-}
-HISTORY = {
-    "step": 300,
-    "samples": [
-        # mirror4 is absent from the oldest sample, as a newly added mirror would be
-        {
-            "t": NOW - 600,
-            "head": 2,
-            "mirrors": {m["label"]: ["fresh", 0, 0] for m in MIRRORS if m["label"] != "mirror4"},
-        },
-        {"t": NOW - 300, "head": 3, "mirrors": {m["label"]: ["lagging", 1, 10] for m in MIRRORS}},
-        {"t": NOW, "head": 3, "mirrors": {m["label"]: ["fresh", 0, 0] for m in MIRRORS}},
-    ],
-}
+def _fixtures(now: int) -> None:
+    """(Re)build the fixtures around `now`: relative times ("12 s ago") and the page's
+    staleness check read the real clock, so the fixtures must be fresh when rendered,
+    not when pytest imported this module."""
+    global NOW, MIRRORS, STATUS, HISTORY
+    NOW = now
+    MIRRORS = [
+        mirror("mirror1", "fresh"),
+        mirror("mirror2", "lagging", serial=2, lag_serials=1, lag_seconds=310, tier=2),
+        mirror("mirror3", "down", "held", serial=None, lag_serials=None, error="timed out"),
+        mirror(
+            "mirror4",
+            "down",
+            serial=None,
+            lag_serials=None,
+            lag_seconds=None,
+            last_sync=None,
+            probe_seconds=None,
+            error="connection refused",
+        ),
+        mirror(HOSTILE, "fresh", region=HOSTILE, upstream=HOSTILE, error=HOSTILE_ERROR),
+    ]
+    STATUS = {
+        "generated": NOW,
+        "zone": "mirrors.lab.test",
+        "interval": 30,
+        "head": {"serial": 3, "ts": NOW - 10, "origin": "origin", "checked": NOW, "error": None},
+        "dns": {"published": NOW, "result": "1 message", "error": None},
+        "mirrors": MIRRORS,
+    }
+    HISTORY = {
+        "step": 300,
+        "samples": [
+            # mirror4 is absent from the oldest sample, as a newly added mirror would be
+            {
+                "t": NOW - 600,
+                "head": 2,
+                "mirrors": {
+                    m["label"]: ["fresh", 0, 0] for m in MIRRORS if m["label"] != "mirror4"
+                },
+            },
+            {
+                "t": NOW - 300,
+                "head": 3,
+                "mirrors": {m["label"]: ["lagging", 1, 10] for m in MIRRORS},
+            },
+            {"t": NOW, "head": 3, "mirrors": {m["label"]: ["fresh", 0, 0] for m in MIRRORS}},
+        ],
+    }
+
+
+_fixtures(int(time.time()))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _fresh_fixtures() -> None:
+    _fixtures(int(time.time()))
 
 
 # --- a minimal DOM from Chromium's serialisation -------------------------------------
