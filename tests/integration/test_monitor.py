@@ -10,6 +10,8 @@ from __future__ import annotations
 import functools
 import json
 import shutil
+import subprocess
+import sys
 import threading
 import time
 import urllib.request
@@ -32,6 +34,7 @@ from mirrorfleet.ping import send_ping
 from mirrorfleet.probe import FleetConfig, MirrorSpec
 from mirrorfleet.stamp import STAMP_PATH, Stamp
 
+MIRRORFLEET = str(Path(sys.executable).with_name("mirrorfleet"))
 ZONE = "mirrors.test."
 SRV = f"_pkgmirror._tcp.{ZONE}"
 MIRRORS = ("m1", "m2", "m3")
@@ -277,6 +280,12 @@ def test_notifications_are_authenticated_and_trigger_a_probe(world) -> None:
         state = 'mirrorfleet_monitor_mirror_state{mirror="m1",mirrorfleet_monitor_mirror_state'
         assert f'{state}="fresh"}} 1.0' in metrics
         assert 'mirrorfleet_monitor_pings_total{verdict="rejected"} 1.0' in metrics
+        shown = cli("monitor", "status", "--url", f"http://{monitor.config.listen}/status.json")
+        assert shown.returncode == 0 and "m1" in shown.stdout and "fresh" in shown.stdout
+        as_json = cli(
+            "monitor", "status", "--json", "--url", f"http://{monitor.config.listen}/status.json"
+        )
+        assert [m["label"] for m in json.loads(as_json.stdout)["mirrors"]] == list(MIRRORS)
     finally:
         monitor.stop()
         loop.join(10)
@@ -284,6 +293,16 @@ def test_notifications_are_authenticated_and_trigger_a_probe(world) -> None:
         server.server_close()
     for label in ("m2", "m3"):
         fleet.sync(label)
+
+
+def cli(*argv: str) -> subprocess.CompletedProcess:
+    return subprocess.run([MIRRORFLEET, *argv], capture_output=True, text=True, timeout=60)
+
+
+def test_monitor_status_without_a_monitor_is_one_clear_line() -> None:
+    proc = cli("monitor", "status", "--url", f"http://127.0.0.1:{free_port()}/status.json")
+    assert proc.returncode == 1
+    assert "no monitor status at" in proc.stderr and "Traceback" not in proc.stderr
 
 
 def wait_for(predicate, timeout: float) -> None:

@@ -106,3 +106,40 @@ def test_bad_dns_config(tmp_path: Path, extra: str, message: str) -> None:
     )
     with pytest.raises(MirrorfleetError, match=message):
         load_dns_config(path)
+
+
+GOOD_MONITOR = (
+    'fleet = "/etc/mirrorfleet/fleet.toml"\nping_secret = "/etc/mirrorfleet/ping.secret"\n'
+)
+
+
+def test_good_monitor_config_and_defaults(tmp_path: Path) -> None:
+    from mirrorfleet.config import load_monitor_config
+
+    path = tmp_path / "monitor.toml"
+    path.write_text(GOOD_MONITOR)
+    config = load_monitor_config(path)
+    assert (config.interval, config.down_after, config.min_listed) == (30, 2, 1)
+    assert config.listen_address == ("0.0.0.0", 8874)
+    assert config.dns == Path()  # unset: probe and report only
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ("interval = 0\n", "interval must be 1-3600"),
+        ("down_after = 0\n", "down_after must be 1-100"),
+        ("spot_checks = 50\n", "spot_checks must be 0-20"),
+        ("max_parallel = 0\n", "max_parallel must be 1-256"),
+        ('listen = "nowhere"\n', "listen must be HOST:PORT"),
+        ('interval = "30"\n', "interval must be an integer"),
+        ("lag = 3\n", "unknown keys lag"),
+    ],
+)
+def test_bad_monitor_config(tmp_path: Path, extra: str, message: str) -> None:
+    from mirrorfleet.config import load_monitor_config
+
+    path = tmp_path / "monitor.toml"
+    path.write_text(GOOD_MONITOR + extra)
+    with pytest.raises(MirrorfleetError, match=message):
+        load_monitor_config(path)
