@@ -15,10 +15,12 @@ import sys
 import threading
 import time
 import urllib.request
+import uuid
 from collections.abc import Iterator
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import boto3
 import dns.resolver
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -28,6 +30,7 @@ from mirrorfleet.content import pypi
 from mirrorfleet.keys import MONITOR_TSIG, SecretsDir, init_secrets, read_secret
 from mirrorfleet.loopback import free_port
 from mirrorfleet.loopback_dns import LoopbackBind
+from mirrorfleet.loopback_route53 import dummy_aws_env, moto_route53
 from mirrorfleet.monitor.daemon import Monitor, serve
 from mirrorfleet.origin import publish
 from mirrorfleet.ping import send_ping
@@ -311,3 +314,29 @@ def wait_for(predicate, timeout: float) -> None:
         if time.monotonic() > deadline:
             raise AssertionError(f"not true within {timeout}s")
         time.sleep(0.05)
+
+
+def test_the_same_monitor_publishes_to_route53(world, tmp_path: Path) -> None:
+    """The daemon is backend-agnostic: a moto server (real HTTP) in Route 53's place."""
+    fleet, _, root = world
+    with dummy_aws_env(), moto_route53(tmp_path / "moto.log") as url:
+        client = boto3.client("route53", endpoint_url=url, region_name="us-east-1")
+        created = client.create_hosted_zone(Name=ZONE, CallerReference=uuid.uuid4().hex)
+        zone_id = created["HostedZone"]["Id"].split("/")[-1]
+        dns_config = DnsConfig(
+            zone=ZONE, provider="route53", hosted_zone_id=zone_id, endpoint_url=url
+        )
+        config = MonitorConfig(
+            fleet=root / "unused-fleet.toml",
+            ping_secret=fleet.secrets.ping_secret,
+            status_dir=tmp_path / "status",
+            lag_grace=0,
+        )
+        monitor = Monitor(config, fleet.config(), dns_config)
+        monitor.restore()
+        full_round(monitor)
+        sets = client.list_resource_record_sets(HostedZoneId=zone_id)["ResourceRecordSets"]
+        srv_set = next(s for s in sets if s["Type"] == "SRV" and s["Name"] == SRV)
+        targets = sorted(r["Value"].split()[3] for r in srv_set["ResourceRecords"])
+        assert targets == [f"{m}.example.net." for m in MIRRORS]
+        assert monitor.dns_status["error"] is None
