@@ -11,6 +11,7 @@ or a tree that does not match: a mirror's own claim never makes it fresh.
 from __future__ import annotations
 
 import json
+import logging
 import random
 import time
 import tomllib
@@ -36,6 +37,7 @@ from mirrorfleet.spotcheck import (
 )
 from mirrorfleet.stamp import Stamp, StampUnavailable, fetch_stamp
 
+log = logging.getLogger("mirrorfleet.probe")
 MAX_PARALLEL = 32
 SPOT_CHECKS = 2
 MAX_SPOT_FILE = 4 * 1024 * 1024
@@ -128,12 +130,13 @@ def fetch_head(
         raise MirrorfleetError(f"origin: {exc}") from None
     if previous is not None and previous.stamp.serial == stamp.serial:
         return Head(stamp, raw, previous.pool)
-    pool: tuple[Candidate, ...] = ()
+    pool: tuple[Candidate, ...] = previous.pool if previous is not None else ()
     if spot_checks:
         try:
             pool = tuple(fetch_journal(config.origin_url, keys, config.timeout))
         except (Unreachable, SpotCheckFailed, BadSignature) as exc:
-            raise MirrorfleetError(f"origin journal: {exc}") from None
+            # the head still counts; spot checks draw from the last good journal
+            log.warning("origin journal: %s", exc)
     return Head(stamp, raw, pool)
 
 

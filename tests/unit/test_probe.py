@@ -111,3 +111,16 @@ def test_fleet_config_loads(tmp_path: Path) -> None:
     )
     config = load_fleet_config(path)
     assert config.mirrors == (MirrorSpec("m1", "m1.example", "http://m1/", weight=50, region="eu"),)
+
+
+def test_a_bad_journal_does_not_hide_the_head(served) -> None:
+    """Spot checks draw from the journal; the head counts even when it is broken."""
+    from mirrorfleet.manifest import JOURNAL_PATH
+    from mirrorfleet.probe import fetch_head
+
+    base, root = served
+    put_stamp(root, "origin", 7)
+    (root / "origin" / JOURNAL_PATH).write_text('{"signed": {}, "key": "x", "sig": "AA=="}')
+    config = FleetConfig(f"{base}/origin/", (public_key_text(KEY),), (), timeout=2)
+    head = fetch_head(config)
+    assert head.stamp.serial == 7 and head.pool == ()
