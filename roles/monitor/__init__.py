@@ -15,6 +15,7 @@ from pyinfra.operations import apt, files, server, systemd
 from pyinfra.operations.util import any_changed
 
 from mirrorfleet.keys import MONITOR_TSIG
+from mirrorfleet.records import meta_label
 from mirrorfleet_roles import dns, fleet, install
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -55,7 +56,7 @@ def mirror_spec(mirror: Host) -> dict[str, Any]:
     """A mirror as the monitor probes and publishes it."""
     name = fleet.public_name(mirror)
     return {
-        "label": mirror.data.get("mirror_label") or name.split(".", 1)[0],
+        "label": meta_label(name),
         "target": name,
         "url": f"http://{name}/",
         "weight": int(mirror.data.get("mirror_weight", 100)),

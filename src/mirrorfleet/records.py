@@ -159,6 +159,16 @@ def signed_bytes(stamp: Stamp) -> bytes:
     return canonical({"origin": stamp.origin, "serial": stamp.serial, "ts": stamp.ts, "v": stamp.v})
 
 
+def meta_label(target: str) -> str:
+    """The meta record's label for an SRV target: its first label."""
+    return target.rstrip(".").split(".", 1)[0].lower()
+
+
+def meta_name(target: str) -> str:
+    """Where a client finds an SRV target's meta TXT, relative to the zone."""
+    return f"{meta_label(target)}.{META}"
+
+
 def _check_state(mirror: MirrorRecord) -> MirrorRecord:
     if mirror.state not in STATES:
         raise _bad(f"mirror {mirror.label!r} has unknown state {mirror.state!r}")
@@ -177,7 +187,7 @@ def meta_rrset(mirror: MirrorRecord, ttl: int) -> RRset:
             ("url", mirror.url),
         ]
     )
-    return RRset(f"{check_label(mirror.label)}.{META}", "TXT", ttl, (value,))
+    return RRset(f"{check_label(mirror.label)}.{META}", "TXT", ttl, (value,))  # = meta_name
 
 
 def _srv_value(mirror: MirrorRecord) -> str:
@@ -231,6 +241,12 @@ def desired_records(
         raise _bad("two mirrors share one target host")
     sets = [owner_rrset(owner, ttl), head, *srv_rrsets(mirrors, ttl)]
     sets += [meta_rrset(m, ttl) for m in mirrors]
+    for mirror in mirrors:
+        if meta_label(mirror.target) != mirror.label:
+            raise _bad(
+                f"mirror {mirror.label!r}: its label must be the first label of its target "
+                f"{mirror.target!r}, which is how clients find its meta record"
+            )
     for rrset in sets:
         try:
             rrset.to_dnspython(zone)

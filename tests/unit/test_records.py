@@ -99,6 +99,7 @@ def test_regions_get_their_own_names_within_bind_limits() -> None:
         ([mirror(1, url="http://exämple/")], "printable ASCII"),
         ([mirror(1, weight=70000)], "weight 0-65535"),
         ([mirror(1, state="stale")], "unknown state"),
+        ([mirror(1, target="elsewhere.example.net")], "first label of its target"),
     ],
 )
 def test_bad_input_is_refused_before_anything_is_sent(fleet, message: str) -> None:
