@@ -7,17 +7,14 @@ mirrors' trees the way a real fault would and checks what DNS and status.json sa
 
 from __future__ import annotations
 
-import functools
 import json
 import shutil
 import subprocess
 import sys
-import threading
 import time
 import urllib.request
 import uuid
 from collections.abc import Iterator
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import boto3
@@ -25,16 +22,14 @@ import dns.resolver
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from mirrorfleet.config import DnsConfig, MonitorConfig, OriginConfig
-from mirrorfleet.content import pypi
+from mirrorfleet.config import DnsConfig, MonitorConfig
 from mirrorfleet.keys import MONITOR_TSIG, SecretsDir, init_secrets, read_secret
 from mirrorfleet.loopback import free_port
 from mirrorfleet.loopback_dns import LoopbackBind
+from mirrorfleet.loopback_fleet import LoopbackFleet
 from mirrorfleet.loopback_route53 import dummy_aws_env, moto_route53
 from mirrorfleet.monitor.daemon import Monitor, serve
-from mirrorfleet.origin import publish
 from mirrorfleet.ping import send_ping
-from mirrorfleet.probe import FleetConfig, MirrorSpec
 from mirrorfleet.stamp import STAMP_PATH, Stamp
 
 MIRRORFLEET = str(Path(sys.executable).with_name("mirrorfleet"))
@@ -43,63 +38,16 @@ SRV = f"_pkgmirror._tcp.{ZONE}"
 MIRRORS = ("m1", "m2", "m3")
 
 
-class Quiet(SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: object) -> None:
-        pass
-
-
-class Fleet:
-    """An origin tree and three mirror copies under one loopback HTTP server."""
-
-    def __init__(self, root: Path, secrets: SecretsDir) -> None:
-        self.root, self.secrets = root, secrets
-        self.origin = OriginConfig(
-            name="origin",
-            tree=root / "www" / "origin",
-            signing_key=secrets.signing_key,
-            ping_secret=secrets.ping_secret,
-        )
-        pypi.generate(self.origin.tree, 5)
-        publish(self.origin, ping=False)
-        for label in MIRRORS:
-            self.sync(label)
-        self.server = ThreadingHTTPServer(
-            ("127.0.0.1", 0), functools.partial(Quiet, directory=root / "www")
-        )
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        self.base = f"http://127.0.0.1:{self.server.server_address[1]}"
-
-    def tree(self, label: str) -> Path:
-        return self.root / "www" / label
-
-    def sync(self, label: str) -> None:
-        shutil.copytree(self.origin.tree, self.tree(label), dirs_exist_ok=True)
-
-    def release(self, version: str) -> int:
-        pypi.add_release(self.origin.tree, "demo-0000", version)
-        return publish(self.origin, ping=False).serial
-
-    def spec(self, label: str) -> MirrorSpec:
-        return MirrorSpec(label=label, target=f"{label}.example.net", url=f"{self.base}/{label}/")
-
-    def config(self) -> FleetConfig:
-        key = self.secrets.public_key.read_text().strip()
-        return FleetConfig(
-            f"{self.base}/origin/", (key,), tuple(self.spec(m) for m in MIRRORS), timeout=2
-        )
-
-
 @pytest.fixture(scope="module")
-def world(tmp_path_factory) -> Iterator[tuple[Fleet, LoopbackBind, Path]]:
+def world(tmp_path_factory) -> Iterator[tuple[LoopbackFleet, LoopbackBind, Path]]:
     root = tmp_path_factory.mktemp("monitor")
     init_secrets(root / "secrets")
-    fleet = Fleet(root, SecretsDir(root / "secrets"))
+    fleet = LoopbackFleet(root, SecretsDir(root / "secrets"), MIRRORS)
     try:
         with LoopbackBind(root / "bind", ZONE) as bind:
             yield fleet, bind, root
     finally:
-        fleet.server.shutdown()
-        fleet.server.server_close()
+        fleet.close()
 
 
 def make_monitor(world, **overrides) -> Monitor:
