@@ -568,6 +568,16 @@ def _print_hosts(rows: list[dict[str, Any]]) -> None:
     out.print(table)
 
 
+def _add_client_commands() -> None:
+    from mirrorfleet.client.commands import COMMANDS
+
+    for command in COMMANDS:
+        cli.add_command(command)
+
+
+_add_client_commands()
+
+
 def main() -> None:
     try:
         cli(standalone_mode=False)

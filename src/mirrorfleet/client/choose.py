@@ -1,0 +1,120 @@
+"""Which listed mirror to use: fresh enough by DNS, then proven by its own stamp.
+
+DNS says what the monitor saw; the client still fetches the chosen mirror's
+signed stamp, so a mirror can never be used on the strength of a serial it has no
+signed stamp for, and a stamp older than allowed never passes as fresh.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from mirrorfleet.client.discovery import Discovery, Listed
+from mirrorfleet.client.select import rfc2782_order
+from mirrorfleet.errors import MirrorfleetError
+from mirrorfleet.stamp import Stamp, StampUnavailable, fetch_stamp
+
+LAG_RE = re.compile(r"^(\d+)([smhd]?)$")
+UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+class NoFreshMirror(MirrorfleetError):
+    """Every listed mirror is stale, down, or failed its check."""
+
+
+@dataclass(frozen=True)
+class MaxLag:
+    """How far behind the head a mirror may be: None/None means "fresh, as the monitor
+    judged it"; a number of serials; or seconds between the stamps (origin's clock)."""
+
+    serials: int | None = None
+    seconds: int | None = None
+
+    @classmethod
+    def parse(cls, text: str | None) -> MaxLag:
+        if text is None:
+            return cls()
+        match = LAG_RE.match(text.strip())
+        if not match:
+            raise MirrorfleetError(
+                f"--max-lag {text!r}: give serials (e.g. 2) or a time (e.g. 300s, 5m, 1h)"
+            )
+        number, unit = int(match.group(1)), match.group(2)
+        return cls(seconds=number * UNITS[unit]) if unit else cls(serials=number)
+
+    def allows(self, serial: int, ts: int, head: Stamp) -> bool:
+        if self.seconds is not None:
+            return serial >= head.serial or head.ts - ts <= self.seconds
+        return head.serial - serial <= (self.serials or 0)
+
+
+def dns_verdict(mirror: Listed, head: Stamp, max_lag: MaxLag) -> str | None:
+    """Why DNS alone rules this mirror out; None when it is a candidate."""
+    if mirror.problem:
+        return mirror.problem
+    assert mirror.serial is not None and mirror.ts is not None
+    if mirror.state == "down":
+        return "down"
+    if max_lag == MaxLag():
+        return None if mirror.state == "fresh" else f"{mirror.state} at serial {mirror.serial}"
+    if not max_lag.allows(mirror.serial, mirror.ts, head):
+        return f"serial {mirror.serial} is {head.serial - mirror.serial} behind the head"
+    return None
+
+
+def stamp_verdict(stamp: Stamp, mirror: Listed, head: Stamp, max_lag: MaxLag) -> str | None:
+    """Why the mirror's own signed stamp rules it out; None when it passes."""
+    if stamp.serial < (mirror.serial or 0):
+        return f"its stamp says serial {stamp.serial}, DNS says {mirror.serial}"
+    if max_lag == MaxLag():
+        return None  # the monitor's verdict, backed by a stamp at least as new
+    if not max_lag.allows(stamp.serial, stamp.ts, head):
+        return f"its stamp is serial {stamp.serial}, {head.serial - stamp.serial} behind"
+    return None
+
+
+@dataclass(frozen=True)
+class Choice:
+    mirror: Listed
+    stamp: Stamp
+    fallbacks: tuple[Listed, ...]  # the next candidates, in order
+    skipped: tuple[tuple[str, str], ...]  # (target, why)
+
+
+def choose(
+    discovery: Discovery,
+    keys: Sequence[Ed25519PublicKey],
+    max_lag: MaxLag = MaxLag(),
+    rng: random.Random | None = None,
+    timeout: float = 5.0,
+) -> Choice:
+    """RFC 2782 order over the candidates, the first whose stamp proves it fresh."""
+    skipped: list[tuple[str, str]] = []
+    candidates = []
+    for mirror in discovery.mirrors:
+        why = dns_verdict(mirror, discovery.head, max_lag)
+        if why:
+            skipped.append((mirror.target, why))
+        else:
+            candidates.append(mirror)
+    # servers rotate the order of an answer; sorting first makes a seed reproducible
+    candidates.sort(key=lambda m: (m.priority, m.target))
+    ordered = rfc2782_order(candidates, rng or random.Random())
+    for i, mirror in enumerate(ordered):
+        try:
+            stamp = fetch_stamp(str(mirror.url), keys, timeout)[0]
+        except StampUnavailable as exc:
+            skipped.append((mirror.target, str(exc)))
+            continue
+        why = stamp_verdict(stamp, mirror, discovery.head, max_lag)
+        if why:
+            skipped.append((mirror.target, why))
+            continue
+        return Choice(mirror, stamp, tuple(ordered[i + 1 :]), tuple(skipped))
+    reasons = "; ".join(f"{t}: {w}" for t, w in skipped) or "no mirror is listed"
+    raise NoFreshMirror(f"no fresh mirror in {discovery.zone} ({reasons})")

@@ -1,0 +1,247 @@
+"""`mirrorfleet pick | list | check`: what end users run."""
+
+from __future__ import annotations
+
+import ipaddress
+import random
+from collections.abc import Callable
+from dataclasses import asdict
+from typing import Any, TypeVar
+
+import click
+
+from mirrorfleet.errors import MirrorfleetError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def lookup_options(command: F) -> F:
+    """Where to look, and which origin key to trust."""
+    options = [
+        click.option(
+            "--zone", required=True, help="The fleet's DNS zone, e.g. mirrors.example.org."
+        ),
+        click.option(
+            "--key",
+            "keys",
+            multiple=True,
+            envvar="MIRRORFLEET_KEY",
+            help="The origin's Ed25519 public key (base64); repeatable. Env: MIRRORFLEET_KEY.",
+        ),
+        click.option(
+            "--server",
+            "servers",
+            multiple=True,
+            help="Ask this nameserver (IP) instead of the system's; repeatable.",
+        ),
+        click.option("--port", type=click.IntRange(1, 65535), default=53, show_default=True),
+        click.option("--region", help="Only mirrors of this region (its own SRV name)."),
+        click.option(
+            "--timeout",
+            type=click.FloatRange(0.1, 60),
+            default=2.0,
+            show_default=True,
+            help="Seconds per DNS try; HTTP checks get twice that.",
+        ),
+        click.option("--json", "as_json", is_flag=True, help="Machine-readable output."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def _discover(
+    zone: str,
+    keys: tuple[str, ...],
+    servers: tuple[str, ...],
+    port: int,
+    region: str | None,
+    timeout: float,
+):
+    from mirrorfleet.client.discovery import Lookup, discover
+    from mirrorfleet.keys import parse_public_key
+
+    if not keys:
+        raise click.UsageError("give the origin's public key with --key (or MIRRORFLEET_KEY)")
+    for server in servers:
+        try:
+            ipaddress.ip_address(server)
+        except ValueError:
+            raise click.UsageError(f"--server {server!r} is not an IP address") from None
+    try:
+        parsed = [parse_public_key(k) for k in keys]
+    except (MirrorfleetError, ValueError) as exc:
+        raise click.UsageError(f"--key: {exc}") from None
+    lookup = Lookup(zone, parsed, servers, port, region, timeout, lifetime=2.5 * timeout)
+    return discover(lookup), parsed
+
+
+def _warn(warnings) -> None:
+    from mirrorfleet.cli import err
+
+    for warning in warnings:
+        err.print(f"[yellow]warning:[/] {warning}")
+
+
+@click.command()
+@lookup_options
+@click.option("--max-lag", help="Accept mirrors this far behind: serials (2) or time (300s, 5m).")
+@click.option("--seed", type=int, help="Seed the weighted random pick (reproducible).")
+@click.option("--fallback", metavar="URL", help="Print this URL instead of failing.")
+def pick(
+    zone: str,
+    keys: tuple[str, ...],
+    servers: tuple[str, ...],
+    port: int,
+    region: str | None,
+    timeout: float,
+    as_json: bool,
+    max_lag: str | None,
+    seed: int | None,
+    fallback: str | None,
+) -> None:
+    """Print the URL of a fresh mirror, picked by RFC 2782 priority and weight."""
+    from mirrorfleet.cli import emit_json, out
+    from mirrorfleet.client.choose import MaxLag, choose
+
+    lag = MaxLag.parse(max_lag)
+    try:
+        discovery, parsed = _discover(zone, keys, servers, port, region, timeout)
+        _warn(discovery.warnings)
+        choice = choose(discovery, parsed, lag, random.Random(seed), 2 * timeout)
+    except MirrorfleetError as exc:  # no answer, no SRV, a bad head, nothing fresh
+        if fallback is None:
+            raise
+        _warn([f"{exc}; using --fallback"])
+        if as_json:
+            emit_json({"url": fallback, "fallback": True, "why": str(exc)})
+        else:
+            out.print(fallback, soft_wrap=True)
+        return
+    if as_json:
+        emit_json(
+            {
+                "url": choice.mirror.url,
+                "target": choice.mirror.target,
+                "serial": choice.stamp.serial,
+                "head": asdict(discovery.head),
+                "why": f"priority {choice.mirror.priority}, weight {choice.mirror.weight}, "
+                f"stamp serial {choice.stamp.serial} of {discovery.head.serial}",
+                "fallbacks": [m.url for m in choice.fallbacks],
+                "skipped": [{"target": t, "why": w} for t, w in choice.skipped],
+            }
+        )
+    else:
+        out.print(choice.mirror.url, soft_wrap=True)
+
+
+@click.command(name="list")
+@lookup_options
+def list_mirrors(
+    zone: str,
+    keys: tuple[str, ...],
+    servers: tuple[str, ...],
+    port: int,
+    region: str | None,
+    timeout: float,
+    as_json: bool,
+) -> None:
+    """Every listed mirror: state, serial, lag, priority and weight."""
+    from rich.table import Table
+
+    from mirrorfleet.cli import emit_json, out
+
+    discovery, _ = _discover(zone, keys, servers, port, region, timeout)
+    head = discovery.head
+    rows = [
+        {**asdict(m), "lag": None if m.serial is None else head.serial - m.serial}
+        for m in sorted(discovery.mirrors, key=lambda m: (m.priority, -m.weight, m.target))
+    ]
+    if as_json:
+        emit_json({"head": asdict(head), "mirrors": rows, "warnings": list(discovery.warnings)})
+        return
+    _warn(discovery.warnings)
+    out.print(f"head serial {head.serial} from {head.origin}")
+    table = Table(box=None)
+    for column in ("mirror", "state", "serial", "lag", "priority", "weight", "url"):
+        table.add_column(column)
+    colors = {"fresh": "green", "lagging": "yellow"}
+    for row in rows:
+        state = row["state"] or "unusable"
+        table.add_row(
+            row["target"],
+            f"[{colors.get(state, 'red')}]{state}[/]",
+            str(row["serial"] if row["serial"] is not None else "-"),
+            str(row["lag"] if row["lag"] is not None else "-"),
+            str(row["priority"]),
+            str(row["weight"]),
+            row["url"] or (row["problem"] or ""),
+        )
+    out.print(table)
+
+
+@click.command()
+@lookup_options
+@click.option("--mirror", "mirror_url", required=True, help="The mirror's base URL.")
+@click.option("--max-lag", help="Accept this far behind: serials (2) or time (300s, 5m).")
+def check(
+    zone: str,
+    keys: tuple[str, ...],
+    servers: tuple[str, ...],
+    port: int,
+    region: str | None,
+    timeout: float,
+    as_json: bool,
+    mirror_url: str,
+    max_lag: str | None,
+) -> None:
+    """Is this mirror fresh? Exit 0 if so, 1 if not (with the reason)."""
+    from urllib.parse import urlparse
+
+    from mirrorfleet.cli import emit_json, out
+    from mirrorfleet.client.choose import MaxLag, dns_verdict, stamp_verdict
+    from mirrorfleet.stamp import StampUnavailable, fetch_stamp
+
+    lag = MaxLag.parse(max_lag)
+    discovery, parsed = _discover(zone, keys, servers, port, region, timeout)
+    host = (urlparse(mirror_url).hostname or "").lower()
+    wanted = mirror_url.rstrip("/")
+    listed = next(
+        (
+            m
+            for m in discovery.mirrors
+            if m.target == host or (m.url and m.url.rstrip("/") == wanted)
+        ),
+        None,
+    )
+    serial = None
+    if listed is None:
+        why: str | None = f"{host or mirror_url} is not listed in {zone}"
+    else:
+        why = dns_verdict(listed, discovery.head, lag)
+    if why is None and listed is not None:
+        try:
+            stamp = fetch_stamp(mirror_url, parsed, 2 * timeout)[0]
+            serial = stamp.serial
+            why = stamp_verdict(stamp, listed, discovery.head, lag)
+        except StampUnavailable as exc:
+            why = str(exc)
+    if as_json:
+        emit_json(
+            {
+                "mirror": mirror_url,
+                "fresh": why is None,
+                "why": why,
+                "serial": serial,
+                "head": discovery.head.serial,
+            }
+        )
+    elif why is None:
+        out.print(f"fresh: serial {serial} of {discovery.head.serial}")
+    else:
+        out.print(f"not fresh: {why}", soft_wrap=True)
+    if why is not None:
+        raise SystemExit(1)
+
+
+COMMANDS = (pick, list_mirrors, check)

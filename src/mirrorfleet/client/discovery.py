@@ -1,0 +1,195 @@
+"""Two rounds of parallel DNS queries tell a client everything the monitor knows.
+
+Round one asks for the SRV set and the head TXT at once; round two asks for every
+listed mirror's meta TXT at once. Answers come over UDP with a 1,232-byte EDNS
+buffer, and over TCP when truncated (dnspython's resolver retries by itself).
+The head is only believed when its signature verifies with the pinned key; a
+malformed or inconsistent meta record costs only that mirror, with a warning.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from urllib.parse import urlparse
+
+import dns.asyncresolver
+import dns.exception
+import dns.name
+import dns.resolver
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from mirrorfleet.errors import MirrorfleetError
+from mirrorfleet.keys import key_id
+from mirrorfleet.records import (
+    HEAD,
+    SERVICE,
+    STATES,
+    meta_name,
+    parse_txt,
+    signed_bytes,
+    stamp_from_head,
+)
+from mirrorfleet.stamp import Stamp
+
+EDNS_PAYLOAD = 1232
+
+
+class LookupFailed(MirrorfleetError):
+    """DNS could not say which mirrors exist (no SRV, no head, SERVFAIL, timeout)."""
+
+
+@dataclass(frozen=True)
+class Listed:
+    """One SRV target, with what its meta record says (None when it could not be read)."""
+
+    target: str
+    port: int
+    priority: int
+    weight: int
+    state: str | None = None
+    serial: int | None = None
+    ts: int | None = None
+    chk: int | None = None
+    url: str | None = None
+    problem: str | None = None  # why this mirror cannot be used
+
+
+@dataclass(frozen=True)
+class Discovery:
+    zone: str
+    head: Stamp
+    mirrors: tuple[Listed, ...]
+    warnings: tuple[str, ...] = field(default=())
+
+
+@dataclass(frozen=True)
+class Lookup:
+    """Where and how to ask."""
+
+    zone: str
+    keys: Sequence[Ed25519PublicKey]
+    nameservers: Sequence[str] = ()  # empty: the system's resolvers
+    port: int = 53
+    region: str | None = None
+    timeout: float = 2.0  # per try
+    lifetime: float = 5.0  # per name, retries included
+
+    @property
+    def origin(self) -> dns.name.Name:
+        return dns.name.from_text(self.zone)
+
+    def resolver(self) -> dns.asyncresolver.Resolver:
+        resolver = dns.asyncresolver.Resolver(configure=not self.nameservers)
+        if self.nameservers:
+            resolver.nameservers = list(self.nameservers)
+            resolver.port = self.port
+        resolver.use_edns(0, 0, EDNS_PAYLOAD)
+        resolver.timeout, resolver.lifetime = self.timeout, self.lifetime
+        return resolver
+
+
+def discover(lookup: Lookup) -> Discovery:
+    return asyncio.run(discover_async(lookup))
+
+
+async def discover_async(lookup: Lookup) -> Discovery:
+    resolver = lookup.resolver()
+    service = SERVICE if not lookup.region else f"{SERVICE}.{lookup.region}"
+    srv_name = dns.name.from_text(service, lookup.origin)
+    head_name = dns.name.from_text(HEAD, lookup.origin)
+    srv, head = await asyncio.gather(
+        _resolve(resolver, srv_name, "SRV"), _resolve(resolver, head_name, "TXT")
+    )
+    stamp = _verified_head(head, head_name, lookup.keys)
+    warnings: list[str] = []
+    targets: dict[str, tuple[int, int, int]] = {}
+    for rdata in srv:
+        target = rdata.target.to_text(omit_final_dot=True).lower()
+        if rdata.target == dns.name.root:
+            warnings.append(f"{srv_name}: target '.' (no service there): skipped")
+        elif target in targets:
+            warnings.append(f"{srv_name}: {target} listed twice: the first kept")
+        else:
+            targets[target] = (rdata.priority, rdata.weight, rdata.port)
+    metas = await asyncio.gather(
+        *(
+            _resolve(resolver, dns.name.from_text(meta_name(t), lookup.origin), "TXT", soft=True)
+            for t in targets
+        )
+    )
+    mirrors = []
+    for (target, (priority, weight, port)), meta in zip(targets.items(), metas, strict=True):
+        listed = _listed(target, port, priority, weight, meta)
+        if listed.problem:
+            warnings.append(f"{target}: {listed.problem}: skipped")
+        mirrors.append(listed)
+    return Discovery(lookup.zone, stamp, tuple(mirrors), tuple(warnings))
+
+
+async def _resolve(
+    resolver: dns.asyncresolver.Resolver, name: dns.name.Name, rdtype: str, soft: bool = False
+) -> dns.resolver.Answer | str:
+    """The answer; for a `soft` lookup a problem string instead of LookupFailed."""
+    try:
+        return await resolver.resolve(name, rdtype, search=False)
+    except dns.resolver.NXDOMAIN:
+        problem = f"{name} does not exist (NXDOMAIN)"
+    except dns.resolver.NoAnswer:
+        problem = f"{name} has no {rdtype} record"
+    except dns.resolver.NoNameservers as exc:
+        problem = f"no server could answer for {name} (SERVFAIL or refused): {exc.msg}"
+    except dns.resolver.LifetimeTimeout:
+        problem = f"no answer for {name} within the lookup time"
+    except dns.exception.DNSException as exc:
+        problem = f"{name} {rdtype}: {exc}"
+    if soft:
+        return problem
+    raise LookupFailed(problem)
+
+
+def _verified_head(
+    answer: dns.resolver.Answer | str, name: dns.name.Name, keys: Sequence[Ed25519PublicKey]
+) -> Stamp:
+    assert not isinstance(answer, str)  # a hard lookup raises instead
+    if len(answer) != 1:
+        raise LookupFailed(f"{name} has {len(answer)} TXT records, not 1")
+    try:
+        stamp, signature, kid = stamp_from_head(parse_txt(answer[0].strings))
+    except MirrorfleetError as exc:
+        raise LookupFailed(f"{name}: {exc}") from None
+    for key in keys:
+        if key_id(key) == kid:
+            try:
+                key.verify(signature, signed_bytes(stamp))
+            except InvalidSignature:
+                break
+            return stamp
+    raise LookupFailed(f"{name}: the head's signature does not verify with the pinned key")
+
+
+def _listed(
+    target: str, port: int, priority: int, weight: int, meta: dns.resolver.Answer | str
+) -> Listed:
+    base = Listed(target, port, priority, weight)
+    if isinstance(meta, str):
+        return _with_problem(base, meta)
+    if len(meta) != 1:
+        return _with_problem(base, f"{len(meta)} meta records, not 1")
+    try:
+        fields = parse_txt(meta[0].strings)
+        state, url = fields["st"], fields["url"]
+        serial, ts, chk = int(fields["serial"]), int(fields["ts"]), int(fields["chk"])
+    except (MirrorfleetError, KeyError, ValueError) as exc:
+        return _with_problem(base, f"malformed meta record ({exc})")
+    if state not in STATES:
+        return _with_problem(base, f"unknown state {state!r}")
+    if urlparse(url).scheme not in ("http", "https") or not urlparse(url).hostname:
+        return _with_problem(base, f"meta url {url!r} is not an http(s) URL")
+    return Listed(target, port, priority, weight, state, serial, ts, chk, url)
+
+
+def _with_problem(listed: Listed, problem: str) -> Listed:
+    return Listed(listed.target, listed.port, listed.priority, listed.weight, problem=problem)

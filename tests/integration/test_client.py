@@ -1,0 +1,281 @@
+"""The client against real parts on loopback: a BIND primary holding the records the
+monitor wrote for a fleet of served trees, read back with dnspython exactly as
+`mirrorfleet pick | list | check` read them on a user's machine."""
+
+from __future__ import annotations
+
+import json
+import random
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import dns.query
+import dns.tsigkeyring
+import dns.update
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from mirrorfleet.client.choose import MaxLag, NoFreshMirror, choose
+from mirrorfleet.client.discovery import Lookup, LookupFailed, discover
+from mirrorfleet.config import DnsConfig, MonitorConfig
+from mirrorfleet.keys import MONITOR_TSIG, SecretsDir, init_secrets, public_key_text
+from mirrorfleet.loopback import free_port
+from mirrorfleet.loopback_dns import LoopbackBind
+from mirrorfleet.loopback_fleet import LoopbackFleet
+from mirrorfleet.monitor.daemon import Monitor
+from mirrorfleet.stamp import STAMP_PATH, Stamp
+
+MIRRORFLEET = str(Path(sys.executable).with_name("mirrorfleet"))
+ZONE = "mirrors.test."
+MIRRORS = ("m1", "m2", "m3")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _prerequisites() -> None:
+    """Overrides the lab check in conftest.py: loopback BIND needs no lab."""
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory) -> Iterator[tuple[LoopbackFleet, LoopbackBind, Monitor]]:
+    root = tmp_path_factory.mktemp("client")
+    init_secrets(root / "secrets")
+    fleet = LoopbackFleet(root, SecretsDir(root / "secrets"), MIRRORS)
+    try:
+        with LoopbackBind(root / "bind", ZONE) as bind:
+            key_file = root / "tsig.key"
+            key_file.write_text(bind.keys[MONITOR_TSIG])
+            dns_config = DnsConfig(
+                zone=ZONE,
+                server="127.0.0.1",
+                port=bind.primary.port,
+                key_name=MONITOR_TSIG,
+                key_file=key_file,
+            )
+            config = MonitorConfig(
+                fleet=root / "unused.toml",
+                ping_secret=fleet.secrets.ping_secret,
+                status_dir=root / "status",
+                lag_grace=0,
+            )
+            monitor = Monitor(config, fleet.config(), dns_config, backend=bind.target())
+            monitor.round(set(MIRRORS), refresh_head=True)
+            yield fleet, bind, monitor
+    finally:
+        fleet.close()
+
+
+def lookup(world, **changes) -> Lookup:
+    fleet, bind, _ = world
+    settings = {
+        "zone": ZONE,
+        "keys": fleet.config().keys,
+        "nameservers": ["127.0.0.1"],
+        "port": bind.primary.port,
+        "timeout": 1.0,
+        "lifetime": 3.0,
+    }
+    return Lookup(**{**settings, **changes})
+
+
+def key_text(world) -> str:
+    return world[0].secrets.public_key.read_text().strip()
+
+
+def cli(world, *argv: str) -> subprocess.CompletedProcess:
+    _, bind, _ = world
+    common = ["--zone", ZONE, "--server", "127.0.0.1", "--port", str(bind.primary.port)]
+    return subprocess.run(
+        [MIRRORFLEET, *argv, *common, "--key", key_text(world), "--timeout", "1"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_discovery_reads_what_the_monitor_published(world) -> None:
+    found = discover(lookup(world))
+    assert found.head.serial == 1
+    assert {m.target: (m.state, m.serial, m.priority) for m in found.mirrors} == {
+        f"{m}.example.net": ("fresh", 1, 10) for m in MIRRORS
+    }
+    assert found.warnings == ()
+
+
+def test_pick_proves_freshness_with_the_mirrors_stamp(world) -> None:
+    fleet, _, _ = world
+    found = discover(lookup(world))
+    choice = choose(found, fleet.config().keys, rng=random.Random(1))
+    assert choice.stamp.serial == found.head.serial
+    assert choice.mirror.url == f"{fleet.base}/{choice.mirror.target.split('.')[0]}/"
+    assert len(choice.fallbacks) == 2
+
+
+def test_a_lagging_mirror_is_never_picked_by_default(world) -> None:
+    fleet, _, monitor = world
+    serial = fleet.release("2.0")
+    fleet.sync("m1")
+    fleet.sync("m2")
+    monitor.round(set(MIRRORS), refresh_head=True)
+    found = discover(lookup(world))
+    states = {m.target: m.state for m in found.mirrors}
+    assert states["m3.example.net"] == "lagging" and found.head.serial == serial
+    picks = {
+        choose(found, fleet.config().keys, rng=random.Random(seed)).mirror.target
+        for seed in range(30)
+    }
+    assert picks == {"m1.example.net", "m2.example.net"}
+
+
+def test_max_lag_admits_a_mirror_one_serial_behind_after_the_fresh_ones(world) -> None:
+    fleet, _, _ = world
+    found = discover(lookup(world))
+    strict = choose(found, fleet.config().keys, rng=random.Random(0))
+    assert "m3.example.net" not in [m.target for m in strict.fallbacks]
+    relaxed = choose(found, fleet.config().keys, MaxLag(serials=1), random.Random(0))
+    assert [m.target for m in relaxed.fallbacks][-1] == "m3.example.net"  # priority 20 last
+
+
+def test_a_mirror_whose_stamp_is_older_than_dns_says_is_skipped(world) -> None:
+    """DNS may say fresh; the stamp the mirror serves decides."""
+    fleet, _, _ = world
+    found = discover(lookup(world))
+    forged = Stamp.new(found.head.serial, "origin").sign(Ed25519PrivateKey.generate())
+    (fleet.tree("m1") / STAMP_PATH).write_bytes(forged)
+    try:
+        for seed in range(10):
+            choice = choose(found, fleet.config().keys, rng=random.Random(seed))
+            assert choice.mirror.target == "m2.example.net"
+    finally:
+        fleet.sync("m1")
+
+
+def test_no_fresh_mirror_is_one_clear_error(world) -> None:
+    found = discover(lookup(world))
+    with pytest.raises(NoFreshMirror, match="no fresh mirror"):
+        choose(found, [Ed25519PrivateKey.generate().public_key()], rng=random.Random(0))
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"zone": "nothing.test."}, "no server could answer|does not exist|REFUSED"),
+        ({"region": "mars"}, "does not exist"),
+        ({"port": 1}, "no answer|no server could answer"),
+    ],
+    ids=["other-zone", "unknown-region", "dead-server"],
+)
+def test_lookup_failures_are_one_line(world, changes: dict, message: str) -> None:
+    with pytest.raises(LookupFailed, match=message):
+        discover(lookup(world, **changes))
+
+
+def test_a_head_signed_by_another_key_is_refused(world) -> None:
+    other = Ed25519PrivateKey.generate().public_key()
+    with pytest.raises(LookupFailed, match="does not verify"):
+        discover(lookup(world, keys=[other]))
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [
+        ('"txtvers=1" "st=fresh" "serial=x" "ts=1" "chk=1" "url=http://a/"', "malformed"),
+        ('"txtvers=1" "st=gone" "serial=1" "ts=1" "chk=1" "url=http://a/"', "unknown state"),
+        ('"txtvers=1" "st=fresh" "serial=1" "ts=1" "chk=1" "url=ftp://a/"', "not an http"),
+        ('"txtvers=1" "st=fresh" "serial=1" "ts=1" "chk=1" "url=http://\\195/"', "malformed"),
+        ('"junk"', "malformed"),
+    ],
+    ids=["bad-number", "bad-state", "bad-scheme", "non-ascii", "not-key-value"],
+)
+def test_a_bad_meta_record_costs_only_that_mirror(world, value: str, problem: str) -> None:
+    fleet, bind, monitor = world
+    update = dns.update.UpdateMessage(
+        ZONE,
+        keyring=dns.tsigkeyring.from_text({MONITOR_TSIG: bind.keys[MONITOR_TSIG]}),
+        keyname=MONITOR_TSIG,
+    )
+    update.replace("m2._meta._pkgmirror", 60, "TXT", value)
+    assert dns.query.tcp(update, "127.0.0.1", port=bind.primary.port, timeout=5).rcode() == 0
+    try:
+        found = discover(lookup(world))
+        m2 = next(m for m in found.mirrors if m.target == "m2.example.net")
+        assert m2.problem and problem in m2.problem
+        assert any("m2.example.net" in w for w in found.warnings)
+        picks = {
+            choose(found, fleet.config().keys, MaxLag(serials=1), random.Random(s)).mirror.target
+            for s in range(20)
+        }
+        assert "m2.example.net" not in picks
+    finally:
+        monitor.publish()  # the monitor rewrites its record
+    assert not next(
+        m for m in discover(lookup(world)).mirrors if m.target == "m2.example.net"
+    ).problem
+
+
+def test_cli_pick_prints_a_url_and_json_says_why(world) -> None:
+    fleet, _, _ = world
+    plain = cli(world, "pick", "--seed", "3")
+    assert plain.returncode == 0, plain.stderr
+    assert plain.stdout.strip().startswith(fleet.base)
+    data = json.loads(cli(world, "pick", "--seed", "3", "--json").stdout)
+    assert data["url"] == plain.stdout.strip() and data["serial"] == data["head"]["serial"]
+    assert "priority 10" in data["why"]
+
+
+def test_cli_list_shows_every_mirror(world) -> None:
+    data = json.loads(cli(world, "list", "--json").stdout)
+    assert sorted(m["target"] for m in data["mirrors"]) == [f"{m}.example.net" for m in MIRRORS]
+    assert {m["lag"] for m in data["mirrors"]} >= {0, 1}
+
+
+@pytest.mark.parametrize(("label", "fresh"), [("m1", True), ("m3", False)])
+def test_cli_check_exits_by_freshness(world, label: str, fresh: bool) -> None:
+    fleet, _, _ = world
+    url = f"{fleet.base}/{label}/"
+    proc = cli(world, "check", "--mirror", url)
+    assert proc.returncode == (0 if fresh else 1), proc.stdout + proc.stderr
+
+
+def test_cli_without_a_fresh_mirror_fails_or_falls_back(world) -> None:
+    _, bind, _ = world
+    other = public_key_text(Ed25519PrivateKey.generate())
+    where = ["--zone", ZONE, "--server", "127.0.0.1", "--timeout", "0.5"]
+    failed = subprocess.run(
+        [MIRRORFLEET, "pick", *where, "--port", str(bind.primary.port), "--key", other],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert failed.returncode == 1 and "does not verify" in failed.stderr
+    assert "Traceback" not in failed.stderr
+    fallback = "https://fallback.example/simple/"
+    dead = subprocess.run(
+        [
+            MIRRORFLEET,
+            "pick",
+            *where,
+            "--port",
+            str(free_port()),
+            "--key",
+            key_text(world),
+            "--fallback",
+            fallback,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert dead.returncode == 0 and dead.stdout.strip() == fallback, dead.stderr
+    assert "using --fallback" in dead.stderr
+
+
+def test_cli_refuses_a_bad_server_before_asking(world) -> None:
+    proc = subprocess.run(
+        [MIRRORFLEET, "list", "--zone", ZONE, "--server", "ns1", "--key", key_text(world)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2 and "not an IP address" in proc.stderr
