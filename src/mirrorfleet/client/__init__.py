@@ -1,0 +1,1 @@
+"""The client: find a fresh mirror with a few DNS lookups, and check it."""
