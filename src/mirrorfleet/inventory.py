@@ -66,7 +66,8 @@ def validate_groups(groups: Mapping[str, Sequence[HostEntry]]) -> None:
     problems += [
         f"mirrors: {name!r} has mirror_region {data['mirror_region']!r}, not a DNS label"
         for name, data in mirrors
-        if data.get("mirror_region") is not None and not LABEL_RE.match(str(data["mirror_region"]))
+        if data.get("mirror_region") is not None
+        and not LABEL_RE.fullmatch(str(data["mirror_region"]))
     ]
     if problems:
         raise MirrorfleetError("bad inventory: " + "; ".join(problems))

@@ -80,6 +80,7 @@ def publish(
     )
     manifest.apply_update(tree, old, hashes, update, key)
     manifest.append_journal(tree, journal, update, key)
+    manifest.write_changes(tree, update, key)
     stamp = Stamp.new(update.serial, config.name)
     trace = {"name": config.name, "serial": stamp.serial, "ts": stamp.ts, "upstream": None}
     atomic_write(tree / META_DIR / "trace" / config.name, _json(trace), tree)

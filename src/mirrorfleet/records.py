@@ -33,9 +33,10 @@ MAX_RRSET = 100  # BIND 9.18's max-records-per-type
 MAX_TXT_STRING = 255
 MAX_TXT_TOTAL = 400
 UDP_ANSWER = 1232
-LABEL_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
-KEY_RE = re.compile(r"^[a-z]{1,16}$")
-SAFE_VALUE_RE = re.compile(r"^[\x21-\x7e]*$")  # printable ASCII, no space, no quote
+LABEL_RE = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
+KEY_RE = re.compile(r"[a-z]{1,16}")
+# printable ASCII without space, quote or backslash (fullmatch: no trailing newline)
+SAFE_VALUE_RE = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]*")
 SIG_BYTES = 64
 
 
@@ -79,7 +80,7 @@ def _bad(message: str) -> MirrorfleetError:
 
 
 def check_label(label: str, what: str = "label") -> str:
-    if not isinstance(label, str) or not LABEL_RE.match(label):
+    if not isinstance(label, str) or not LABEL_RE.fullmatch(label):
         raise _bad(f"{what} {label!r} is not a DNS label (a-z, 0-9, '-', at most 63)")
     return label
 
@@ -89,7 +90,7 @@ def txt_value(pairs: Sequence[tuple[str, str | int]]) -> str:
     strings = []
     for key, value in pairs:
         text = f"{key}={value}"
-        if not KEY_RE.match(key) or not SAFE_VALUE_RE.match(str(value)):
+        if not KEY_RE.fullmatch(key) or not SAFE_VALUE_RE.fullmatch(str(value)):
             raise _bad(f"TXT string {text[:40]!r} is not printable ASCII key=value")
         if len(text) > MAX_TXT_STRING:
             raise _bad(f"TXT string {key}=... is {len(text)} bytes (at most {MAX_TXT_STRING})")
@@ -111,7 +112,7 @@ def parse_txt(strings: Iterable[bytes]) -> dict[str, str]:
         except UnicodeDecodeError:
             raise _bad("TXT string is not ASCII") from None
         key, sep, value = text.partition("=")
-        if not sep or not KEY_RE.match(key) or not SAFE_VALUE_RE.match(value):
+        if not sep or not KEY_RE.fullmatch(key) or not SAFE_VALUE_RE.fullmatch(value):
             raise _bad(f"TXT string {text[:40]!r} is not key=value")
         if key in fields:
             raise _bad(f"TXT key {key!r} appears twice")

@@ -1,9 +1,9 @@
 """Property tests for the TXT writer (txt_value) and the parser clients run on
 untrusted answers (parse_txt): refuse with MirrorfleetError, never crash, round-trip.
 
-The xfail(strict=True) cases pin bugs in records.py (reported, not fixed here): the
-value pattern [\\x21-\\x7e] lets '"' and '\\' through, and `re.match` with `$` accepts a
-key or value that ends in a newline. Each turns into XPASS, a failure, once fixed.
+These found two bugs, now fixed and pinned by the examples below: the value pattern
+let '"' and '\\' through, and `re.match` with `$` accepted a key or value ending in a
+newline.
 """
 
 from __future__ import annotations
@@ -94,7 +94,6 @@ def test_parse_txt_refuses_with_mirrorfleet_error_only(strings: list[bytes]) -> 
     assert len(fields) == len(strings)
 
 
-@pytest.mark.xfail(strict=True, reason="records.py bug: '\"' and a trailing newline pass")
 @FAST
 @given(st.lists(ascii_pairs, max_size=6).map(lambda strings: [b"txtvers=1", *strings]))
 @example([b"txtvers=1", b"k=v\n"])
@@ -147,17 +146,14 @@ def test_round_trip(pairs: list[tuple[str, str | int]]) -> None:
         pytest.param(
             [b"txtvers=1", b"k=v\n"],
             id="newline after value",
-            marks=pytest.mark.xfail(strict=True, reason="records.py bug: $ matches before \\n"),
         ),
         pytest.param(
             [b"txtvers=1", b"k\n=v"],
             id="newline after key",
-            marks=pytest.mark.xfail(strict=True, reason="records.py bug: $ matches before \\n"),
         ),
         pytest.param(
             [b"txtvers=1", b'k=a"b'],
             id="quote in value",
-            marks=pytest.mark.xfail(strict=True, reason="records.py bug: 0x22 in value range"),
         ),
     ],
 )
@@ -218,12 +214,10 @@ def test_parse_txt_rejects_a_string_without_equals(
         pytest.param(
             ("k", 'a"b'),
             id="quote",
-            marks=pytest.mark.xfail(strict=True, reason="records.py bug: 0x22 in value range"),
         ),
         pytest.param(
             ("k", "v\n"),
             id="trailing newline",
-            marks=pytest.mark.xfail(strict=True, reason="records.py bug: $ matches before \\n"),
         ),
     ],
 )
@@ -259,7 +253,6 @@ def test_txt_value_refuses_strings_over_255_bytes(key: str, extra: int) -> None:
         txt_value([(key, value)])
 
 
-@pytest.mark.xfail(strict=True, reason="records.py bug: '\"', '\\' and '\\n' get through")
 @FAST
 @given(st.lists(st.tuples(KEYS, st.text(st.characters(codec="ascii"), max_size=30)), max_size=6))
 @example([("k", 'a"b')])  # unterminated string

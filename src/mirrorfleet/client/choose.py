@@ -9,12 +9,19 @@ from __future__ import annotations
 
 import random
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from mirrorfleet.client.discovery import Discovery, Listed
+from mirrorfleet.client.projects import (
+    MAX_BEHIND,
+    ChangesUnavailable,
+    changed_since,
+    fetch_changes,
+    wanted,
+)
 from mirrorfleet.client.select import rfc2782_order
 from mirrorfleet.errors import MirrorfleetError
 from mirrorfleet.stamp import Stamp, StampUnavailable, fetch_stamp
@@ -86,18 +93,71 @@ class Choice:
     skipped: tuple[tuple[str, str], ...]  # (target, why)
 
 
+class ProjectView:
+    """What changed after each serial a candidate is at, fetched once per pick."""
+
+    def __init__(
+        self,
+        discovery: Discovery,
+        projects: frozenset[str],
+        keys: Sequence[Ed25519PublicKey],
+        timeout: float,
+    ) -> None:
+        self.discovery, self.projects = discovery, projects
+        self.keys, self.timeout = keys, timeout
+        self.changes: dict[int, frozenset[str]] | None = None
+        self.error: str | None = None
+
+    def verdict(self, serial: int, candidates: Sequence[Listed]) -> str | None:
+        """Why a mirror at `serial` is not current for the projects; None when it is."""
+        head = self.discovery.head.serial
+        if serial >= head:
+            return None
+        if head - serial > MAX_BEHIND:
+            return f"{head - serial} serials behind (per-project checks reach {MAX_BEHIND})"
+        if self.changes is None and self.error is None:
+            self._load(candidates)
+        if self.changes is None:
+            return f"change records unavailable: {self.error}"
+        touched = changed_since(self.changes, serial, head) & self.projects
+        return f"{', '.join(sorted(touched))} changed since serial {serial}" if touched else None
+
+    def _load(self, candidates: Sequence[Listed]) -> None:
+        head = self.discovery.head.serial
+        oldest = max(head - MAX_BEHIND, min((m.serial or 0) for m in candidates))
+        sources = [m for m in candidates if m.serial == head and m.state == "fresh"]
+        for source in sources:
+            try:
+                self.changes = fetch_changes(
+                    str(source.url), range(oldest + 1, head + 1), self.keys, self.timeout
+                )
+                return
+            except ChangesUnavailable as exc:
+                self.error = f"{source.target}: {exc}"
+        self.error = self.error or "no mirror at the head to read them from"
+
+
 def choose(
     discovery: Discovery,
     keys: Sequence[Ed25519PublicKey],
     max_lag: MaxLag = MaxLag(),
     rng: random.Random | None = None,
     timeout: float = 5.0,
+    projects: Iterable[str] = (),
 ) -> Choice:
-    """RFC 2782 order over the candidates, the first whose stamp proves it fresh."""
+    """RFC 2782 order over the candidates, the first whose stamp proves it fresh.
+
+    projects: fresh enough means current for these, even when behind the head.
+    """
     skipped: list[tuple[str, str]] = []
     candidates = []
+    view = ProjectView(discovery, wanted(projects), keys, timeout) if projects else None
+    usable = [m for m in discovery.mirrors if not m.problem and m.state != "down"]
     for mirror in discovery.mirrors:
-        why = dns_verdict(mirror, discovery.head, max_lag)
+        if view is not None and mirror in usable:
+            why = view.verdict(mirror.serial or 0, usable)
+        else:
+            why = dns_verdict(mirror, discovery.head, max_lag)
         if why:
             skipped.append((mirror.target, why))
         else:
@@ -111,7 +171,10 @@ def choose(
         except StampUnavailable as exc:
             skipped.append((mirror.target, str(exc)))
             continue
-        why = stamp_verdict(stamp, mirror, discovery.head, max_lag)
+        if view is not None:
+            why = stamp_verdict(stamp, mirror, discovery.head, MaxLag(serials=MAX_BEHIND))
+        else:
+            why = stamp_verdict(stamp, mirror, discovery.head, max_lag)
         if why:
             skipped.append((mirror.target, why))
             continue

@@ -76,6 +76,10 @@ def _discover(
     return discover(lookup), parsed
 
 
+def _projects(text: str | None) -> list[str]:
+    return [p.strip() for p in (text or "").split(",") if p.strip()]
+
+
 def _warn(warnings) -> None:
     from mirrorfleet.cli import err
 
@@ -86,6 +90,12 @@ def _warn(warnings) -> None:
 @click.command()
 @lookup_options
 @click.option("--max-lag", help="Accept mirrors this far behind: serials (2) or time (300s, 5m).")
+@click.option(
+    "--for",
+    "projects",
+    metavar="PROJECTS",
+    help="Comma-separated projects: a mirror behind the head will do if none of them changed.",
+)
 @click.option("--seed", type=int, help="Seed the weighted random pick (reproducible).")
 @click.option("--fallback", metavar="URL", help="Print this URL instead of failing.")
 def pick(
@@ -97,6 +107,7 @@ def pick(
     timeout: float,
     as_json: bool,
     max_lag: str | None,
+    projects: str | None,
     seed: int | None,
     fallback: str | None,
 ) -> None:
@@ -108,7 +119,9 @@ def pick(
     try:
         discovery, parsed = _discover(zone, keys, servers, port, region, timeout)
         _warn(discovery.warnings)
-        choice = choose(discovery, parsed, lag, random.Random(seed), 2 * timeout)
+        choice = choose(
+            discovery, parsed, lag, random.Random(seed), 2 * timeout, _projects(projects)
+        )
     except MirrorfleetError as exc:  # no answer, no SRV, a bad head, nothing fresh
         if fallback is None:
             raise
@@ -184,6 +197,12 @@ def list_mirrors(
 @lookup_options
 @click.option("--mirror", "mirror_url", required=True, help="The mirror's base URL.")
 @click.option("--max-lag", help="Accept this far behind: serials (2) or time (300s, 5m).")
+@click.option(
+    "--for",
+    "projects",
+    metavar="PROJECTS",
+    help="Comma-separated projects: a mirror behind the head will do if none of them changed.",
+)
 def check(
     zone: str,
     keys: tuple[str, ...],
@@ -194,29 +213,36 @@ def check(
     as_json: bool,
     mirror_url: str,
     max_lag: str | None,
+    projects: str | None,
 ) -> None:
     """Is this mirror fresh? Exit 0 if so, 1 if not (with the reason)."""
     from urllib.parse import urlparse
 
     from mirrorfleet.cli import emit_json, out
-    from mirrorfleet.client.choose import MaxLag, dns_verdict, stamp_verdict
+    from mirrorfleet.client.choose import MaxLag, ProjectView, dns_verdict, stamp_verdict
+    from mirrorfleet.client.projects import MAX_BEHIND, wanted
     from mirrorfleet.stamp import StampUnavailable, fetch_stamp
 
     lag = MaxLag.parse(max_lag)
     discovery, parsed = _discover(zone, keys, servers, port, region, timeout)
     host = (urlparse(mirror_url).hostname or "").lower()
-    wanted = mirror_url.rstrip("/")
+    base = mirror_url.rstrip("/")
     listed = next(
         (
             m
             for m in discovery.mirrors
-            if m.target == host or (m.url and m.url.rstrip("/") == wanted)
+            if m.target == host or (m.url and m.url.rstrip("/") == base)
         ),
         None,
     )
     serial = None
     if listed is None:
         why: str | None = f"{host or mirror_url} is not listed in {zone}"
+    elif projects:
+        usable = [m for m in discovery.mirrors if not m.problem and m.state != "down"]
+        view = ProjectView(discovery, wanted(_projects(projects)), parsed, 2 * timeout)
+        why = listed.problem or view.verdict(listed.serial or 0, usable)
+        lag = MaxLag(serials=MAX_BEHIND)
     else:
         why = dns_verdict(listed, discovery.head, lag)
     if why is None and listed is not None:
