@@ -24,6 +24,7 @@ from mirrorfleet.keys import MONITOR_TSIG, SecretsDir, init_secrets, public_key_
 from mirrorfleet.loopback import free_port
 from mirrorfleet.loopback_dns import LoopbackBind
 from mirrorfleet.loopback_fleet import LoopbackFleet
+from mirrorfleet.manifest import changes_path
 from mirrorfleet.monitor.daemon import Monitor
 from mirrorfleet.stamp import STAMP_PATH, Stamp
 
@@ -135,6 +136,52 @@ def test_max_lag_admits_a_mirror_one_serial_behind_after_the_fresh_ones(world) -
     assert "m3.example.net" not in [m.target for m in strict.fallbacks]
     relaxed = choose(found, fleet.config().keys, MaxLag(serials=1), random.Random(0))
     assert [m.target for m in relaxed.fallbacks][-1] == "m3.example.net"  # priority 20 last
+
+
+def unchanged_project(fleet: LoopbackFleet) -> str:
+    """A project the releases in these tests never touch."""
+    names = sorted(p.name for p in (fleet.origin.tree / "simple").iterdir() if p.is_dir())
+    return next(n for n in names if n != "demo-0000")
+
+
+@pytest.mark.parametrize(("changed", "accepted"), [(False, True), (True, False)])
+def test_per_project_a_mirror_behind_is_fine_unless_the_project_changed(
+    world, changed: bool, accepted: bool
+) -> None:
+    fleet, _, _ = world
+    project = "demo-0000" if changed else unchanged_project(fleet)
+    found = discover(lookup(world))
+    m3 = next(m for m in found.mirrors if m.target == "m3.example.net")
+    assert m3.serial == found.head.serial - 1
+    choice = choose(found, fleet.config().keys, rng=random.Random(0), projects=[project])
+    considered = [choice.mirror.target, *(m.target for m in choice.fallbacks)]
+    assert ("m3.example.net" in considered) == accepted
+    skipped = dict(choice.skipped)
+    if not accepted:
+        assert skipped["m3.example.net"] == "demo-0000 changed since serial 1"
+    proc = cli(world, "check", "--mirror", f"{fleet.base}/m3/", "--for", project)
+    assert proc.returncode == (0 if accepted else 1), proc.stdout + proc.stderr
+
+
+def test_a_forged_change_record_is_refused(world) -> None:
+    """A record for another serial, or signed by another key, never says "unchanged"."""
+    fleet, _, _ = world
+    found = discover(lookup(world))
+    head = found.head.serial
+    record = fleet.tree("m1") / changes_path(head)
+    original = record.read_bytes()
+    sources = ("m1", "m2")
+    try:
+        for label in sources:
+            older = fleet.tree(label) / changes_path(head - 1)
+            (fleet.tree(label) / changes_path(head)).write_bytes(older.read_bytes())
+        choice = choose(
+            found, fleet.config().keys, rng=random.Random(0), projects=[unchanged_project(fleet)]
+        )
+        assert "change records unavailable" in dict(choice.skipped)["m3.example.net"]
+    finally:
+        for label in sources:
+            (fleet.tree(label) / changes_path(head)).write_bytes(original)
 
 
 def test_a_mirror_whose_stamp_is_older_than_dns_says_is_skipped(world) -> None:
