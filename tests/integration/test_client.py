@@ -5,6 +5,7 @@ monitor wrote for a fleet of served trees, read back with dnspython exactly as
 from __future__ import annotations
 
 import json
+import os
 import random
 import subprocess
 import sys
@@ -326,3 +327,28 @@ def test_cli_refuses_a_bad_server_before_asking(world) -> None:
         timeout=60,
     )
     assert proc.returncode == 2 and "not an IP address" in proc.stderr
+
+
+def test_pip_config_points_pip_at_the_pick_and_keeps_other_settings(world, tmp_path) -> None:
+    fleet, bind, _ = world
+    config = tmp_path / "pip.conf"
+    config.write_text("[global]\ntimeout = 30\n")
+    argv = [MIRRORFLEET, "pip-config", "--zone", ZONE, "--server", "127.0.0.1"]
+    argv += ["--port", str(bind.primary.port), "--key", key_text(world), "--seed", "1"]
+    shown = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    assert shown.returncode == 0, shown.stderr
+    assert (
+        f"index-url = {fleet.base}/m" in shown.stdout and "trusted-host = 127.0.0.1" in shown.stdout
+    )
+    written = subprocess.run(
+        [*argv, "--write"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PIP_CONFIG_FILE": str(config)},
+    )
+    assert written.returncode == 0, written.stderr
+    text = config.read_text()
+    assert "timeout = 30" in text and f"index-url = {fleet.base}/m" in text
+    env = subprocess.run([*argv, "--format", "env"], capture_output=True, text=True, timeout=60)
+    assert "export PIP_INDEX_URL=" in env.stdout and "export UV_DEFAULT_INDEX=" in env.stdout

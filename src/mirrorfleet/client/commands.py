@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import ipaddress
+import os
 import random
 from collections.abc import Callable
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import urljoin, urlparse
 
 import click
 
@@ -216,8 +219,6 @@ def check(
     projects: str | None,
 ) -> None:
     """Is this mirror fresh? Exit 0 if so, 1 if not (with the reason)."""
-    from urllib.parse import urlparse
-
     from mirrorfleet.cli import emit_json, out
     from mirrorfleet.client.choose import MaxLag, ProjectView, dns_verdict, stamp_verdict
     from mirrorfleet.client.projects import MAX_BEHIND, wanted
@@ -228,11 +229,7 @@ def check(
     host = (urlparse(mirror_url).hostname or "").lower()
     base = mirror_url.rstrip("/")
     listed = next(
-        (
-            m
-            for m in discovery.mirrors
-            if m.target == host or (m.url and m.url.rstrip("/") == base)
-        ),
+        (m for m in discovery.mirrors if m.target == host or (m.url and m.url.rstrip("/") == base)),
         None,
     )
     serial = None
@@ -270,4 +267,100 @@ def check(
         raise SystemExit(1)
 
 
-COMMANDS = (pick, list_mirrors, check)
+def pip_settings(index: str) -> dict[str, str]:
+    """[global] settings for pip: pip has no fallback index, so the next picks are only
+    listed in a comment (extra-index-url would merge them, not fall back)."""
+    settings = {"index-url": index}
+    host = urlparse(index).hostname
+    if urlparse(index).scheme == "http" and host:
+        settings["trusted-host"] = host
+    return settings
+
+
+def pip_config_file() -> Path:
+    """pip's per-user file: $PIP_CONFIG_FILE, else the XDG location pip reads."""
+    explicit = os.environ.get("PIP_CONFIG_FILE")
+    if explicit:
+        return Path(explicit)
+    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "pip" / "pip.conf"
+
+
+@click.command(name="pip-config")
+@lookup_options
+@click.option("--max-lag", help="Accept mirrors this far behind: serials (2) or time (300s, 5m).")
+@click.option("--for", "projects", metavar="PROJECTS", help="Comma-separated projects you need.")
+@click.option("--seed", type=int, help="Seed the weighted random pick (reproducible).")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["pip.conf", "env", "uv"]),
+    default="pip.conf",
+    show_default=True,
+    help="pip.conf section, shell exports (pip and uv), or uv.toml.",
+)
+@click.option("--write", is_flag=True, help="Set index-url in your pip.conf (other keys kept).")
+def pip_config(
+    zone: str,
+    keys: tuple[str, ...],
+    servers: tuple[str, ...],
+    port: int,
+    region: str | None,
+    timeout: float,
+    as_json: bool,
+    max_lag: str | None,
+    projects: str | None,
+    seed: int | None,
+    fmt: str,
+    write: bool,
+) -> None:
+    """Point pip (or uv) at a fresh mirror's /simple/ index."""
+    import configparser
+
+    from mirrorfleet.cli import emit_json, err, out
+    from mirrorfleet.client.choose import MaxLag, choose
+
+    discovery, parsed = _discover(zone, keys, servers, port, region, timeout)
+    _warn(discovery.warnings)
+    choice = choose(
+        discovery,
+        parsed,
+        MaxLag.parse(max_lag),
+        random.Random(seed),
+        2 * timeout,
+        _projects(projects),
+    )
+    index = urljoin(str(choice.mirror.url), "simple/")
+    fallbacks = [urljoin(str(m.url), "simple/") for m in choice.fallbacks]
+    settings = pip_settings(index)
+    if write:
+        path = pip_config_file()
+        config = configparser.ConfigParser()
+        try:
+            config.read(path)
+        except configparser.Error as exc:
+            raise MirrorfleetError(f"{path} is not a pip config file: {exc}") from None
+        if not config.has_section("global"):
+            config.add_section("global")
+        config["global"].update(settings)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("w") as handle:
+            config.write(handle)
+        err.print(f"wrote index-url = {index} to {path}")
+    if as_json:
+        emit_json({"index_url": index, "fallbacks": fallbacks, "pip": settings})
+        return
+    if fmt == "env":
+        out.print(f"export PIP_INDEX_URL={index}", soft_wrap=True)
+        if "trusted-host" in settings:
+            out.print(f"export PIP_TRUSTED_HOST={settings['trusted-host']}", soft_wrap=True)
+        out.print(f"export UV_DEFAULT_INDEX={index}", soft_wrap=True)
+    elif fmt == "uv":
+        out.print(f'[[index]]\nurl = "{index}"\ndefault = true', soft_wrap=True)
+    else:
+        lines = ["[global]", *(f"{k} = {v}" for k, v in settings.items())]
+        lines += [f"# next picks: {' '.join(fallbacks)}"] if fallbacks else []
+        out.print("\n".join(lines), soft_wrap=True)
+
+
+COMMANDS = (pick, list_mirrors, check, pip_config)
