@@ -134,6 +134,20 @@ def test_the_monitor_publishes_every_mirror_on_both_servers(lab) -> None:
     assert '"st=fresh"' in meta(lab, "mirror2", "dns2")
 
 
+def test_pip_installs_from_the_mirror_that_pick_prints(lab, secrets) -> None:
+    """A client on a lab host: `mirrorfleet pick` against the secondary, then pip."""
+    key = secrets.public_key.read_text().strip()
+    pick = ("mirrorfleet", "pick", "--zone", ZONE, "--server", lab.address("dns2"), "--key", key)
+    url = lab.check("monitor", *pick).strip()
+    assert url in ("http://mirror1/", "http://mirror2/")
+    host = url.split("/")[2]
+    lab.check("monitor", "python3", "-m", "venv", "/tmp/picked")
+    pip = ("/tmp/picked/bin/pip", "install", "--isolated", "--no-cache-dir", "-q")
+    lab.check("monitor", *pip, "--index-url", f"{url}simple/", "--trusted-host", host, "demo-00001")
+    version = lab.check("monitor", "/tmp/picked/bin/python", "-c", "import demo_00001; print(1)")
+    assert version.strip() == "1"
+
+
 def test_an_idle_fleet_sends_no_updates(lab) -> None:
     before = soa_serial(lab, "dns1")
     time.sleep(3 * INTERVAL)
