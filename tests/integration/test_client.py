@@ -12,14 +12,17 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import dns.dnssec
 import dns.query
 import dns.tsigkeyring
 import dns.update
 import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from mirrorfleet.client.choose import MaxLag, NoFreshMirror, choose
 from mirrorfleet.client.discovery import Lookup, LookupFailed, discover
+from mirrorfleet.client.dnssec import TrustAnchor
 from mirrorfleet.config import DnsConfig, MonitorConfig
 from mirrorfleet.keys import MONITOR_TSIG, SecretsDir, init_secrets, public_key_text
 from mirrorfleet.loopback import free_port
@@ -45,7 +48,7 @@ def world(tmp_path_factory) -> Iterator[tuple[LoopbackFleet, LoopbackBind, Monit
     init_secrets(root / "secrets")
     fleet = LoopbackFleet(root, SecretsDir(root / "secrets"), MIRRORS)
     try:
-        with LoopbackBind(root / "bind", ZONE) as bind:
+        with LoopbackBind(root / "bind", ZONE, dnssec=True) as bind:
             key_file = root / "tsig.key"
             key_file.write_text(bind.keys[MONITOR_TSIG])
             dns_config = DnsConfig(
@@ -352,3 +355,28 @@ def test_pip_config_points_pip_at_the_pick_and_keeps_other_settings(world, tmp_p
     assert "timeout = 30" in text and f"index-url = {fleet.base}/m" in text
     env = subprocess.run([*argv, "--format", "env"], capture_output=True, text=True, timeout=60)
     assert "export PIP_INDEX_URL=" in env.stdout and "export UV_DEFAULT_INDEX=" in env.stdout
+
+
+def anchor_file(world) -> Path:
+    """The zone's key-signing key as BIND wrote it: the trust anchor users pin."""
+    _, bind, _ = world
+    return next((bind.primary.workdir / "keys").glob("K*.key"))
+
+
+def test_dnssec_validates_every_answer_with_the_pinned_anchor(world) -> None:
+    found = discover(lookup(world, anchor=TrustAnchor.from_file(anchor_file(world))))
+    assert len(found.mirrors) == len(MIRRORS) and found.warnings == ()
+    proc = cli(world, "list", "--json", "--dnssec", str(anchor_file(world)))
+    assert proc.returncode == 0, proc.stderr
+    assert len(json.loads(proc.stdout)["mirrors"]) == len(MIRRORS)
+
+
+def test_dnssec_with_another_zones_key_fails_the_lookup(world, tmp_path: Path) -> None:
+    other = dns.dnssec.make_dnskey(ec.generate_private_key(ec.SECP256R1()).public_key(), 13)
+    other = other.replace(flags=257)
+    wrong = tmp_path / "anchor.key"
+    wrong.write_text(f"{ZONE} IN DNSKEY {other.to_text()}\n")
+    with pytest.raises(LookupFailed, match="DNSSEC"):
+        discover(lookup(world, anchor=TrustAnchor.from_file(wrong)))
+    proc = cli(world, "pick", "--dnssec", str(wrong))
+    assert proc.returncode == 1 and "DNSSEC" in proc.stderr and "Traceback" not in proc.stderr

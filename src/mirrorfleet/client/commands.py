@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import os
 import random
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urljoin, urlparse
@@ -40,6 +41,14 @@ def lookup_options(command: F) -> F:
         click.option("--port", type=click.IntRange(1, 65535), default=53, show_default=True),
         click.option("--region", help="Only mirrors of this region (its own SRV name)."),
         click.option(
+            "--dnssec",
+            "anchor_file",
+            type=click.Path(exists=True, dir_okay=False),
+            envvar="MIRRORFLEET_TRUST_ANCHOR",
+            help="Validate every answer with DNSSEC, trusting the zone's DS or DNSKEY "
+            "lines in this file. Env: MIRRORFLEET_TRUST_ANCHOR.",
+        ),
+        click.option(
             "--timeout",
             type=click.FloatRange(0.1, 60),
             default=2.0,
@@ -48,34 +57,67 @@ def lookup_options(command: F) -> F:
         ),
         click.option("--json", "as_json", is_flag=True, help="Machine-readable output."),
     ]
+
+    @functools.wraps(command)
+    def with_where(
+        zone: str,
+        keys: tuple[str, ...],
+        servers: tuple[str, ...],
+        port: int,
+        region: str | None,
+        anchor_file: str | None,
+        timeout: float,
+        **rest: Any,
+    ) -> Any:
+        where = Where(zone, keys, servers, port, region, anchor_file, timeout)
+        return command(where, **rest)
+
+    wrapped: Any = with_where
     for option in reversed(options):
-        command = option(command)
-    return command
+        wrapped = option(wrapped)
+    return wrapped
 
 
-def _discover(
-    zone: str,
-    keys: tuple[str, ...],
-    servers: tuple[str, ...],
-    port: int,
-    region: str | None,
-    timeout: float,
-):
+@dataclass(frozen=True)
+class Where:
+    """The lookup options every client command shares."""
+
+    zone: str
+    keys: tuple[str, ...]
+    servers: tuple[str, ...]
+    port: int
+    region: str | None
+    anchor_file: str | None
+    timeout: float
+
+
+def _discover(where: Where):
     from mirrorfleet.client.discovery import Lookup, discover
+    from mirrorfleet.client.dnssec import TrustAnchor
     from mirrorfleet.keys import parse_public_key
 
-    if not keys:
+    if not where.keys:
         raise click.UsageError("give the origin's public key with --key (or MIRRORFLEET_KEY)")
-    for server in servers:
+    for server in where.servers:
         try:
             ipaddress.ip_address(server)
         except ValueError:
             raise click.UsageError(f"--server {server!r} is not an IP address") from None
     try:
-        parsed = [parse_public_key(k) for k in keys]
+        parsed = [parse_public_key(k) for k in where.keys]
     except (MirrorfleetError, ValueError) as exc:
         raise click.UsageError(f"--key: {exc}") from None
-    lookup = Lookup(zone, parsed, servers, port, region, timeout, lifetime=2.5 * timeout)
+    anchor = TrustAnchor.from_file(where.anchor_file) if where.anchor_file else None
+    lookup = Lookup(
+        where.zone,
+        parsed,
+        where.servers,
+        where.port,
+        where.region,
+        where.timeout,
+        lifetime=2.5 * where.timeout,
+        anchor=anchor,
+    )
     return discover(lookup), parsed
 
 
@@ -102,12 +144,7 @@ def _warn(warnings) -> None:
 @click.option("--seed", type=int, help="Seed the weighted random pick (reproducible).")
 @click.option("--fallback", metavar="URL", help="Print this URL instead of failing.")
 def pick(
-    zone: str,
-    keys: tuple[str, ...],
-    servers: tuple[str, ...],
-    port: int,
-    region: str | None,
-    timeout: float,
+    where: Where,
     as_json: bool,
     max_lag: str | None,
     projects: str | None,
@@ -120,10 +157,10 @@ def pick(
 
     lag = MaxLag.parse(max_lag)
     try:
-        discovery, parsed = _discover(zone, keys, servers, port, region, timeout)
+        discovery, parsed = _discover(where)
         _warn(discovery.warnings)
         choice = choose(
-            discovery, parsed, lag, random.Random(seed), 2 * timeout, _projects(projects)
+            discovery, parsed, lag, random.Random(seed), 2 * where.timeout, _projects(projects)
         )
     except MirrorfleetError as exc:  # no answer, no SRV, a bad head, nothing fresh
         if fallback is None:
@@ -154,12 +191,7 @@ def pick(
 @click.command(name="list")
 @lookup_options
 def list_mirrors(
-    zone: str,
-    keys: tuple[str, ...],
-    servers: tuple[str, ...],
-    port: int,
-    region: str | None,
-    timeout: float,
+    where: Where,
     as_json: bool,
 ) -> None:
     """Every listed mirror: state, serial, lag, priority and weight."""
@@ -167,7 +199,7 @@ def list_mirrors(
 
     from mirrorfleet.cli import emit_json, out
 
-    discovery, _ = _discover(zone, keys, servers, port, region, timeout)
+    discovery, _ = _discover(where)
     head = discovery.head
     rows = [
         {**asdict(m), "lag": None if m.serial is None else head.serial - m.serial}
@@ -207,12 +239,7 @@ def list_mirrors(
     help="Comma-separated projects: a mirror behind the head will do if none of them changed.",
 )
 def check(
-    zone: str,
-    keys: tuple[str, ...],
-    servers: tuple[str, ...],
-    port: int,
-    region: str | None,
-    timeout: float,
+    where: Where,
     as_json: bool,
     mirror_url: str,
     max_lag: str | None,
@@ -225,7 +252,7 @@ def check(
     from mirrorfleet.stamp import StampUnavailable, fetch_stamp
 
     lag = MaxLag.parse(max_lag)
-    discovery, parsed = _discover(zone, keys, servers, port, region, timeout)
+    discovery, parsed = _discover(where)
     host = (urlparse(mirror_url).hostname or "").lower()
     base = mirror_url.rstrip("/")
     listed = next(
@@ -234,17 +261,17 @@ def check(
     )
     serial = None
     if listed is None:
-        why: str | None = f"{host or mirror_url} is not listed in {zone}"
+        why: str | None = f"{host or mirror_url} is not listed in {where.zone}"
     elif projects:
         usable = [m for m in discovery.mirrors if not m.problem and m.state != "down"]
-        view = ProjectView(discovery, wanted(_projects(projects)), parsed, 2 * timeout)
+        view = ProjectView(discovery, wanted(_projects(projects)), parsed, 2 * where.timeout)
         why = listed.problem or view.verdict(listed.serial or 0, usable)
         lag = MaxLag(serials=MAX_BEHIND)
     else:
         why = dns_verdict(listed, discovery.head, lag)
     if why is None and listed is not None:
         try:
-            stamp = fetch_stamp(mirror_url, parsed, 2 * timeout)[0]
+            stamp = fetch_stamp(mirror_url, parsed, 2 * where.timeout)[0]
             serial = stamp.serial
             why = stamp_verdict(stamp, listed, discovery.head, lag)
         except StampUnavailable as exc:
@@ -301,12 +328,7 @@ def pip_config_file() -> Path:
 )
 @click.option("--write", is_flag=True, help="Set index-url in your pip.conf (other keys kept).")
 def pip_config(
-    zone: str,
-    keys: tuple[str, ...],
-    servers: tuple[str, ...],
-    port: int,
-    region: str | None,
-    timeout: float,
+    where: Where,
     as_json: bool,
     max_lag: str | None,
     projects: str | None,
@@ -320,14 +342,14 @@ def pip_config(
     from mirrorfleet.cli import emit_json, err, out
     from mirrorfleet.client.choose import MaxLag, choose
 
-    discovery, parsed = _discover(zone, keys, servers, port, region, timeout)
+    discovery, parsed = _discover(where)
     _warn(discovery.warnings)
     choice = choose(
         discovery,
         parsed,
         MaxLag.parse(max_lag),
         random.Random(seed),
-        2 * timeout,
+        2 * where.timeout,
         _projects(projects),
     )
     index = urljoin(str(choice.mirror.url), "simple/")

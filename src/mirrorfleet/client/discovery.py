@@ -5,6 +5,7 @@ listed mirror's meta TXT at once. Answers come over UDP with a 1,232-byte EDNS
 buffer, and over TCP when truncated (dnspython's resolver retries by itself).
 The head is only believed when its signature verifies with the pinned key; a
 malformed or inconsistent meta record costs only that mirror, with a warning.
+With a trust anchor, every answer must also carry a valid DNSSEC signature.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import dns.resolver
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from mirrorfleet.client.dnssec import TrustAnchor, fetch_zone_keys, validate_answer
 from mirrorfleet.errors import MirrorfleetError
 from mirrorfleet.keys import key_id
 from mirrorfleet.records import (
@@ -76,6 +78,7 @@ class Lookup:
     region: str | None = None
     timeout: float = 2.0  # per try
     lifetime: float = 5.0  # per name, retries included
+    anchor: TrustAnchor | None = None  # validate every answer with DNSSEC
 
     @property
     def origin(self) -> dns.name.Name:
@@ -100,9 +103,21 @@ async def discover_async(lookup: Lookup) -> Discovery:
     service = SERVICE if not lookup.region else f"{SERVICE}.{lookup.region}"
     srv_name = dns.name.from_text(service, lookup.origin)
     head_name = dns.name.from_text(HEAD, lookup.origin)
+    zone_keys = None
+    if lookup.anchor is not None:
+        try:
+            zone_keys = await fetch_zone_keys(resolver, lookup.origin, lookup.anchor)
+        except MirrorfleetError as exc:
+            raise LookupFailed(f"DNSSEC: {exc}") from None
     srv, head = await asyncio.gather(
         _resolve(resolver, srv_name, "SRV"), _resolve(resolver, head_name, "TXT")
     )
+    if zone_keys is not None:
+        for answer in (srv, head):
+            try:
+                validate_answer(answer, zone_keys, lookup.origin)  # type: ignore[arg-type]
+            except MirrorfleetError as exc:
+                raise LookupFailed(f"DNSSEC: {exc}") from None
     stamp = _verified_head(head, head_name, lookup.keys)
     warnings: list[str] = []
     targets: dict[str, tuple[int, int, int]] = {}
@@ -122,6 +137,11 @@ async def discover_async(lookup: Lookup) -> Discovery:
     )
     mirrors = []
     for (target, (priority, weight, port)), meta in zip(targets.items(), metas, strict=True):
+        if zone_keys is not None and not isinstance(meta, str):
+            try:
+                validate_answer(meta, zone_keys, lookup.origin)
+            except MirrorfleetError as exc:
+                meta = f"DNSSEC: {exc}"
         listed = _listed(target, port, priority, weight, meta)
         if listed.problem:
             warnings.append(f"{target}: {listed.problem}: skipped")
