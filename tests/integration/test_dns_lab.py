@@ -135,10 +135,13 @@ def test_the_monitor_publishes_every_mirror_on_both_servers(lab) -> None:
 
 
 def test_pip_installs_from_the_mirror_that_pick_prints(lab, secrets) -> None:
-    """A client on a lab host: `mirrorfleet pick` against the secondary, then pip."""
+    """A client on a lab host: `mirrorfleet pick` against the secondary, validating
+    DNSSEC with the zone's key as the trust anchor, then pip."""
     key = secrets.public_key.read_text().strip()
+    anchor = lab.check("dns1", "sh", "-c", "cat /var/lib/bind/keys/K*.key")
+    lab.check("monitor", "sh", "-c", "cat > /tmp/anchor.key", input_text=anchor)
     pick = ("mirrorfleet", "pick", "--zone", ZONE, "--server", lab.address("dns2"), "--key", key)
-    url = lab.check("monitor", *pick).strip()
+    url = lab.check("monitor", *pick, "--dnssec", "/tmp/anchor.key").strip()
     assert url in ("http://mirror1/", "http://mirror2/")
     host = url.split("/")[2]
     lab.check("monitor", "python3", "-m", "venv", "/tmp/picked")
