@@ -9,8 +9,12 @@ from __future__ import annotations
 
 import random
 import re
+import time
+import urllib.request
 from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from urllib.parse import urljoin
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
@@ -24,7 +28,7 @@ from mirrorfleet.client.projects import (
 )
 from mirrorfleet.client.select import rfc2782_order
 from mirrorfleet.errors import MirrorfleetError
-from mirrorfleet.stamp import Stamp, StampUnavailable, fetch_stamp
+from mirrorfleet.stamp import STAMP_PATH, Stamp, StampUnavailable, fetch_stamp
 
 LAG_RE = re.compile(r"^(\d+)([smhd]?)$")
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -144,10 +148,13 @@ def choose(
     rng: random.Random | None = None,
     timeout: float = 5.0,
     projects: Iterable[str] = (),
+    probe: int = 0,
 ) -> Choice:
     """RFC 2782 order over the candidates, the first whose stamp proves it fresh.
 
     projects: fresh enough means current for these, even when behind the head.
+    probe: time a HEAD request to the first `probe` candidates of the best priority
+    and try the fastest first (reflector's rate sort, bounded to a few requests).
     """
     skipped: list[tuple[str, str]] = []
     candidates = []
@@ -165,6 +172,8 @@ def choose(
     # servers rotate the order of an answer; sorting first makes a seed reproducible
     candidates.sort(key=lambda m: (m.priority, m.target))
     ordered = rfc2782_order(candidates, rng or random.Random())
+    if probe > 0 and ordered:
+        ordered = by_latency(ordered, probe, timeout)
     for i, mirror in enumerate(ordered):
         try:
             stamp = fetch_stamp(str(mirror.url), keys, timeout)[0]
@@ -181,3 +190,23 @@ def choose(
         return Choice(mirror, stamp, tuple(ordered[i + 1 :]), tuple(skipped))
     reasons = "; ".join(f"{t}: {w}" for t, w in skipped) or "no mirror is listed"
     raise NoFreshMirror(f"no fresh mirror in {discovery.zone} ({reasons})")
+
+
+def by_latency(ordered: Sequence[Listed], count: int, timeout: float) -> list[Listed]:
+    """The first `count` of the best priority, fastest HEAD first; unreachable ones last."""
+    best = ordered[0].priority
+    head = [m for m in ordered[:count] if m.priority == best]
+
+    def timed(mirror: Listed) -> float:
+        request = urllib.request.Request(urljoin(str(mirror.url), STAMP_PATH), method="HEAD")
+        started = time.monotonic()
+        try:
+            with urllib.request.urlopen(request, timeout=timeout):
+                return time.monotonic() - started
+        except (OSError, ValueError):
+            return float("inf")
+
+    with ThreadPoolExecutor(max_workers=len(head)) as pool:
+        seconds = dict(zip((m.target for m in head), pool.map(timed, head), strict=True))
+    ranked = sorted(head, key=lambda m: seconds[m.target])
+    return [*ranked, *ordered[len(head) :]]

@@ -142,6 +142,12 @@ def _warn(warnings) -> None:
     help="Comma-separated projects: a mirror behind the head will do if none of them changed.",
 )
 @click.option("--seed", type=int, help="Seed the weighted random pick (reproducible).")
+@click.option(
+    "--probe",
+    type=click.IntRange(0, 16),
+    default=0,
+    help="Time a HEAD request to the top N candidates and take the fastest.",
+)
 @click.option("--fallback", metavar="URL", help="Print this URL instead of failing.")
 def pick(
     where: Where,
@@ -149,6 +155,7 @@ def pick(
     max_lag: str | None,
     projects: str | None,
     seed: int | None,
+    probe: int,
     fallback: str | None,
 ) -> None:
     """Print the URL of a fresh mirror, picked by RFC 2782 priority and weight."""
@@ -160,7 +167,13 @@ def pick(
         discovery, parsed = _discover(where)
         _warn(discovery.warnings)
         choice = choose(
-            discovery, parsed, lag, random.Random(seed), 2 * where.timeout, _projects(projects)
+            discovery,
+            parsed,
+            lag,
+            random.Random(seed),
+            2 * where.timeout,
+            _projects(projects),
+            probe,
         )
     except MirrorfleetError as exc:  # no answer, no SRV, a bad head, nothing fresh
         if fallback is None:
