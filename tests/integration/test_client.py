@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from mirrorfleet.client.choose import MaxLag, NoFreshMirror, choose
-from mirrorfleet.client.discovery import Lookup, LookupFailed, discover
+from mirrorfleet.client.discovery import Lookup, LookupFailed, discover, read_more
 from mirrorfleet.client.dnssec import TrustAnchor
 from mirrorfleet.config import DnsConfig, MonitorConfig
 from mirrorfleet.keys import MONITOR_TSIG, SecretsDir, init_secrets, public_key_text
@@ -380,3 +380,28 @@ def test_dnssec_with_another_zones_key_fails_the_lookup(world, tmp_path: Path) -
         discover(lookup(world, anchor=TrustAnchor.from_file(wrong)))
     proc = cli(world, "pick", "--dnssec", str(wrong))
     assert proc.returncode == 1 and "DNSSEC" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_a_pick_reads_more_meta_records_only_when_the_first_ones_fail(world) -> None:
+    fleet, _, _ = world
+    where = lookup(world)
+    rng = random.Random(0)
+    found = discover(where, rng, batch=1)
+    assert len(found.mirrors) == 1 and len(found.pending) == len(MIRRORS) - 1
+    originals = {m: (fleet.tree(m) / STAMP_PATH).read_bytes() for m in ("m1", "m2")}
+    forged = Stamp.new(found.head.serial, "origin").sign(Ed25519PrivateKey.generate())
+    try:
+        for label in originals:
+            (fleet.tree(label) / STAMP_PATH).write_bytes(forged)
+        reads = []
+
+        def more(current):
+            reads.append(len(current.pending))
+            return read_more(where, current, 1)
+
+        choice = choose(found, fleet.config().keys, MaxLag(serials=1), rng, more=more)
+        assert choice.mirror.target == "m3.example.net"
+        assert reads == [2, 1]  # two more reads of one record each
+    finally:
+        for label, raw in originals.items():
+            (fleet.tree(label) / STAMP_PATH).write_bytes(raw)

@@ -11,7 +11,7 @@ import random
 import re
 import time
 import urllib.request
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from urllib.parse import urljoin
@@ -95,6 +95,7 @@ class Choice:
     stamp: Stamp
     fallbacks: tuple[Listed, ...]  # the next candidates, in order
     skipped: tuple[tuple[str, str], ...]  # (target, why)
+    warnings: tuple[str, ...] = ()  # what discovery skipped on the way
 
 
 class ProjectView:
@@ -149,18 +150,53 @@ def choose(
     timeout: float = 5.0,
     projects: Iterable[str] = (),
     probe: int = 0,
+    more: Callable[[Discovery], Discovery] | None = None,
 ) -> Choice:
     """RFC 2782 order over the candidates, the first whose stamp proves it fresh.
 
     projects: fresh enough means current for these, even when behind the head.
     probe: time a HEAD request to the first `probe` candidates of the best priority
     and try the fastest first (reflector's rate sort, bounded to a few requests).
+    more: reads the next pending mirrors when every one read so far fails.
     """
     skipped: list[tuple[str, str]] = []
-    candidates = []
+    seen: set[str] = set()
+    rng = rng or random.Random()
+    while True:
+        fresh = [m for m in discovery.mirrors if m.target not in seen]
+        seen.update(m.target for m in fresh)
+        ordered = _candidates(discovery, fresh, keys, max_lag, rng, timeout, projects, skipped)
+        if probe > 0 and ordered:
+            ordered = by_latency(ordered, probe, timeout)
+        for i, mirror in enumerate(ordered):
+            stamp, why = _stamp_check(mirror, discovery, keys, max_lag, timeout, bool(projects))
+            if stamp is None or why:
+                skipped.append((mirror.target, why or "no stamp"))
+                continue
+            fallbacks = tuple(ordered[i + 1 :])
+            return Choice(mirror, stamp, fallbacks, tuple(skipped), discovery.warnings)
+        if more is None or not discovery.pending:
+            break
+        discovery = more(discovery)
+    reasons = "; ".join(f"{t}: {w}" for t, w in skipped) or "no mirror is listed"
+    raise NoFreshMirror(f"no fresh mirror in {discovery.zone} ({reasons})")
+
+
+def _candidates(
+    discovery: Discovery,
+    mirrors: Sequence[Listed],
+    keys: Sequence[Ed25519PublicKey],
+    max_lag: MaxLag,
+    rng: random.Random,
+    timeout: float,
+    projects: Iterable[str],
+    skipped: list[tuple[str, str]],
+) -> list[Listed]:
+    """The mirrors DNS does not rule out, in pick order."""
     view = ProjectView(discovery, wanted(projects), keys, timeout) if projects else None
     usable = [m for m in discovery.mirrors if not m.problem and m.state != "down"]
-    for mirror in discovery.mirrors:
+    candidates = []
+    for mirror in mirrors:
         if view is not None and mirror in usable:
             why = view.verdict(mirror.serial or 0, usable)
         else:
@@ -169,27 +205,28 @@ def choose(
             skipped.append((mirror.target, why))
         else:
             candidates.append(mirror)
+    if discovery.ordered:
+        return candidates  # discovery drew the RFC 2782 order already
     # servers rotate the order of an answer; sorting first makes a seed reproducible
     candidates.sort(key=lambda m: (m.priority, m.target))
-    ordered = rfc2782_order(candidates, rng or random.Random())
-    if probe > 0 and ordered:
-        ordered = by_latency(ordered, probe, timeout)
-    for i, mirror in enumerate(ordered):
-        try:
-            stamp = fetch_stamp(str(mirror.url), keys, timeout)[0]
-        except StampUnavailable as exc:
-            skipped.append((mirror.target, str(exc)))
-            continue
-        if view is not None:
-            why = stamp_verdict(stamp, mirror, discovery.head, MaxLag(serials=MAX_BEHIND))
-        else:
-            why = stamp_verdict(stamp, mirror, discovery.head, max_lag)
-        if why:
-            skipped.append((mirror.target, why))
-            continue
-        return Choice(mirror, stamp, tuple(ordered[i + 1 :]), tuple(skipped))
-    reasons = "; ".join(f"{t}: {w}" for t, w in skipped) or "no mirror is listed"
-    raise NoFreshMirror(f"no fresh mirror in {discovery.zone} ({reasons})")
+    return rfc2782_order(candidates, rng)
+
+
+def _stamp_check(
+    mirror: Listed,
+    discovery: Discovery,
+    keys: Sequence[Ed25519PublicKey],
+    max_lag: MaxLag,
+    timeout: float,
+    per_project: bool,
+) -> tuple[Stamp | None, str | None]:
+    """The mirror's own verified stamp, and why it rules the mirror out (None: it passes)."""
+    try:
+        stamp = fetch_stamp(str(mirror.url), keys, timeout)[0]
+    except StampUnavailable as exc:
+        return None, str(exc)
+    allowed = MaxLag(serials=MAX_BEHIND) if per_project else max_lag
+    return stamp, stamp_verdict(stamp, mirror, discovery.head, allowed)
 
 
 def by_latency(ordered: Sequence[Listed], count: int, timeout: float) -> list[Listed]:

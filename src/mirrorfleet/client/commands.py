@@ -17,6 +17,7 @@ import click
 from mirrorfleet.errors import MirrorfleetError
 
 F = TypeVar("F", bound=Callable[..., Any])
+PICK_BATCH = 4  # meta records a pick reads first; more only if those all fail
 
 
 def lookup_options(command: F) -> F:
@@ -91,8 +92,10 @@ class Where:
     timeout: float
 
 
-def _discover(where: Where):
-    from mirrorfleet.client.discovery import Lookup, discover
+def _discover(where: Where, rng: random.Random | None = None, batch: int | None = None):
+    """(discovery, keys, read_more): every mirror, or with an rng the first `batch` in
+    pick order and a function that reads the next ones."""
+    from mirrorfleet.client.discovery import Lookup, discover, read_more
     from mirrorfleet.client.dnssec import TrustAnchor
     from mirrorfleet.keys import parse_public_key
 
@@ -118,7 +121,11 @@ def _discover(where: Where):
         lifetime=2.5 * where.timeout,
         anchor=anchor,
     )
-    return discover(lookup), parsed
+
+    def more(found):
+        return read_more(lookup, found, batch or PICK_BATCH)
+
+    return discover(lookup, rng, batch), parsed, more
 
 
 def _projects(text: str | None) -> list[str]:
@@ -163,18 +170,20 @@ def pick(
     from mirrorfleet.client.choose import MaxLag, choose
 
     lag = MaxLag.parse(max_lag)
+    rng = random.Random(seed)
     try:
-        discovery, parsed = _discover(where)
-        _warn(discovery.warnings)
+        discovery, parsed, more = _discover(where, rng, batch=max(PICK_BATCH, probe))
         choice = choose(
             discovery,
             parsed,
             lag,
-            random.Random(seed),
+            rng,
             2 * where.timeout,
             _projects(projects),
             probe,
+            more,
         )
+        _warn(choice.warnings)
     except MirrorfleetError as exc:  # no answer, no SRV, a bad head, nothing fresh
         if fallback is None:
             raise
@@ -212,7 +221,7 @@ def list_mirrors(
 
     from mirrorfleet.cli import emit_json, out
 
-    discovery, _ = _discover(where)
+    discovery, _, _ = _discover(where)
     head = discovery.head
     rows = [
         {**asdict(m), "lag": None if m.serial is None else head.serial - m.serial}
@@ -265,7 +274,7 @@ def check(
     from mirrorfleet.stamp import StampUnavailable, fetch_stamp
 
     lag = MaxLag.parse(max_lag)
-    discovery, parsed = _discover(where)
+    discovery, parsed, _ = _discover(where)
     host = (urlparse(mirror_url).hostname or "").lower()
     base = mirror_url.rstrip("/")
     listed = next(
@@ -355,16 +364,18 @@ def pip_config(
     from mirrorfleet.cli import emit_json, err, out
     from mirrorfleet.client.choose import MaxLag, choose
 
-    discovery, parsed = _discover(where)
-    _warn(discovery.warnings)
+    rng = random.Random(seed)
+    discovery, parsed, more = _discover(where, rng, PICK_BATCH)
     choice = choose(
         discovery,
         parsed,
         MaxLag.parse(max_lag),
-        random.Random(seed),
+        rng,
         2 * where.timeout,
         _projects(projects),
+        more=more,
     )
+    _warn(choice.warnings)
     index = urljoin(str(choice.mirror.url), "simple/")
     fallbacks = [urljoin(str(m.url), "simple/") for m in choice.fallbacks]
     settings = pip_settings(index)

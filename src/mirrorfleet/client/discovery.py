@@ -1,7 +1,8 @@
 """Two rounds of parallel DNS queries tell a client everything the monitor knows.
 
-Round one asks for the SRV set and the head TXT at once; round two asks for every
-listed mirror's meta TXT at once. Answers come over UDP with a 1,232-byte EDNS
+Round one asks for the SRV set and the head TXT at once; round two asks for the
+meta TXT of every listed mirror at once, or, for a pick, of the first few in pick
+order (the rest only if those fail). Answers come over UDP with a 1,232-byte EDNS
 buffer, and over TCP when truncated (dnspython's resolver retries by itself).
 The head is only believed when its signature verifies with the pinned key; a
 malformed or inconsistent meta record costs only that mirror, with a warning.
@@ -11,8 +12,10 @@ With a trust anchor, every answer must also carry a valid DNSSEC signature.
 from __future__ import annotations
 
 import asyncio
+import random
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
 import dns.asyncresolver
@@ -22,7 +25,7 @@ import dns.resolver
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from mirrorfleet.client.dnssec import TrustAnchor, fetch_zone_keys, validate_answer
+from mirrorfleet.client.select import rfc2782_order
 from mirrorfleet.errors import MirrorfleetError
 from mirrorfleet.keys import key_id
 from mirrorfleet.records import (
@@ -35,6 +38,9 @@ from mirrorfleet.records import (
     stamp_from_head,
 )
 from mirrorfleet.stamp import Stamp
+
+if TYPE_CHECKING:  # the DNSSEC code loads only when a trust anchor is given
+    from mirrorfleet.client.dnssec import TrustAnchor
 
 EDNS_PAYLOAD = 1232
 
@@ -60,11 +66,23 @@ class Listed:
 
 
 @dataclass(frozen=True)
+class Entry:
+    """An SRV record: where a mirror is, before its meta record is read."""
+
+    target: str
+    port: int
+    priority: int
+    weight: int
+
+
+@dataclass(frozen=True)
 class Discovery:
     zone: str
     head: Stamp
     mirrors: tuple[Listed, ...]
     warnings: tuple[str, ...] = field(default=())
+    pending: tuple[Entry, ...] = ()  # listed in SRV, meta not read yet (in pick order)
+    ordered: bool = False  # mirrors are already in RFC 2782 pick order
 
 
 @dataclass(frozen=True)
@@ -94,25 +112,33 @@ class Lookup:
         return resolver
 
 
-def discover(lookup: Lookup) -> Discovery:
-    return asyncio.run(discover_async(lookup))
+def discover(
+    lookup: Lookup, rng: random.Random | None = None, batch: int | None = None
+) -> Discovery:
+    """Every mirror; or, given an rng, the first `batch` in RFC 2782 pick order, with
+    the rest left pending for `read_more` (a pick rarely needs more than a few)."""
+    return asyncio.run(discover_async(lookup, rng, batch))
 
 
-async def discover_async(lookup: Lookup) -> Discovery:
+def read_more(lookup: Lookup, found: Discovery, batch: int) -> Discovery:
+    """The next `batch` pending mirrors' meta records."""
+    return asyncio.run(_read_more(lookup, found, batch))
+
+
+async def discover_async(
+    lookup: Lookup, rng: random.Random | None = None, batch: int | None = None
+) -> Discovery:
     resolver = lookup.resolver()
     service = SERVICE if not lookup.region else f"{SERVICE}.{lookup.region}"
     srv_name = dns.name.from_text(service, lookup.origin)
     head_name = dns.name.from_text(HEAD, lookup.origin)
-    zone_keys = None
-    if lookup.anchor is not None:
-        try:
-            zone_keys = await fetch_zone_keys(resolver, lookup.origin, lookup.anchor)
-        except MirrorfleetError as exc:
-            raise LookupFailed(f"DNSSEC: {exc}") from None
+    zone_keys = await _zone_keys(resolver, lookup)
     srv, head = await asyncio.gather(
         _resolve(resolver, srv_name, "SRV"), _resolve(resolver, head_name, "TXT")
     )
     if zone_keys is not None:
+        from mirrorfleet.client.dnssec import validate_answer
+
         for answer in (srv, head):
             try:
                 validate_answer(answer, zone_keys, lookup.origin)  # type: ignore[arg-type]
@@ -120,33 +146,83 @@ async def discover_async(lookup: Lookup) -> Discovery:
                 raise LookupFailed(f"DNSSEC: {exc}") from None
     stamp = _verified_head(head, head_name, lookup.keys)
     warnings: list[str] = []
-    targets: dict[str, tuple[int, int, int]] = {}
+    entries: dict[str, Entry] = {}
     for rdata in srv:
         target = rdata.target.to_text(omit_final_dot=True).lower()
         if rdata.target == dns.name.root:
             warnings.append(f"{srv_name}: target '.' (no service there): skipped")
-        elif target in targets:
+        elif target in entries:
             warnings.append(f"{srv_name}: {target} listed twice: the first kept")
         else:
-            targets[target] = (rdata.priority, rdata.weight, rdata.port)
-    metas = await asyncio.gather(
+            entries[target] = Entry(target, rdata.port, rdata.priority, rdata.weight)
+    # servers rotate the order of an answer; sorting first makes a seed reproducible
+    order = sorted(entries.values(), key=lambda e: (e.priority, e.target))
+    if rng is not None:
+        order = rfc2782_order(order, rng)
+    first = order if batch is None else order[:batch]
+    mirrors, problems = await _metas(resolver, lookup, first, zone_keys)
+    return Discovery(
+        lookup.zone,
+        stamp,
+        mirrors,
+        (*warnings, *problems),
+        tuple(order[len(first) :]),
+        ordered=rng is not None,
+    )
+
+
+async def _read_more(lookup: Lookup, found: Discovery, batch: int) -> Discovery:
+    resolver = lookup.resolver()
+    zone_keys = await _zone_keys(resolver, lookup)
+    more, problems = await _metas(resolver, lookup, found.pending[:batch], zone_keys)
+    return replace(
+        found,
+        mirrors=(*found.mirrors, *more),
+        warnings=(*found.warnings, *problems),
+        pending=found.pending[batch:],
+    )
+
+
+async def _zone_keys(resolver: dns.asyncresolver.Resolver, lookup: Lookup):
+    if lookup.anchor is None:
+        return None
+    from mirrorfleet.client.dnssec import fetch_zone_keys
+
+    try:
+        return await fetch_zone_keys(resolver, lookup.origin, lookup.anchor)
+    except MirrorfleetError as exc:
+        raise LookupFailed(f"DNSSEC: {exc}") from None
+
+
+async def _metas(
+    resolver: dns.asyncresolver.Resolver,
+    lookup: Lookup,
+    entries: Sequence[Entry],
+    zone_keys: object,
+) -> tuple[tuple[Listed, ...], list[str]]:
+    """Each entry's meta record, all at once; a bad one costs that mirror only."""
+    answers = await asyncio.gather(
         *(
-            _resolve(resolver, dns.name.from_text(meta_name(t), lookup.origin), "TXT", soft=True)
-            for t in targets
+            _resolve(
+                resolver, dns.name.from_text(meta_name(e.target), lookup.origin), "TXT", soft=True
+            )
+            for e in entries
         )
     )
-    mirrors = []
-    for (target, (priority, weight, port)), meta in zip(targets.items(), metas, strict=True):
+    mirrors, problems = [], []
+    for entry, meta in zip(entries, answers, strict=True):
         if zone_keys is not None and not isinstance(meta, str):
+            from mirrorfleet.client.dnssec import validate_answer
+
             try:
-                validate_answer(meta, zone_keys, lookup.origin)
+                validate_answer(meta, zone_keys, lookup.origin)  # type: ignore[arg-type]
             except MirrorfleetError as exc:
                 meta = f"DNSSEC: {exc}"
-        listed = _listed(target, port, priority, weight, meta)
+        listed = _listed(entry.target, entry.port, entry.priority, entry.weight, meta)
         if listed.problem:
-            warnings.append(f"{target}: {listed.problem}: skipped")
+            problems.append(f"{entry.target}: {listed.problem}: skipped")
         mirrors.append(listed)
-    return Discovery(lookup.zone, stamp, tuple(mirrors), tuple(warnings))
+    return tuple(mirrors), problems
 
 
 async def _resolve(
