@@ -12,10 +12,10 @@ a child process. The fleet's own in-process server is closed at once, so the cli
 measured here never shares its GIL with the server it talks to.
 
 Measured in the same run, interleaved sample by sample (--samples each):
-- lookup, cold: a fresh `Lookup` and `discover()` each time. That means a new
-  resolver with no cache, two rounds of parallel DNS queries to BIND, and the head
-  signature checked. "Cold" is the client's cache only: BIND is authoritative and
-  answers from memory, with no recursion;
+- lookup, cold: what `mirrorfleet pick` does, with a fresh `Lookup` each time: a new
+  resolver with no cache, round one (SRV + head), the head signature checked, then
+  round two for the first PICK_BATCH (4) mirrors in RFC 2782 pick order. "Cold" is
+  the client's cache only: BIND is authoritative and answers from memory;
 - lookup, warm: the same over one reused resolver with a `dns.resolver.Cache`.
   The cache is filled once before measuring, and its misses are counted;
 - pick, cold / warm: that lookup plus `choose()`, which is RFC 2782 order, one HTTP
@@ -24,6 +24,7 @@ Measured in the same run, interleaved sample by sample (--samples each):
   mirror's `.mirror/stamp.json` one after another. The pick is the fastest mirror
   whose stamp serial is at least the status head. As reflector does, it trusts what
   it downloads: the stamps' signatures are not checked, which favours this baseline;
+- list lookup, cold: what `mirrorfleet list` does: round two for all 16 mirrors;
 - reflector-style, JSON only: GET status.json, parse it, and pick the fresh mirror
   with the least lag and the fastest monitor probe. There is no probe and no
   signature: status.json is unsigned.
@@ -77,8 +78,10 @@ import dns.query
 import dns.resolver
 import dns.version
 
-from mirrorfleet.client.choose import choose
-from mirrorfleet.client.discovery import EDNS_PAYLOAD, Discovery, Lookup, discover
+from mirrorfleet.client.choose import MaxLag, ProjectView, choose, dns_verdict
+from mirrorfleet.client.commands import PICK_BATCH
+from mirrorfleet.client.discovery import EDNS_PAYLOAD, Discovery, Lookup, discover, read_more
+from mirrorfleet.client.projects import wanted
 from mirrorfleet.config import DnsConfig, MonitorConfig
 from mirrorfleet.keys import MONITOR_TSIG, SecretsDir, init_secrets, parse_public_key
 from mirrorfleet.loopback_dns import LoopbackBind
@@ -86,7 +89,7 @@ from mirrorfleet.loopback_fleet import LoopbackFleet
 from mirrorfleet.monitor.daemon import Monitor
 from mirrorfleet.probe import FleetConfig, MirrorSpec
 from mirrorfleet.records import HEAD, SERVICE, meta_name, parse_txt, signed_bytes, stamp_from_head
-from mirrorfleet.stamp import STAMP_PATH
+from mirrorfleet.stamp import STAMP_PATH, fetch_stamp
 
 ZONE = "mirrors.bench."
 TARGET_MS = 10.0  # issue 7: median lookup <= 10 ms
@@ -142,20 +145,35 @@ class Lab:
         self.warm_lookup = CachedLookup(**settings, shared=shared)
         self.rng = random.Random(7)
 
-    def check(self, found: Discovery) -> Discovery:
+    def check(self, found: Discovery, read: int) -> Discovery:
         states = [m.state for m in found.mirrors]
-        if len(states) != self.mirrors or set(states) != {"fresh"} or found.warnings:
+        pending = self.mirrors - read
+        if len(states) != read or set(states) != {"fresh"} or found.warnings:
             raise SystemExit(f"lookup saw {states} with warnings {found.warnings}")
+        if len(found.pending) != pending:
+            raise SystemExit(f"lookup left {len(found.pending)} pending, not {pending}")
         return found
 
     def lookup_cold(self) -> Discovery:
-        return self.check(discover(Lookup(**self.settings)))
+        """What `mirrorfleet pick` does: SRV + head, then the first few metas in pick order."""
+        found = discover(Lookup(**self.settings), self.rng, batch=PICK_BATCH)
+        return self.check(found, PICK_BATCH)
 
     def lookup_warm(self) -> Discovery:
-        return self.check(discover(self.warm_lookup))
+        return self.check(discover(self.warm_lookup, self.rng, batch=PICK_BATCH), PICK_BATCH)
 
-    def pick(self, found: Discovery) -> str:
-        choice = choose(found, self.keys, rng=self.rng, timeout=HTTP_TIMEOUT)
+    def list_cold(self) -> Discovery:
+        """What `mirrorfleet list` does: every mirror's meta record."""
+        return self.check(discover(Lookup(**self.settings)), self.mirrors)
+
+    def pick(self, found: Discovery, lookup: Lookup) -> str:
+        choice = choose(
+            found,
+            self.keys,
+            rng=self.rng,
+            timeout=HTTP_TIMEOUT,
+            more=lambda current: read_more(lookup, current, PICK_BATCH),
+        )
         if choice.stamp.serial != found.head.serial or not str(choice.mirror.url).startswith(
             self.base
         ):
@@ -163,10 +181,10 @@ class Lab:
         return str(choice.mirror.url)
 
     def pick_cold(self) -> str:
-        return self.pick(self.lookup_cold())
+        return self.pick(self.lookup_cold(), Lookup(**self.settings))
 
     def pick_warm(self) -> str:
-        return self.pick(self.lookup_warm())
+        return self.pick(self.lookup_warm(), self.warm_lookup)
 
     def status(self) -> dict[str, Any]:
         with urllib.request.urlopen(self.status_url, timeout=HTTP_TIMEOUT) as response:
@@ -288,6 +306,52 @@ def components(
         sock.close()
 
 
+def per_project_overhead(
+    fleet: LoopbackFleet,
+    monitor: Monitor,
+    labels: list[str],
+    settings: dict[str, Any],
+    samples: int,
+) -> dict[str, Any]:
+    """`check` of a mirror one serial behind: whole archive (lookup + its stamp) against
+    `--for` an unchanged project (lookup + one signed change record + its stamp)."""
+    behind = labels[-1]
+    projects = (fleet.origin.tree / "simple").iterdir()
+    untouched = sorted(p.name for p in projects if p.is_dir() and p.name != "demo-0000")[-1]
+    fleet.release("9.9.9", project="demo-0000")
+    for label in labels[:-1]:
+        fleet.sync(label)
+    monitor.round(set(labels), refresh_head=True)
+    keys = settings["keys"]
+
+    def look() -> tuple[Discovery, Any]:
+        found = discover(Lookup(**settings))
+        return found, next(m for m in found.mirrors if m.target.startswith(f"{behind}."))
+
+    def whole() -> None:
+        found, mirror = look()
+        if dns_verdict(mirror, found.head, MaxLag()) is None:
+            raise SystemExit(f"{behind} should be behind")
+        fetch_stamp(str(mirror.url), keys, HTTP_TIMEOUT)
+
+    def for_project() -> None:
+        found, mirror = look()
+        usable = [m for m in found.mirrors if m.state != "down"]
+        view = ProjectView(found, wanted([untouched]), keys, HTTP_TIMEOUT)
+        why = view.verdict(mirror.serial or 0, usable)
+        if why is not None:
+            raise SystemExit(f"{behind} should be current for {untouched}: {why}")
+        fetch_stamp(str(mirror.url), keys, HTTP_TIMEOUT)
+
+    runs = {"check, whole archive (lagging: refused)": whole, "check --for": for_project}
+    for run in runs.values():
+        run()
+    kept = interleaved(samples, runs)
+    rows = {name: summary_ms(values) for name, values in kept.items()}
+    medians = [row["median_ms"] for row in rows.values()]
+    return {"project": untouched, "rows": rows, "overhead_ms": round(medians[1] - medians[0], 2)}
+
+
 def cpu_reference_us() -> float:
     """sum(range(1000)), best of 5: to compare this machine's Python speed with others."""
     timer = timeit.Timer("sum(range(1000))")
@@ -387,6 +451,7 @@ def measure(args: argparse.Namespace, work: Path, ctx: Any) -> dict[str, Any]:
                 "pick, warm (cached lookup + choose)": lab.pick_warm,
                 "reflector-style: status.json + probe every mirror": lab.reflector_probe,
                 "reflector-style: status.json only, no probe": lab.reflector_json_only,
+                "list lookup, cold (all 16 meta records, as `mirrorfleet list`)": lab.list_cold,
             }
             for run in runs.values():  # imports, first connections, the cache filled
                 for _ in range(3):
@@ -410,6 +475,7 @@ def measure(args: argparse.Namespace, work: Path, ctx: Any) -> dict[str, Any]:
                 }
             srv = srv_answer(bind.primary.port)
             parts = components(bind.primary.port, settings, args.samples)
+            per_project = per_project_overhead(fleet, monitor, labels, settings, args.samples)
     finally:
         if server.is_alive():
             server.terminate()
@@ -419,7 +485,7 @@ def measure(args: argparse.Namespace, work: Path, ctx: Any) -> dict[str, Any]:
                 server.join(5)
 
     names = list(rows)
-    cold, warm, pick, pick_warm, probe, json_only = (rows[n]["median_ms"] for n in names)
+    cold, warm, pick, pick_warm, probe, json_only, _list = (rows[n]["median_ms"] for n in names)
     return {
         "mirrors": len(labels),
         "samples": args.samples,
@@ -456,6 +522,7 @@ def measure(args: argparse.Namespace, work: Path, ctx: Any) -> dict[str, Any]:
             "lookup_cold_over_warm": round(cold / warm, 2),
         },
         "cli_subprocess": cli_rows,
+        "per_project_check": per_project,
     }
 
 
@@ -484,6 +551,11 @@ def report(results: dict[str, Any]) -> None:
         ),
         ("the cold lookup's parts, each measured alone", results["cold_lookup_parts"]),
         ("CLI as a subprocess (interpreter start-up included)", results["cli_subprocess"]),
+        (
+            f"check a mirror one serial behind; --for {results['per_project_check']['project']}"
+            " (unchanged)",
+            results["per_project_check"]["rows"],
+        ),
     ):
         if not rows:
             continue
@@ -504,6 +576,8 @@ def report(results: dict[str, Any]) -> None:
     )
     for name, value in results["ratios_of_medians"].items():
         print(f"{name:40} {value}")
+    overhead = results["per_project_check"]["overhead_ms"]
+    print(f"{'per-project check overhead (median)':40} {overhead} ms")
 
 
 def main() -> None:
