@@ -405,3 +405,22 @@ def test_a_pick_reads_more_meta_records_only_when_the_first_ones_fail(world) -> 
     finally:
         for label, raw in originals.items():
             (fleet.tree(label) / STAMP_PATH).write_bytes(raw)
+
+
+def test_a_down_mirror_is_neither_listed_nor_picked(world) -> None:
+    fleet, _, monitor = world
+    off = fleet.tree("m2").with_name("m2.off")
+    fleet.tree("m2").rename(off)
+    try:
+        monitor.round(set(MIRRORS), refresh_head=True)  # a missing stamp: down at once
+        found = discover(lookup(world))
+        assert "m2.example.net" not in {m.target for m in found.mirrors}
+        picks = {
+            choose(found, fleet.config().keys, MaxLag(serials=1), random.Random(s)).mirror.target
+            for s in range(10)
+        }
+        assert "m2.example.net" not in picks
+        proc = cli(world, "check", "--mirror", f"{fleet.base}/m2/")
+        assert proc.returncode == 1 and "not listed" in proc.stdout
+    finally:
+        off.rename(fleet.tree("m2"))

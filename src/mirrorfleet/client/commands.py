@@ -96,7 +96,6 @@ def _discover(where: Where, rng: random.Random | None = None, batch: int | None 
     """(discovery, keys, read_more): every mirror, or with an rng the first `batch` in
     pick order and a function that reads the next ones."""
     from mirrorfleet.client.discovery import Lookup, discover, read_more
-    from mirrorfleet.client.dnssec import TrustAnchor
     from mirrorfleet.keys import parse_public_key
 
     if not where.keys:
@@ -110,7 +109,11 @@ def _discover(where: Where, rng: random.Random | None = None, batch: int | None 
         parsed = [parse_public_key(k) for k in where.keys]
     except (MirrorfleetError, ValueError) as exc:
         raise click.UsageError(f"--key: {exc}") from None
-    anchor = TrustAnchor.from_file(where.anchor_file) if where.anchor_file else None
+    anchor = None
+    if where.anchor_file:
+        from mirrorfleet.client.dnssec import TrustAnchor
+
+        anchor = TrustAnchor.from_file(where.anchor_file)
     lookup = Lookup(
         where.zone,
         parsed,
