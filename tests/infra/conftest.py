@@ -83,3 +83,12 @@ def inventory_host(host, request: pytest.FixtureRequest):
     if inventory is None:
         pytest.skip("needs --inventory (host data is not known with --hosts)")
     return inventory.get_host(host.backend.hostname)
+
+
+@pytest.fixture(scope="module")
+def inventory(request: pytest.FixtureRequest):
+    """The whole pyinfra inventory, for checks that compare a host with its fleet."""
+    found = request.config.stash.get(INVENTORY_KEY, None)
+    if found is None:
+        pytest.skip("needs --inventory (the fleet is not known with --hosts)")
+    return found

@@ -151,6 +151,30 @@ def test_pip_installs_from_the_mirror_that_pick_prints(lab, secrets) -> None:
     assert version.strip() == "1"
 
 
+def test_the_infra_suite_passes_on_every_role(lab) -> None:
+    """tests/infra against this lab: common, origin, mirror, dns and monitor checks."""
+    proc = lab.infra_suite("-rA")
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    for module in ("test_common", "test_origin", "test_mirror", "test_dns", "test_monitor"):
+        assert f"PASSED tests/infra/{module}.py::" in proc.stdout, module
+    assert "skipped" not in proc.stdout.splitlines()[-1], proc.stdout[-1500:]
+
+
+def test_the_infra_suite_catches_a_readable_tsig_key(lab) -> None:
+    """A test of the tests: the secondary's key file opened to everyone must fail."""
+    lab.check("dns2", "chmod", "0644", "/etc/bind/mirrorfleet-keys.conf")
+    try:
+        proc = lab.infra_suite("-k", "private")
+        assert proc.returncode == 1, proc.stdout[-2000:]
+        failed = [line.split(" - ")[0] for line in proc.stdout.splitlines() if "FAILED" in line]
+        assert failed == [
+            "FAILED tests/infra/test_dns.py::test_keys_are_private_to_bind[ssh://dns2]"
+        ], failed
+        assert "('bind', 420) == ('bind', 384)" in proc.stdout  # 0644, not 0600
+    finally:
+        lab.check("dns2", "chmod", "0600", "/etc/bind/mirrorfleet-keys.conf")
+
+
 def test_an_idle_fleet_sends_no_updates(lab) -> None:
     before = soa_serial(lab, "dns1")
     time.sleep(3 * INTERVAL)
