@@ -296,6 +296,34 @@ def origin_import(source: Path, config_path: Path, as_json: bool) -> None:
         )
 
 
+INFRA_TESTS = Path(__file__).resolve().parents[2] / "tests" / "infra"
+
+
+@cli.command()
+@click.argument("inventory_path", metavar="INVENTORY", type=click.Path(exists=True, dir_okay=False))
+@click.option(
+    "--junit", "junit", type=click.Path(dir_okay=False), help="Also write JUnit XML here."
+)
+@click.option("-k", "keyword", help="Only checks matching this pytest -k expression.")
+def verify(inventory_path: str, junit: str | None, keyword: str | None) -> None:
+    """Check every host of a pyinfra inventory with the role test suite (testinfra)."""
+    import subprocess
+
+    if not (INFRA_TESTS / "conftest.py").exists():
+        raise MirrorfleetError(
+            f"the role checks are not at {INFRA_TESTS}: run verify from a mirrorfleet "
+            "checkout (pip install -e .)"
+        )
+    argv = [sys.executable, "-m", "pytest", str(INFRA_TESTS), "--inventory", inventory_path]
+    argv += ["-p", "no:cacheprovider", "-q", "-rfE", "--tb=short", "--no-header"]
+    argv += ["--rootdir", str(INFRA_TESTS.parents[1])]
+    if junit:
+        argv += ["--junitxml", junit]
+    if keyword:
+        argv += ["-k", keyword]
+    sys.exit(subprocess.run(argv, check=False).returncode)
+
+
 @cli.command(name="demo-content")
 @click.argument("tree", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--projects", type=click.IntRange(min=0), default=10, show_default=True)

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 import time
 import urllib.request
 from html.parser import HTMLParser
 from pathlib import Path
+from xml.etree import ElementTree
 
 import dns.exception
 import dns.message
@@ -158,6 +160,21 @@ def test_the_infra_suite_passes_on_every_role(lab) -> None:
     for module in ("test_common", "test_origin", "test_mirror", "test_dns", "test_monitor"):
         assert f"PASSED tests/infra/{module}.py::" in proc.stdout, module
     assert "skipped" not in proc.stdout.splitlines()[-1], proc.stdout[-1500:]
+
+
+def test_mirrorfleet_verify_reports_in_junit(lab, tmp_path: Path) -> None:
+    """The operator's command: the same suite, readable output, and JUnit XML for CI."""
+    junit = tmp_path / "verify.xml"
+    mirrorfleet = str(Path(sys.executable).with_name("mirrorfleet"))
+    proc = lab.run(
+        mirrorfleet, "verify", "inventories/lab.py", "--junit", str(junit), "-k", "dns", timeout=300
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    suite = ElementTree.parse(junit).getroot().find("testsuite")
+    assert suite is not None
+    assert int(suite.get("tests", 0)) >= 20 and suite.get("failures") == "0", suite.attrib
+    cases = {case.get("classname", "") for case in suite.iter("testcase")}
+    assert "tests.infra.test_dns" in cases, cases
 
 
 def test_the_infra_suite_catches_a_readable_tsig_key(lab) -> None:
