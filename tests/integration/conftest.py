@@ -135,3 +135,34 @@ def make_lab() -> Iterator[Callable[[str, str], LabRun]]:
     yield make
     for lab in labs:
         lab.down()
+
+
+@pytest.fixture(scope="session")
+def leftovers() -> Callable[[str], dict[str, list[str]]]:
+    """lab name -> what it left behind: netns, links, mounts, nspawn processes."""
+    return kernel_leftovers
+
+
+def kernel_leftovers(lab: str) -> dict[str, list[str]]:
+    """What a lab left behind, read straight from the kernel and /proc, not through
+    the code under test."""
+    prefix = f"mf{lab}-"
+    netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    links = json.loads(
+        subprocess.run(["ip", "-j", "link", "show"], capture_output=True, text=True).stdout
+    )
+    mounts = Path("/proc/self/mountinfo").read_text().splitlines()
+    procs = []
+    for entry in Path("/proc").iterdir():
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if "systemd-nspawn" in cmdline and f"/run/netns/{prefix}" in cmdline:
+            procs.append(cmdline)
+    return {
+        "netns": [n for n in netns.split() if n.startswith(prefix)],
+        "links": [link["ifname"] for link in links if link["ifname"].startswith(prefix)],
+        "mounts": [m for m in mounts if f"/labs/{lab}/" in m],
+        "processes": procs,
+    }

@@ -7,8 +7,6 @@ torn down even when a step fails. Steps run in file order and share one lab.
 
 from __future__ import annotations
 
-import json
-import subprocess
 import sys
 from pathlib import Path
 
@@ -129,42 +127,15 @@ def test_status_reports_every_host(lab) -> None:
     assert {r["name"]: r["state"] for r in rows} == dict.fromkeys(HOSTS, "running")
 
 
-def _leftovers() -> dict[str, list[str]]:
-    """Read straight from the kernel and /proc, not through the code under test."""
-    prefix = f"mf{LAB}-"
-    netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
-    links = json.loads(
-        subprocess.run(["ip", "-j", "link", "show"], capture_output=True, text=True).stdout
-    )
-    mounts = Path("/proc/self/mountinfo").read_text().splitlines()
-    procs = []
-    for entry in Path("/proc").iterdir():
-        try:
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-        except OSError:
-            continue
-        if "systemd-nspawn" in cmdline and f"/run/netns/{prefix}" in cmdline:
-            procs.append(cmdline)
-    return {
-        "netns": [n for n in netns.split() if n.startswith(prefix)],
-        "links": [link["ifname"] for link in links if link["ifname"].startswith(prefix)],
-        "mounts": [m for m in mounts if f"/labs/{LAB}/" in m],
-        "processes": procs,
-    }
-
-
-NOTHING = {"netns": [], "links": [], "mounts": [], "processes": []}
-
-
-def test_down_leaves_nothing_behind(lab) -> None:
-    assert any(_leftovers().values()), "the lab should be visible before down"
+def test_down_leaves_nothing_behind(lab, leftovers) -> None:
+    assert any(leftovers(LAB).values()), "the lab should be visible before down"
     result = lab.cli("lab", "down", timeout=120)
     assert len(result["found"]["processes"]) == len(HOSTS)
-    assert _leftovers() == NOTHING
+    assert not any(leftovers(LAB).values()), leftovers(LAB)
     assert not Path(lab.state["ssh_config"]).parent.exists()
 
 
-def test_down_cleans_up_after_a_crash_without_state(lab) -> None:
+def test_down_cleans_up_after_a_crash_without_state(lab, leftovers) -> None:
     """A killed `up` may leave no usable state file: `down` finds the lab by name."""
     state = lab.up("--mirrors", "1")
     Path(state["ssh_config"]).with_name("state.json").write_text("{ truncated")
@@ -172,4 +143,4 @@ def test_down_cleans_up_after_a_crash_without_state(lab) -> None:
     assert proc.returncode == 1 and "unreadable" in proc.stderr
     result = lab.cli("lab", "down", timeout=120)
     assert len(result["found"]["processes"]) == 5
-    assert _leftovers() == NOTHING
+    assert not any(leftovers(LAB).values()), leftovers(LAB)
