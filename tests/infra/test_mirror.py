@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -74,3 +75,51 @@ def test_serves_its_upstreams_serial(host) -> None:
         line.split('"')[1] for line in config.splitlines() if line.startswith("upstream_http")
     )
     assert _serial(host, "http://localhost") == _serial(host, upstream.rstrip("/"))
+
+
+def test_nginx_config_is_valid(host) -> None:
+    assert host.run("nginx -t -q").rc == 0
+
+
+@pytest.mark.parametrize(
+    "path", ["/etc/mirrorfleet/tsig-monitor.key", "/etc/bind/mirrorfleet-keys.conf"]
+)
+def test_mirror_holds_no_dns_key(host, path: str) -> None:
+    assert not host.file(path).exists
+
+
+VERIFY = """
+import tomllib
+from pathlib import Path
+from mirrorfleet.keys import parse_public_key
+from mirrorfleet.stamp import read_local_stamp
+config = tomllib.loads(Path("/etc/mirrorfleet/agent.toml").read_text())
+stamp = read_local_stamp(Path(config["tree"]), [parse_public_key(k) for k in config["public_keys"]])
+print(stamp.serial if stamp else "none")
+"""
+
+
+@pytest.fixture(scope="module")
+def served(host) -> int:
+    serial = _serial(host, "http://localhost")
+    if serial is None:
+        pytest.skip("nothing published yet: the mirror serves no stamp")
+    return serial
+
+
+def test_served_stamp_verifies_with_the_pinned_key(host, served: int) -> None:
+    """The installed code checks the tree's stamp, exactly as the agent does."""
+    out = host.check_output(f"/opt/mirrorfleet/venv/bin/python -c '{VERIFY}'")
+    assert out.strip() == str(served)
+
+
+def test_a_file_named_in_an_index_is_served(host, served: int) -> None:
+    root = host.check_output("curl -sf http://localhost/simple/")
+    project = re.search(r'href="([^"]+/)"', root)
+    assert project, "the root index names no project"
+    page_url = f"http://localhost/simple/{project.group(1)}"
+    page = host.check_output(f"curl -sf {page_url}")
+    link = re.search(r'href="([^"#]+)#sha256=([0-9a-f]{64})"', page)
+    assert link, f"{page_url} names no file"
+    digest = host.check_output(f"curl -sf {page_url}{link.group(1)} | sha256sum")
+    assert digest.split()[0] == link.group(2)

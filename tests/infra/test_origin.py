@@ -48,3 +48,10 @@ def test_dotfiles_other_than_mirror_meta_are_not_served(host) -> None:
         "curl -s -o /dev/null -w '%{http_code}' http://localhost/.rsync-partial/x"
     )
     assert status == "404"
+
+
+@pytest.mark.parametrize(
+    "path", ["/etc/mirrorfleet/tsig-monitor.key", "/etc/bind/mirrorfleet-keys.conf"]
+)
+def test_origin_holds_no_dns_key(host, path: str) -> None:
+    assert not host.file(path).exists
