@@ -1,4 +1,4 @@
-"""`mirrorfleet pick | list | check`: what end users run."""
+"""`mirrorfleet pick | list | check | pip-config`: what end users run."""
 
 from __future__ import annotations
 
