@@ -11,12 +11,12 @@ from typing import Any
 from pyinfra import host, inventory
 from pyinfra.api import Host, deploy
 from pyinfra.api.exceptions import DeployError
-from pyinfra.operations import apt, files, server, systemd
+from pyinfra.operations import apt, files, systemd
 from pyinfra.operations.util import any_changed
 
 from mirrorfleet.keys import MONITOR_TSIG
 from mirrorfleet.records import meta_label
-from mirrorfleet_roles import dns, fleet, install
+from mirrorfleet_roles import dns, fleet, install, nginx
 
 TEMPLATES = Path(__file__).parent / "templates"
 STATUS_PAGE = Path(__file__).parent / "files" / "status" / "index.html"
@@ -210,23 +210,4 @@ def status_page() -> None:
         group="root",
         mode="0644",
     )
-    site = files.template(
-        name="Configure the status site",
-        src=str(TEMPLATES / "status-site.conf.j2"),
-        dest="/etc/nginx/sites-available/mirrorfleet-status.conf",
-        mode="0644",
-    )
-    enabled = files.link(
-        name="Enable the status site",
-        path="/etc/nginx/sites-enabled/mirrorfleet-status.conf",
-        target="/etc/nginx/sites-available/mirrorfleet-status.conf",
-    )
-    default = files.link(
-        name="Disable nginx's default site",
-        path="/etc/nginx/sites-enabled/default",
-        present=False,
-    )
-    nginx_changed = any_changed(site, enabled, default)
-    server.shell(name="Check the nginx configuration", commands=["nginx -t -q"], _if=nginx_changed)
-    systemd.service(name="Run nginx", service="nginx.service", running=True, enabled=True)
-    systemd.service(name="Reload nginx", service="nginx.service", reloaded=True, _if=nginx_changed)
+    nginx.site("mirrorfleet-status.conf", TEMPLATES / "status-site.conf.j2", "status")

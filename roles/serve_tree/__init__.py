@@ -7,9 +7,9 @@ from pathlib import Path
 
 from pyinfra import host
 from pyinfra.api import deploy
-from pyinfra.operations import apt, files, server, systemd
-from pyinfra.operations.util import any_changed
+from pyinfra.operations import apt, files, systemd
 
+from mirrorfleet_roles import nginx
 from mirrorfleet_roles.fleet import SERVICE_DEFAULTS, TREE_DEFAULTS
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -36,26 +36,7 @@ def apply() -> None:
         mode="0755",
     )
 
-    site = files.template(
-        name="Configure the nginx site",
-        src=str(TEMPLATES / "nginx-site.conf.j2"),
-        dest="/etc/nginx/sites-available/mirrorfleet.conf",
-        mode="0644",
-    )
-    enabled = files.link(
-        name="Enable the nginx site",
-        path="/etc/nginx/sites-enabled/mirrorfleet.conf",
-        target="/etc/nginx/sites-available/mirrorfleet.conf",
-    )
-    default = files.link(
-        name="Disable nginx's default site",
-        path="/etc/nginx/sites-enabled/default",
-        present=False,
-    )
-    nginx_changed = any_changed(site, enabled, default)
-    server.shell(name="Check the nginx configuration", commands=["nginx -t -q"], _if=nginx_changed)
-    systemd.service(name="Run nginx", service="nginx.service", running=True, enabled=True)
-    systemd.service(name="Reload nginx", service="nginx.service", reloaded=True, _if=nginx_changed)
+    nginx.site("mirrorfleet.conf", TEMPLATES / "nginx-site.conf.j2", "mirror")
 
     rsyncd = files.template(
         name="Configure the read-only rsync module",

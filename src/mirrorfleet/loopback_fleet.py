@@ -10,12 +10,17 @@ import threading
 from collections.abc import Sequence
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from mirrorfleet.config import OriginConfig
+from mirrorfleet.config import DnsConfig, MonitorConfig, OriginConfig
 from mirrorfleet.content import pypi
-from mirrorfleet.keys import SecretsDir
+from mirrorfleet.keys import MONITOR_TSIG, SecretsDir
 from mirrorfleet.origin import publish
 from mirrorfleet.probe import FleetConfig, MirrorSpec
+
+if TYPE_CHECKING:
+    from mirrorfleet.loopback_dns import LoopbackBind
+    from mirrorfleet.monitor.daemon import Monitor
 
 
 class _Quiet(SimpleHTTPRequestHandler):
@@ -70,3 +75,29 @@ class LoopbackFleet:
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+def loopback_monitor(
+    fleet: LoopbackFleet, bind: LoopbackBind, status_dir: Path, **settings: Any
+) -> Monitor:
+    """A monitor of `fleet` publishing into `bind` with the publisher's TSIG key, as the
+    monitor role sets one up; `settings` override MonitorConfig's defaults."""
+    from mirrorfleet.monitor.daemon import Monitor
+
+    key_file = fleet.root / "tsig-monitor.key"
+    key_file.write_text(bind.keys[MONITOR_TSIG])
+    key_file.chmod(0o600)
+    dns_config = DnsConfig(
+        zone=bind.zone,
+        server="127.0.0.1",
+        port=bind.primary.port,
+        key_name=MONITOR_TSIG,
+        key_file=key_file,
+    )
+    config = MonitorConfig(
+        fleet=fleet.root / "fleet.toml",  # unused: the fleet is passed in
+        ping_secret=fleet.secrets.ping_secret,
+        status_dir=status_dir,
+        **settings,
+    )
+    return Monitor(config, fleet.config(), dns_config, backend=bind.target())

@@ -23,11 +23,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from mirrorfleet.client.choose import MaxLag, NoFreshMirror, choose
 from mirrorfleet.client.discovery import Lookup, LookupFailed, discover, read_more
 from mirrorfleet.client.dnssec import TrustAnchor
-from mirrorfleet.config import DnsConfig, MonitorConfig
 from mirrorfleet.keys import MONITOR_TSIG, SecretsDir, init_secrets, public_key_text
 from mirrorfleet.loopback import free_port
 from mirrorfleet.loopback_dns import LoopbackBind
-from mirrorfleet.loopback_fleet import LoopbackFleet
+from mirrorfleet.loopback_fleet import LoopbackFleet, loopback_monitor
 from mirrorfleet.manifest import changes_path
 from mirrorfleet.monitor.daemon import Monitor
 from mirrorfleet.stamp import STAMP_PATH, Stamp
@@ -49,22 +48,7 @@ def world(tmp_path_factory) -> Iterator[tuple[LoopbackFleet, LoopbackBind, Monit
     fleet = LoopbackFleet(root, SecretsDir(root / "secrets"), MIRRORS)
     try:
         with LoopbackBind(root / "bind", ZONE, dnssec=True) as bind:
-            key_file = root / "tsig.key"
-            key_file.write_text(bind.keys[MONITOR_TSIG])
-            dns_config = DnsConfig(
-                zone=ZONE,
-                server="127.0.0.1",
-                port=bind.primary.port,
-                key_name=MONITOR_TSIG,
-                key_file=key_file,
-            )
-            config = MonitorConfig(
-                fleet=root / "unused.toml",
-                ping_secret=fleet.secrets.ping_secret,
-                status_dir=root / "status",
-                lag_grace=0,
-            )
-            monitor = Monitor(config, fleet.config(), dns_config, backend=bind.target())
+            monitor = loopback_monitor(fleet, bind, root / "status", lag_grace=0)
             monitor.round(set(MIRRORS), refresh_head=True)
             yield fleet, bind, monitor
     finally:

@@ -23,10 +23,10 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from mirrorfleet.config import DnsConfig, MonitorConfig
-from mirrorfleet.keys import MONITOR_TSIG, SecretsDir, init_secrets, read_secret
+from mirrorfleet.keys import SecretsDir, init_secrets, read_secret
 from mirrorfleet.loopback import free_port
 from mirrorfleet.loopback_dns import LoopbackBind
-from mirrorfleet.loopback_fleet import LoopbackFleet
+from mirrorfleet.loopback_fleet import LoopbackFleet, loopback_monitor
 from mirrorfleet.loopback_route53 import dummy_aws_env, moto_route53
 from mirrorfleet.monitor.daemon import Monitor, serve
 from mirrorfleet.ping import send_ping
@@ -52,23 +52,8 @@ def world(tmp_path_factory) -> Iterator[tuple[LoopbackFleet, LoopbackBind, Path]
 
 def make_monitor(world, **overrides) -> Monitor:
     fleet, bind, root = world
-    key_file = root / "tsig-monitor.key"
-    key_file.write_text(bind.keys[MONITOR_TSIG])
-    dns_config = DnsConfig(
-        zone=ZONE,
-        server="127.0.0.1",
-        port=bind.primary.port,
-        key_name=MONITOR_TSIG,
-        key_file=key_file,
-    )
     settings = {"lag_grace": 0, "interval": 3600, "listen": f"127.0.0.1:{free_port()}"}
-    config = MonitorConfig(
-        fleet=root / "unused-fleet.toml",
-        ping_secret=fleet.secrets.ping_secret,
-        status_dir=root / "status",
-        **{**settings, **overrides},
-    )
-    return Monitor(config, fleet.config(), dns_config, backend=bind.target())
+    return loopback_monitor(fleet, bind, root / "status", **{**settings, **overrides})
 
 
 @pytest.fixture(scope="module")
