@@ -7,6 +7,8 @@ from pathlib import Path
 from pyinfra import host, inventory
 from pyinfra.api import Host
 from pyinfra.api.exceptions import DeployError
+from pyinfra.api.operation import OperationMeta
+from pyinfra.operations import files
 
 from mirrorfleet.errors import MirrorfleetError
 from mirrorfleet.keys import SecretsDir
@@ -46,6 +48,19 @@ def secrets() -> SecretsDir:
     except MirrorfleetError as exc:
         raise DeployError(str(exc)) from None
     return folder
+
+
+def put_secret(src: Path, name: str) -> OperationMeta:
+    """A secret into config_dir, readable by the service user only (0600)."""
+    user = host.data.service_user
+    return files.put(
+        name=f"Install {name} (0600)",
+        src=str(src),
+        dest=f"{host.data.config_dir}/{name}",
+        user=user,
+        group=user,
+        mode="0600",
+    )
 
 
 def origin_host() -> Host:

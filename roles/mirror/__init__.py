@@ -33,14 +33,7 @@ def apply() -> None:
     serve_tree.apply()
     user, config_dir = host.data.service_user, host.data.config_dir
 
-    secret = files.put(
-        name="Install the ping secret (0600)",
-        src=str(secrets.ping_secret),
-        dest=f"{config_dir}/ping.secret",
-        user=user,
-        group=user,
-        mode="0600",
-    )
+    secret = fleet.put_secret(secrets.ping_secret, "ping.secret")
     config = files.template(
         name="Configure the sync agent",
         src=str(TEMPLATES / "agent.toml.j2"),

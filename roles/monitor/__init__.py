@@ -114,28 +114,14 @@ def apply() -> None:
     settings = dns_settings(config_dir)
     check_ports()
     install.apply()
+    changed = [install.INSTALLED[host.name]]
     if settings["provider"] == "route53":
         apt.packages(name="Install boto3", packages=["python3-boto3"], no_recommends=True)
-    else:
-        files.put(
-            name="Install the publisher's TSIG key (0600)",
-            src=str(secrets.tsig(MONITOR_TSIG)),
-            dest=settings["key_file"],
-            user=user,
-            group=user,
-            mode="0600",
+    else:  # a rotated key restarts the daemon like any other config change
+        changed.append(
+            fleet.put_secret(secrets.tsig(MONITOR_TSIG), Path(settings["key_file"]).name)
         )
-    changed = [install.INSTALLED[host.name]]
-    changed.append(
-        files.put(
-            name="Install the ping secret (0600)",
-            src=str(secrets.ping_secret),
-            dest=f"{config_dir}/ping.secret",
-            user=user,
-            group=user,
-            mode="0600",
-        )
-    )
+    changed.append(fleet.put_secret(secrets.ping_secret, "ping.secret"))
     changed.append(
         files.template(
             name="Configure DNS publishing",

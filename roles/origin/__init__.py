@@ -21,18 +21,8 @@ def apply() -> None:
     install.apply()
     serve_tree.apply()
     user, config_dir = host.data.service_user, host.data.config_dir
-    for src, dest in (
-        (secrets.signing_key, "origin-signing.key"),
-        (secrets.ping_secret, "ping.secret"),
-    ):
-        files.put(
-            name=f"Install {dest} (0600)",
-            src=str(src),
-            dest=f"{config_dir}/{dest}",
-            user=user,
-            group=user,
-            mode="0600",
-        )
+    fleet.put_secret(secrets.signing_key, "origin-signing.key")
+    fleet.put_secret(secrets.ping_secret, "ping.secret")
     files.template(
         name="Configure origin publishing",
         src=str(TEMPLATES / "origin.toml.j2"),
