@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mirrorfleet.errors import MirrorfleetError
+from mirrorfleet.keys import SecretsDir
 from mirrorfleet.records import LABEL_RE
 
 if TYPE_CHECKING:
@@ -24,14 +26,30 @@ HOSTNAME_RE = re.compile(
 )
 
 HostEntry = str | tuple[str, Mapping[str, Any]]
+GroupData = Mapping[str, Mapping[str, Any]]
+MAX_WEIGHT = 65535  # an SRV weight is 16 bits (RFC 2782)
+ZONE_GROUPS = ("dns", "monitor")  # they serve or write the zone, so need mirror_zone
 
 
 def _entries(hosts: Sequence[HostEntry]) -> list[tuple[str, Mapping[str, Any]]]:
     return [(h, {}) if isinstance(h, str) else (h[0], h[1]) for h in hosts]
 
 
-def validate_groups(groups: Mapping[str, Sequence[HostEntry]]) -> None:
-    """Raise one MirrorfleetError listing every problem found."""
+def validate_groups(
+    groups: Mapping[str, Sequence[HostEntry]],
+    group_data: GroupData | None = None,
+    *,
+    check_secrets: bool | None = None,
+) -> None:
+    """Raise one MirrorfleetError listing every problem found.
+
+    group_data: group name -> data, as from group_data/*.py. None: load it the way
+    pyinfra will when an inventory file is loading (nothing otherwise, and then the
+    keys that usually live there, mirror_zone and secrets_dir, are not required).
+    check_secrets: require secrets_dir to hold every key. None: only when the pyinfra
+    command line runs a deploy file, which needs them (debug-inventory, exec and fact
+    work without).
+    """
     problems: list[str] = []
     data_by_host: dict[str, Mapping[str, Any]] = {}
     for group, hosts in groups.items():
@@ -69,8 +87,117 @@ def validate_groups(groups: Mapping[str, Sequence[HostEntry]]) -> None:
         if data.get("mirror_region") is not None
         and not LABEL_RE.fullmatch(str(data["mirror_region"]))
     ]
+    problems += _data_problems(groups, group_data, check_secrets)
     if problems:
         raise MirrorfleetError("bad inventory: " + "; ".join(problems))
+
+
+def _data_problems(
+    groups: Mapping[str, Sequence[HostEntry]],
+    group_data: GroupData | None,
+    check_secrets: bool | None,
+) -> list[str]:
+    """Values pyinfra merges from group_data and host data: checked per host, merged."""
+    known = group_data is not None
+    if group_data is None:
+        group_data, known = _loading_group_data()
+    if check_secrets is None:
+        check_secrets = known and _cli_deploys()
+    merged = _merged_data(groups, group_data)
+    problems = []
+    for name, (member_of, data) in merged.items():
+        weight = data.get("mirror_weight")
+        if "mirrors" in member_of and weight is not None and not _is_weight(weight):
+            problems.append(
+                f"mirrors: {name!r} has mirror_weight {weight!r}, "
+                f"not a whole number from 0 to {MAX_WEIGHT}"
+            )
+        zone = data.get("mirror_zone")
+        if known and member_of & set(ZONE_GROUPS) and not zone:
+            problems.append(f"{name!r} needs mirror_zone (e.g. in group_data/all.py)")
+        elif zone and not _is_zone(zone):
+            problems.append(f"{name!r} has mirror_zone {zone!r}, not a DNS name")
+    if check_secrets:
+        folders = {str(data.get("secrets_dir") or "secrets") for _g, data in merged.values()}
+        for folder in sorted(folders):
+            path = Path(folder).expanduser()
+            if not path.is_dir():
+                problems.append(
+                    f"secrets_dir {folder!r} is not a folder ({path.absolute()}): "
+                    f"run `mirrorfleet keys init --dir {folder}`"
+                )
+                continue
+            try:
+                SecretsDir(path).require()
+            except MirrorfleetError as exc:
+                problems.append(f"secrets_dir: {exc}")
+    return problems
+
+
+def _is_weight(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_WEIGHT
+
+
+def _is_zone(value: object) -> bool:
+    return isinstance(value, str) and bool(HOSTNAME_RE.match(value.rstrip(".")))
+
+
+def _merged_data(
+    groups: Mapping[str, Sequence[HostEntry]], group_data: GroupData
+) -> dict[str, tuple[set[str], dict[str, Any]]]:
+    """host -> (its groups, its data as pyinfra merges it: all, then groups, then host)."""
+    hosts: dict[str, tuple[set[str], dict[str, Any]]] = {}
+    for group, entries in groups.items():
+        for name, data in _entries(entries):
+            member_of, host_data = hosts.setdefault(name, (set(), {}))
+            member_of.add(group)
+            host_data.update(data)
+    merged = {}
+    for name, (member_of, host_data) in hosts.items():
+        data = dict(group_data.get("all", {}))
+        for group in sorted(member_of):
+            data.update(group_data.get(group, {}))
+        merged[name] = (member_of, {**data, **host_data})
+    return merged
+
+
+def _loading_group_data() -> tuple[GroupData, bool]:
+    """The group data pyinfra adds to the inventory file it is loading; ({}, False) when
+    no inventory file is loading. Same folders, same loader as pyinfra's."""
+    if "pyinfra_cli" not in sys.modules:
+        return {}, False
+    from pyinfra.context import ctx_state, state
+
+    filename = state.current_exec_filename if ctx_state.isset() else None
+    if not filename:
+        return {}, False
+    from pyinfra_cli.inventory import _get_group_data
+
+    folders = [Path(state.cwd) / "group_data"] if state.cwd else []
+    folders.append(Path(filename).parent.resolve() / "group_data")
+    data: dict[str, dict[str, Any]] = {}
+    for folder in dict.fromkeys(folders):
+        for group, values in _get_group_data(str(folder)).items():
+            data.setdefault(group, {}).update(values)
+    # hosts also get the data of the group named after the inventory file
+    stem = Path(filename).stem
+    if stem in data and stem != "all":
+        data.setdefault("all", {}).update(data.pop(stem))
+    return data, True
+
+
+def _cli_deploys() -> bool:
+    """The pyinfra command line names a deploy file besides the inventory."""
+    from pyinfra.context import state
+
+    program = Path(sys.argv[0])
+    if program.name != "pyinfra" and program.parts[-2:] != ("pyinfra", "__main__.py"):
+        return False
+    inventory = Path(state.current_exec_filename or "").resolve()
+    return any(
+        arg.endswith(".py") and Path(arg).is_file() and Path(arg).resolve() != inventory
+        for arg in sys.argv[1:]
+    )
 
 
 def _is_ipv4(text: object) -> bool:

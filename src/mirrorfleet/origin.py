@@ -39,11 +39,22 @@ class PublishResult:
 
 
 def project_pages(tree: Path, preset: str) -> dict[str, Path]:
-    if preset == "pypi":
-        from mirrorfleet.content.pypi import project_index_pages
+    """Project name -> index page; refuses a page that resolves outside the tree (a
+    symlink out of it), which would sign a file the mirrors never get (--safe-links)."""
+    if preset != "pypi":
+        return {}  # other presets get a stamp and journal, no per-project manifest yet
+    from mirrorfleet.content.pypi import project_index_pages
 
-        return project_index_pages(tree)
-    return {}  # other presets get a stamp and journal, no per-project manifest yet
+    pages = project_index_pages(tree)
+    root = tree.resolve()
+    for page in pages.values():
+        real = page.resolve()
+        if not real.is_relative_to(root):
+            raise MirrorfleetError(
+                f"refusing to publish: {page.relative_to(tree)} resolves to {real}, "
+                f"outside the tree {root}; replace the symlink with the file"
+            )
+    return pages
 
 
 def publish(

@@ -192,7 +192,10 @@ def meta_rrset(mirror: MirrorRecord, ttl: int) -> RRset:
 
 
 def _srv_value(mirror: MirrorRecord) -> str:
-    if not 0 <= mirror.weight <= 65535 or not 1 <= mirror.port <= 65535:
+    numbers = (mirror.weight, mirror.port)
+    if any(isinstance(n, bool) or not isinstance(n, int) for n in numbers) or not (
+        0 <= mirror.weight <= 65535 and 1 <= mirror.port <= 65535
+    ):
         raise _bad(f"mirror {mirror.label!r}: weight 0-65535 and port 1-65535")
     target = mirror.target.rstrip(".")
     for part in target.split("."):

@@ -10,23 +10,28 @@ links must hash to the page's `#sha256=` fragment. All reads are bounded.
 from __future__ import annotations
 
 import hashlib
+import logging
+import posixpath
 import random
 import re
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass
-from urllib.parse import urldefrag, urljoin
+from urllib.parse import unquote, urldefrag, urljoin, urlsplit
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from mirrorfleet.manifest import JOURNAL_PATH, parse_shard, shard_path
 from mirrorfleet.signed import BadSignature, verify
 
+log = logging.getLogger("mirrorfleet.spotcheck")
 MAX_PAGE = 8 * 1024 * 1024
 MAX_JOURNAL = 64 * 1024 * 1024
 POOL_SIZE = 1000  # recently changed projects the monitor samples from
 LINK_RE = re.compile(r'href="([^"#]+)#sha256=([0-9a-f]{64})"')
+# A project is one path segment of simple/: no "/", "..", "%" (decoded by servers), "?".
+PROJECT_RE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?")
 
 
 class SpotCheckFailed(Exception):
@@ -53,8 +58,12 @@ def candidates_from_journal(raw: bytes, keys: Sequence[Ed25519PublicKey]) -> lis
         except (TypeError, ValueError, IndexError, KeyError):
             raise BadSignature("malformed journal entry") from None
         for name in names if isinstance(names, list) else []:
-            if isinstance(name, str) and name not in pool:
-                pool[name] = serial
+            if not isinstance(name, str) or name in pool:
+                continue
+            if not PROJECT_RE.fullmatch(name):  # it would point a check outside the tree
+                log.warning("journal entry %s: %r is not a project name; not checked", serial, name)
+                continue
+            pool[name] = serial
         if len(pool) >= POOL_SIZE:
             break
     return [Candidate(name, serial) for name, serial in pool.items()]
@@ -98,7 +107,7 @@ def spot_check(
 
     Raises SpotCheckFailed when the tree is wrong, Unreachable when it could not tell.
     """
-    eligible = [c for c in pool if c.serial <= serial]
+    eligible = [c for c in pool if c.serial <= serial and PROJECT_RE.fullmatch(c.project)]
     chosen = rng.sample(eligible, min(count, len(eligible)))
     for candidate in chosen:
         _check_project(base_url, serial, candidate.project, keys, timeout, max_file, rng)
@@ -132,12 +141,26 @@ def _check_project(
         raise SpotCheckFailed(f"{page_url} is missing at serial {serial}")
     if hashlib.sha256(page).hexdigest() != projects[project][1]:
         raise SpotCheckFailed(f"{page_url} does not match its signed manifest entry")
-    links = LINK_RE.findall(page.decode("utf-8", "replace"))
+    links = [
+        (urldefrag(urljoin(page_url, href.replace("&amp;", "&"))).url, digest)
+        for href, digest in LINK_RE.findall(page.decode("utf-8", "replace"))
+    ]
+    # a link off the mirror's tree (another host, or ../ above it) is not the mirror's to
+    # serve: never fetched
+    links = [(url, digest) for url, digest in links if _within(base_url, url)]
     if not links:
         return
-    href, digest = rng.choice(links)
-    file_url = urldefrag(urljoin(page_url, href.replace("&amp;", "&"))).url
+    file_url, digest = rng.choice(links)
     _check_file(file_url, digest, timeout, max_file)
+
+
+def _within(base_url: str, url: str) -> bool:
+    base, target = urlsplit(base_url), urlsplit(url)
+    prefix = base.path if base.path.endswith("/") else base.path.rsplit("/", 1)[0] + "/"
+    path = posixpath.normpath(unquote(target.path))
+    return (target.scheme, target.netloc) == (base.scheme, base.netloc) and (path + "/").startswith(
+        prefix
+    )
 
 
 def _check_file(url: str, digest: str, timeout: float, max_file: int) -> None:
