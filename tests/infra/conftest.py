@@ -12,10 +12,14 @@ inventory's host data, written to an ssh_config for testinfra's ssh backend.
 from __future__ import annotations
 
 import os
+import re
+import shlex
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 
@@ -24,6 +28,10 @@ from mirrorfleet.inventory import load_inventory, ssh_config_for
 INVENTORY_KEY = pytest.StashKey()
 WORKDIR_KEY = pytest.StashKey[Path]()
 DEFAULT_INVENTORY = Path(__file__).resolve().parents[2] / "inventories" / "lab.py"
+# `systemd-analyze security` calls 4.0 and below "OK" (or better); every
+# mirrorfleet unit must stay there (roles/fleet.py, sandbox()).
+MAX_EXPOSURE = 4.0
+OVERALL_EXPOSURE_RE = re.compile(r"Overall exposure level for \S+: ([0-9.]+) (\w+)")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -92,3 +100,50 @@ def inventory(request: pytest.FixtureRequest):
     if found is None:
         pytest.skip("needs --inventory (the fleet is not known with --hosts)")
     return found
+
+
+class Exposure(NamedTuple):
+    """A unit's overall `systemd-analyze security` exposure, and the most it may be."""
+
+    unit: str
+    level: float
+    verdict: str
+    limit: float = MAX_EXPOSURE
+
+    def __str__(self) -> str:
+        return f"{self.unit}: exposure {self.level} {self.verdict} (limit {self.limit})"
+
+
+@pytest.fixture(scope="module")
+def unit_exposure(host) -> Callable[[str], Exposure]:
+    """`systemd-analyze security UNIT` on the host, parsed."""
+
+    def exposure(unit: str) -> Exposure:
+        out = host.check_output(
+            f"SYSTEMD_COLORS=0 systemd-analyze security --no-pager {shlex.quote(unit)}"
+        )
+        found = OVERALL_EXPOSURE_RE.search(out)
+        assert found, f"no overall exposure in systemd-analyze security {unit}:\n{out}"
+        return Exposure(unit, float(found.group(1)), found.group(2))
+
+    return exposure
+
+
+@pytest.fixture(scope="module")
+def dotfile_status(host, inventory_host) -> str:
+    """The HTTP status nginx gives a dotfile that really is in the served tree.
+
+    One check for every host serving a tree (origin and mirrors): only `.mirror/`
+    may be served, never rsync's partial files or a half-written file. The probe
+    is named like one of those (a dotfile ending in .tmp), which rsync never copies
+    and publish never indexes, and it is removed at once.
+    """
+    tree = inventory_host.data.get("tree", "/srv/mirror")
+    probe = f"{tree.rstrip('/')}/.mirrorfleet-infra-probe.tmp"
+    script = (
+        f"echo not-for-clients > {shlex.quote(probe)} || exit 1; "
+        "curl -s -o /dev/null -w '%{http_code}' "
+        f"http://localhost/{shlex.quote(Path(probe).name)}; "
+        f"status=$?; rm -f {shlex.quote(probe)}; exit $status"
+    )
+    return host.check_output(script)

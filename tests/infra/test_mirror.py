@@ -41,11 +41,27 @@ def test_mirror_holds_no_signing_key(host) -> None:
         ("ProtectSystem", "strict"),
         ("PrivateTmp", "yes"),
         ("ProtectHome", "yes"),
+        ("PrivateUsers", "yes"),
+        ("ProtectProc", "invisible"),
+        ("ProcSubset", "pid"),
+        ("MemoryDenyWriteExecute", "yes"),
+        ("RestrictAddressFamilies", "AF_INET AF_INET6 AF_UNIX"),
+        ("CapabilityBoundingSet", ""),
     ],
 )
 def test_agent_is_sandboxed(host, prop: str, expected: str) -> None:
     value = host.check_output(f"systemctl show -p {prop} --value mirrorfleet-agent.service")
     assert value == expected
+
+
+@pytest.mark.parametrize("unit", ["mirrorfleet-agent.service", "mirrorfleet-sync.service"])
+def test_unit_exposure_is_ok(unit_exposure, unit: str) -> None:
+    exposure = unit_exposure(unit)
+    assert exposure.level <= exposure.limit, f"systemd-analyze security {exposure}"
+
+
+def test_dotfiles_other_than_mirror_meta_are_not_served(dotfile_status: str) -> None:
+    assert dotfile_status == "404"
 
 
 def test_unauthenticated_ping_is_refused(host) -> None:

@@ -40,11 +40,23 @@ def test_monitor_holds_no_signing_key(host) -> None:
         ("NoNewPrivileges", "yes"),
         ("ProtectSystem", "strict"),
         ("ReadWritePaths", "/var/www/mirrorfleet-status"),
+        ("PrivateUsers", "yes"),
+        ("ProtectProc", "invisible"),
+        ("ProcSubset", "pid"),
+        ("MemoryDenyWriteExecute", "yes"),
+        ("RestrictAddressFamilies", "AF_INET AF_INET6 AF_UNIX"),
+        ("CapabilityBoundingSet", ""),
     ],
 )
 def test_daemon_is_sandboxed(host, prop: str, expected: str) -> None:
     value = host.check_output(f"systemctl show -p {prop} --value mirrorfleet-monitor.service")
     assert value == expected
+
+
+@pytest.mark.parametrize("unit", ["mirrorfleet-monitor.service"])
+def test_unit_exposure_is_ok(unit_exposure, unit: str) -> None:
+    exposure = unit_exposure(unit)
+    assert exposure.level <= exposure.limit, f"systemd-analyze security {exposure}"
 
 
 def test_unauthenticated_ping_is_refused(host) -> None:

@@ -43,11 +43,8 @@ def test_rsync_module_refuses_uploads(host) -> None:
     assert "read only" in upload.stderr or "read-only" in upload.stderr
 
 
-def test_dotfiles_other_than_mirror_meta_are_not_served(host) -> None:
-    status = host.check_output(
-        "curl -s -o /dev/null -w '%{http_code}' http://localhost/.rsync-partial/x"
-    )
-    assert status == "404"
+def test_dotfiles_other_than_mirror_meta_are_not_served(dotfile_status: str) -> None:
+    assert dotfile_status == "404"
 
 
 @pytest.mark.parametrize(
