@@ -1,0 +1,305 @@
+"""The lab harness every lab scenario shares (tests/integration, tests/faults): drive
+a lab through the real CLIs, read what it left behind, and read a mirror the way a
+client does.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+
+import dns.resolver
+import pytest
+
+from mirrorfleet.stamp import Stamp, parse_stamp
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+def missing_prerequisite() -> str | None:
+    if os.geteuid() != 0:
+        return "need root"
+    for tool in ("systemd-nspawn", "debootstrap", "ip", "rsync"):
+        if shutil.which(tool) is None:
+            return f"need {tool}"
+    return None
+
+
+def require_lab() -> None:
+    """Skip without root and tools, except where the lab must run (CI): fail there."""
+    missing = missing_prerequisite()
+    if missing:
+        if os.environ.get("MIRRORFLEET_REQUIRE_LAB"):
+            pytest.fail(f"lab tests are required here but {missing}")
+        pytest.skip(f"lab tests {missing}")
+
+
+class LabRun:
+    """Drive one lab through the real CLIs, as an operator would."""
+
+    def __init__(self, name: str, subnet: str) -> None:
+        self.name, self.subnet = name, subnet
+        self.env = {**os.environ, "MIRRORFLEET_LAB": name}
+        self.state: dict = {}
+
+    def run(self, *argv: str, timeout: float = 600, env: dict | None = None, input_text: str = ""):
+        return subprocess.run(
+            list(argv),
+            env=env or self.env,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            input=input_text,
+        )
+
+    def cli(self, *args: str, timeout: float = 600) -> dict | list:
+        proc = self.run(str(BIN / "mirrorfleet"), *args, "--json", timeout=timeout)
+        assert proc.returncode == 0, f"mirrorfleet {' '.join(args)} failed:\n{proc.stderr}"
+        return json.loads(proc.stdout)
+
+    def up(self, *args: str) -> dict:
+        self.state = self.cli("lab", "up", "--subnet", self.subnet, *args)
+        return self.state
+
+    def down(self) -> subprocess.CompletedProcess:
+        return self.run(str(BIN / "mirrorfleet"), "lab", "down", timeout=120)
+
+    def pyinfra(self, *args: str) -> dict:
+        proc = self.run(str(BIN / "pyinfra"), "-y", "--json", "inventories/lab.py", *args)
+        assert proc.returncode == 0, (
+            f"pyinfra {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}"
+        )
+        return json.loads(proc.stdout)
+
+    def infra_suite(self, *extra: str) -> subprocess.CompletedProcess:
+        """The operator's verification suite (tests/infra) against this lab."""
+        return self.run(
+            sys.executable,
+            "-m",
+            "pytest",
+            "tests/infra",
+            "--inventory",
+            "inventories/lab.py",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            *extra,
+            timeout=300,
+        )
+
+    def exec(self, host: str, *command: str, timeout: float = 120, input_text: str = ""):
+        return self.run(
+            str(BIN / "mirrorfleet"),
+            "lab",
+            "exec",
+            host,
+            "--",
+            *command,
+            timeout=timeout,
+            input_text=input_text,
+        )
+
+    def check(self, host: str, *command: str, timeout: float = 120, input_text: str = "") -> str:
+        proc = self.exec(host, *command, timeout=timeout, input_text=input_text)
+        assert proc.returncode == 0, f"{host}: {' '.join(command)} failed:\n{proc.stderr}"
+        return proc.stdout
+
+    def address(self, host: str) -> str:
+        return next(h["address"] for h in self.state["hosts"] if h["name"] == host)
+
+    @staticmethod
+    def wait_for(predicate: Callable[[], bool], timeout: float, interval: float = 0.2) -> float:
+        """Seconds until predicate() held; fails the test at timeout."""
+        start = time.monotonic()
+        while not predicate():
+            if time.monotonic() - start > timeout:
+                pytest.fail(f"condition not met within {timeout}s")
+            time.sleep(interval)
+        return time.monotonic() - start
+
+
+def kernel_leftovers(lab: str) -> dict[str, list[str]]:
+    """What a lab left behind, read straight from the kernel and /proc, not through
+    the code under test."""
+    prefix = f"mf{lab}-"
+    netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    links = json.loads(
+        subprocess.run(["ip", "-j", "link", "show"], capture_output=True, text=True).stdout
+    )
+    mounts = Path("/proc/self/mountinfo").read_text().splitlines()
+    procs = []
+    for entry in Path("/proc").iterdir():
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if "systemd-nspawn" in cmdline and f"/run/netns/{prefix}" in cmdline:
+            procs.append(cmdline)
+    return {
+        "netns": [n for n in netns.split() if n.startswith(prefix)],
+        "links": [link["ifname"] for link in links if link["ifname"].startswith(prefix)],
+        "mounts": [m for m in mounts if f"/labs/{lab}/" in m],
+        "processes": procs,
+    }
+
+
+# -- reading a lab fleet the way clients and operators do ------------------------------
+
+AS_SERVICE = ("runuser", "-u", "mirrorfleet", "--", "mirrorfleet")
+ZONE = "mirrors.lab.test."  # the lab inventory's mirror_zone
+HREF = re.compile(rb'href="([^"#]+)(?:#sha256=([0-9a-f]{64}))?"')
+
+
+def publish(lab: LabRun, *flags: str) -> int:
+    """Publish on the origin as its service user; the new serial."""
+    out = lab.check("origin", *AS_SERVICE, "origin", "publish", "--json", *flags)
+    return int(json.loads(out)["serial"])
+
+
+def add_releases(lab: LabRun, releases: dict[str, str], payload: int) -> int:
+    """Add one release per project on the origin and publish them, in one exec."""
+    steps = [
+        f"mirrorfleet demo-content /srv/mirror --add {project}=={version} "
+        f"--payload {payload} >/dev/null"
+        for project, version in releases.items()
+    ]
+    script = " && ".join([*steps, "mirrorfleet origin publish --json"])
+    return int(json.loads(lab.check("origin", *AS_SERVICE[:-1], "sh", "-c", script))["serial"])
+
+
+def wheel_path(project: str, version: str) -> str:
+    return f"packages/{project}/{project.replace('-', '_')}-{version}-py3-none-any.whl"
+
+
+def served_stamp(base: str, public_key) -> Stamp | None:
+    """The stamp a host serves, fetched over HTTP and verified, as a client would."""
+    try:
+        with urllib.request.urlopen(f"{base}/.mirror/stamp.json", timeout=5) as response:
+            return parse_stamp(response.read(), [public_key])
+    except OSError:
+        return None
+
+
+def served_serial(lab: LabRun, host: str, public_key) -> int | None:
+    stamp = served_stamp(f"http://{lab.address(host)}", public_key)
+    return stamp.serial if stamp else None
+
+
+def dns_answer(lab: LabRun, server: str, name: str, rdtype: str) -> list[str]:
+    resolver = dns.resolver.Resolver(configure=False)
+    resolver.nameservers = [lab.address(server)]
+    resolver.lifetime = 5
+    try:
+        return sorted(r.to_text() for r in resolver.resolve(name, rdtype))
+    except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
+        return []
+
+
+def listed(lab: LabRun, server: str = "dns1") -> dict[str, int]:
+    """The mirrors DNS lists: SRV target -> priority."""
+    answers = dns_answer(lab, server, f"_pkgmirror._tcp.{ZONE}", "SRV")
+    return {v.split()[3].rstrip("."): int(v.split()[0]) for v in answers}
+
+
+def meta(lab: LabRun, label: str, server: str = "dns1") -> str:
+    return " ".join(dns_answer(lab, server, f"{label}._meta._pkgmirror.{ZONE}", "TXT"))
+
+
+def soa_serial(lab: LabRun, server: str = "dns1") -> int:
+    return int(dns_answer(lab, server, ZONE, "SOA")[0].split()[2])
+
+
+def get_json(url: str) -> dict:
+    with urllib.request.urlopen(url, timeout=5) as response:
+        return json.loads(response.read())
+
+
+def monitor_states(lab: LabRun) -> dict[str, str]:
+    status = get_json(f"http://{lab.address('monitor')}/status.json")
+    return {m["label"]: m["state"] for m in status["mirrors"]}
+
+
+def unit_pids(lab: LabRun, host: str, unit: str) -> list[int]:
+    """Host PIDs of every process in a lab host's systemd unit, read from the cgroup
+    tree, so a fault lands in microseconds rather than after an exec."""
+    pattern = f"mirrorfleet/mf{lab.name}/mf{lab.name}-{host}/payload/system.slice/{unit}"
+    pids: set[int] = set()
+    for hierarchy in ("unified", "systemd", ""):
+        procs = Path("/sys/fs/cgroup", hierarchy, pattern, "cgroup.procs")
+        if procs.exists():
+            pids.update(int(p) for p in procs.read_text().split())
+    return sorted(pids)
+
+
+class Reader(threading.Thread):
+    """A client reading a mirror over and over: the stamp, then index pages, then
+    every file they link, hashed. It records what a torn mirror would show: a linked
+    file missing or wrong, or a stamp ahead of the files published at its serial."""
+
+    def __init__(self, base: str, public_key, projects: list[str]) -> None:
+        super().__init__(daemon=True)
+        self.base, self.public_key, self.projects = base, public_key, projects
+        self.published: dict[int, list[str]] = {}  # serial -> files it added
+        self.stop = threading.Event()
+        self.rounds = self.files_checked = 0
+        self.torn: list[str] = []
+        self.serials_seen: set[int] = set()
+
+    def get(self, path: str) -> bytes | None:
+        try:
+            with urllib.request.urlopen(f"{self.base}/{path}", timeout=5) as response:
+                return response.read()
+        except urllib.error.HTTPError as exc:
+            if exc.code == 404:
+                return None
+            raise
+
+    def read_once(self) -> None:
+        serial = parse_stamp(self.get(".mirror/stamp.json") or b"", [self.public_key]).serial
+        self.serials_seen.add(serial)
+        for number, files in list(self.published.items()):
+            if number <= serial:
+                self.torn += [f"serial {serial}, missing {f}" for f in files if not self.get(f)]
+        for project in self.projects:
+            page = self.get(f"simple/{project}/")
+            if page is None:
+                self.torn.append(f"serial {serial}: no index for {project}")
+                continue
+            for href, digest in HREF.findall(page):
+                path = f"simple/{project}/{href.decode()}"
+                body = self.get(path)
+                self.files_checked += 1
+                if body is None:
+                    self.torn.append(f"serial {serial}: {path} missing")
+                elif digest and hashlib.sha256(body).hexdigest() != digest.decode():
+                    self.torn.append(f"serial {serial}: {path} does not match its hash")
+
+    def run(self) -> None:
+        deadline = time.monotonic() + 600  # bounded even if the writer hangs
+        while not self.stop.is_set() and time.monotonic() < deadline:
+            try:
+                self.read_once()
+            except (OSError, ValueError) as exc:  # unreachable or a bad stamp: both torn
+                self.torn.append(f"read failed: {exc}")
+            self.rounds += 1
+
+    def __enter__(self) -> Reader:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.join(30)
