@@ -227,9 +227,13 @@ def get_json(url: str) -> dict:
         return json.loads(response.read())
 
 
+def monitor_status(lab: LabRun) -> dict:
+    """The monitor's status.json, as its status page reads it."""
+    return get_json(f"http://{lab.address('monitor')}/status.json")
+
+
 def monitor_states(lab: LabRun) -> dict[str, str]:
-    status = get_json(f"http://{lab.address('monitor')}/status.json")
-    return {m["label"]: m["state"] for m in status["mirrors"]}
+    return {m["label"]: m["state"] for m in monitor_status(lab)["mirrors"]}
 
 
 def unit_pids(lab: LabRun, host: str, unit: str) -> list[int]:

@@ -34,6 +34,7 @@ from labkit import (
     listed,
     meta,
     monitor_states,
+    monitor_status,
     publish,
     served_serial,
     soa_serial,
@@ -279,7 +280,7 @@ def test_primary_down_secondary_answers_and_no_update_is_lost(lab, key, healthy,
         time.sleep(2 * INTERVAL)  # rounds that must publish and cannot
         secondary = listed(lab, "dns2")
         stale_meta = meta(lab, "mirror1", "dns2")
-        dns_status = get_json(f"http://{lab.address('monitor')}/status.json")["dns"]
+        dns_status = monitor_status(lab)["dns"]
     finally:
         lab.check("dns1", "systemctl", "start", "named")
     started = time.monotonic()

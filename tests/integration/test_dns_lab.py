@@ -29,6 +29,17 @@ import dns.update
 import dns.zone
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from labkit import (
+    AS_SERVICE,
+    ZONE,
+    dns_answer,
+    listed,
+    meta,
+    monitor_states,
+    monitor_status,
+    publish,
+    soa_serial,
+)
 
 from mirrorfleet.headless import render_dom
 from mirrorfleet.keys import MONITOR_TSIG, TRANSFER_TSIG, SecretsDir
@@ -37,9 +48,7 @@ from mirrorfleet.stamp import Stamp
 pytestmark = pytest.mark.lab
 
 LAB, SUBNET = "dn", "10.237.0.0/24"
-ZONE = "mirrors.lab.test."
 SRV_NAME = f"_pkgmirror._tcp.{ZONE}"
-AS_SERVICE = ("runuser", "-u", "mirrorfleet", "--", "mirrorfleet")
 INTERVAL = 5.0  # monitor_interval in dns_topology.toml
 SETTLE = 30.0  # a change reaching DNS (sync, two good probes, update)
 SECONDARY_TIMEOUT = 5.0
@@ -59,52 +68,18 @@ def secrets(lab) -> SecretsDir:
     return SecretsDir(Path(lab.state["ssh_config"]).with_name("secrets"))
 
 
-def answer(lab, server: str, name: str, rdtype: str) -> list[str]:
-    resolver = dns.resolver.Resolver(configure=False)
-    resolver.nameservers = [lab.address(server)]
-    resolver.lifetime = 5
-    try:
-        return sorted(r.to_text() for r in resolver.resolve(name, rdtype))
-    except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
-        return []
-
-
-def soa_serial(lab, server: str) -> int:
-    return int(answer(lab, server, ZONE, "SOA")[0].split()[2])
-
-
 def test_primary_and_secondary_serve_the_signed_zone(lab) -> None:
     assert soa_serial(lab, "dns1") == soa_serial(lab, "dns2")
     for server in ("dns1", "dns2"):
-        assert answer(lab, server, ZONE, "DNSKEY"), f"{server} serves no DNSKEY"
+        assert dns_answer(lab, server, ZONE, "DNSKEY"), f"{server} serves no DNSKEY"
     conf = lab.check("dns1", "named-checkconf", "-z", "/etc/bind/named.conf")
     assert "mirrors.lab.test" in conf
 
 
 def head_serial(lab, server: str = "dns1") -> int | None:
-    values = answer(lab, server, f"_head._pkgmirror.{ZONE}", "TXT")
+    values = dns_answer(lab, server, f"_head._pkgmirror.{ZONE}", "TXT")
     match = re.search(r'"serial=(\d+)"', " ".join(values))
     return int(match.group(1)) if match else None
-
-
-def srv(lab, server: str = "dns1") -> dict[str, int]:
-    """SRV target -> priority."""
-    return {
-        v.split()[3].rstrip("."): int(v.split()[0]) for v in answer(lab, server, SRV_NAME, "SRV")
-    }
-
-
-def meta(lab, label: str, server: str = "dns1") -> str:
-    return " ".join(answer(lab, server, f"{label}._meta._pkgmirror.{ZONE}", "TXT"))
-
-
-def status(lab) -> dict:
-    with urllib.request.urlopen(f"http://{lab.address('monitor')}/status.json", timeout=5) as r:
-        return json.loads(r.read())
-
-
-def states(lab) -> dict[str, str]:
-    return {m["label"]: m["state"] for m in status(lab)["mirrors"]}
 
 
 def page_rows(lab) -> dict[str, str]:
@@ -121,17 +96,12 @@ def page_rows(lab) -> dict[str, str]:
     return rows
 
 
-def publish(lab, *flags: str) -> int:
-    out = lab.check("origin", *AS_SERVICE, "origin", "publish", "--json", *flags)
-    return int(json.loads(out)["serial"])
-
-
 def test_the_monitor_publishes_every_mirror_on_both_servers(lab) -> None:
     lab.check("origin", *AS_SERVICE, "demo-content", "/srv/mirror", "--projects", "5")
     serial = publish(lab)
     expected = {"mirror1": 10, "mirror2": 10}
-    lab.wait_for(lambda: srv(lab) == expected and head_serial(lab) == serial, SETTLE)
-    lab.wait_for(lambda: srv(lab, "dns2") == expected, SECONDARY_TIMEOUT)
+    lab.wait_for(lambda: listed(lab) == expected and head_serial(lab) == serial, SETTLE)
+    lab.wait_for(lambda: listed(lab, "dns2") == expected, SECONDARY_TIMEOUT)
     assert f'"serial={serial}"' in meta(lab, "mirror1", "dns2")
     assert '"st=fresh"' in meta(lab, "mirror2", "dns2")
 
@@ -200,7 +170,7 @@ def test_an_idle_fleet_sends_no_updates(lab) -> None:
 
 def test_the_status_page_shows_every_mirror(lab) -> None:
     assert page_rows(lab) == {"mirror1": "fresh", "mirror2": "fresh"}
-    data = status(lab)
+    data = monitor_status(lab)
     assert data["head"]["serial"] == head_serial(lab)
     assert {m["tier"] for m in data["mirrors"]} == {1}
 
@@ -224,7 +194,7 @@ def test_a_mirror_whose_agent_stops_lags_within_two_intervals(lab) -> None:
         serial = publish(lab, "--force")
         took = lab.wait_for(
             lambda: (
-                srv(lab) == {"mirror1": 10, "mirror2": 20}
+                listed(lab) == {"mirror1": 10, "mirror2": 20}
                 and '"st=lagging"' in meta(lab, "mirror2")
             ),
             2 * INTERVAL,
@@ -234,47 +204,47 @@ def test_a_mirror_whose_agent_stops_lags_within_two_intervals(lab) -> None:
         assert page_rows(lab)["mirror2"] == "lagging"
     finally:
         lab.check("mirror2", "systemctl", "start", *AGENT_UNITS)
-    lab.wait_for(lambda: srv(lab) == {"mirror1": 10, "mirror2": 10}, SETTLE)
+    lab.wait_for(lambda: listed(lab) == {"mirror1": 10, "mirror2": 10}, SETTLE)
 
 
 def test_a_mirror_whose_nginx_stops_is_withdrawn(lab) -> None:
     lab.check("mirror2", "systemctl", "stop", "nginx.service")
     try:
-        lab.wait_for(lambda: srv(lab) == {"mirror1": 10}, 3 * INTERVAL)
+        lab.wait_for(lambda: listed(lab) == {"mirror1": 10}, 3 * INTERVAL)
         assert '"st=down"' in meta(lab, "mirror2")
     finally:
         lab.check("mirror2", "systemctl", "start", "nginx.service")
-    lab.wait_for(lambda: srv(lab) == {"mirror1": 10, "mirror2": 10}, SETTLE)
+    lab.wait_for(lambda: listed(lab) == {"mirror1": 10, "mirror2": 10}, SETTLE)
 
 
 def test_every_mirror_stopped_keeps_the_last_set(lab) -> None:
-    before = srv(lab)
+    before = listed(lab)
     for mirror in ("mirror1", "mirror2"):
         lab.check(mirror, "systemctl", "stop", "nginx.service")
     try:
-        lab.wait_for(lambda: set(states(lab).values()) == {"down"}, 3 * INTERVAL)
+        lab.wait_for(lambda: set(monitor_states(lab).values()) == {"down"}, 3 * INTERVAL)
         time.sleep(INTERVAL)
-        assert srv(lab) == before
-        assert {m["published"] for m in status(lab)["mirrors"]} == {"held"}
+        assert listed(lab) == before
+        assert {m["published"] for m in monitor_status(lab)["mirrors"]} == {"held"}
         assert page_rows(lab) == {"mirror1": "down", "mirror2": "down"}
     finally:
         for mirror in ("mirror1", "mirror2"):
             lab.check(mirror, "systemctl", "start", "nginx.service")
-    lab.wait_for(lambda: set(states(lab).values()) == {"fresh"}, SETTLE)
+    lab.wait_for(lambda: set(monitor_states(lab).values()) == {"fresh"}, SETTLE)
 
 
 def never_fresh_after(lab, label: str, since: float) -> None:
     """Once the monitor has probed `label` after `since`, it stays down for two rounds."""
 
     def probed_down() -> bool:
-        mirror = next(m for m in status(lab)["mirrors"] if m["label"] == label)
+        mirror = next(m for m in monitor_status(lab)["mirrors"] if m["label"] == label)
         return (mirror["last_probe"] or 0) > since and mirror["state"] == "down"
 
     lab.wait_for(probed_down, 2 * INTERVAL)
     deadline = time.monotonic() + 2 * INTERVAL
     while time.monotonic() < deadline:
-        assert states(lab)[label] == "down"
-        assert label not in srv(lab)
+        assert monitor_states(lab)[label] == "down"
+        assert label not in listed(lab)
         time.sleep(0.5)
 
 
@@ -293,7 +263,7 @@ def test_a_forged_stamp_is_never_fresh(lab) -> None:
         never_fresh_after(lab, "mirror1", since)
     finally:
         lab.check("mirror1", "systemctl", "start", *AGENT_UNITS)
-    lab.wait_for(lambda: srv(lab) == {"mirror1": 10, "mirror2": 10}, SETTLE)
+    lab.wait_for(lambda: listed(lab) == {"mirror1": 10, "mirror2": 10}, SETTLE)
 
 
 def test_a_tree_with_missing_files_is_never_fresh(lab) -> None:
@@ -305,24 +275,24 @@ def test_a_tree_with_missing_files_is_never_fresh(lab) -> None:
     finally:
         lab.check("mirror1", "systemctl", "start", *AGENT_UNITS)
     publish(lab, "--force")  # the next sync brings every file back
-    lab.wait_for(lambda: srv(lab) == {"mirror1": 10, "mirror2": 10}, SETTLE)
+    lab.wait_for(lambda: listed(lab) == {"mirror1": 10, "mirror2": 10}, SETTLE)
 
 
 def test_restarting_the_monitor_loses_nothing(lab) -> None:
     lab.check("mirror2", "systemctl", "stop", "nginx.service")
     try:
-        lab.wait_for(lambda: srv(lab) == {"mirror1": 10}, 3 * INTERVAL)
+        lab.wait_for(lambda: listed(lab) == {"mirror1": 10}, 3 * INTERVAL)
         samples = len(history(lab))
         before = published(lab)
         lab.check("monitor", "systemctl", "restart", "mirrorfleet-monitor.service")
-        lab.wait_for(lambda: status(lab)["generated"] > time.time() - 1, SETTLE)
+        lab.wait_for(lambda: monitor_status(lab)["generated"] > time.time() - 1, SETTLE)
         time.sleep(2 * INTERVAL)
         assert published(lab) == before, "the restart changed what DNS says"
-        assert states(lab) == {"mirror1": "fresh", "mirror2": "down"}
+        assert monitor_states(lab) == {"mirror1": "fresh", "mirror2": "down"}
         assert len(history(lab)) >= samples
     finally:
         lab.check("mirror2", "systemctl", "start", "nginx.service")
-    lab.wait_for(lambda: srv(lab) == {"mirror1": 10, "mirror2": 10}, SETTLE)
+    lab.wait_for(lambda: listed(lab) == {"mirror1": 10, "mirror2": 10}, SETTLE)
 
 
 def published(lab) -> list[str]:
@@ -330,7 +300,9 @@ def published(lab) -> list[str]:
     names = [SRV_NAME, f"_head._pkgmirror.{ZONE}"]
     names += [f"{m}._meta._pkgmirror.{ZONE}" for m in ("mirror1", "mirror2")]
     values = [
-        v for name in names for v in answer(lab, "dns1", name, "SRV" if name == SRV_NAME else "TXT")
+        v
+        for name in names
+        for v in dns_answer(lab, "dns1", name, "SRV" if name == SRV_NAME else "TXT")
     ]
     return [re.sub(r'"chk=\d+" ', "", v) for v in values]
 
