@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -29,7 +30,7 @@ from mirrorfleet.loopback_dns import LoopbackBind
 from mirrorfleet.loopback_fleet import LoopbackFleet, loopback_monitor
 from mirrorfleet.loopback_route53 import dummy_aws_env, moto_route53
 from mirrorfleet.monitor.daemon import Monitor, serve
-from mirrorfleet.ping import send_ping
+from mirrorfleet.ping import HEADER, WINDOW, auth_header, send_ping
 from mirrorfleet.stamp import STAMP_PATH, Stamp
 
 MIRRORFLEET = str(Path(sys.executable).with_name("mirrorfleet"))
@@ -229,6 +230,44 @@ def test_notifications_are_authenticated_and_trigger_a_probe(world) -> None:
         server.server_close()
     for label in ("m2", "m3"):
         fleet.sync(label)
+
+
+def post_ping(url: str, body: bytes, header: str) -> int:
+    request = urllib.request.Request(url, data=body, method="POST", headers={HEADER: header})
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return response.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+def test_a_replayed_stale_or_altered_notification_is_refused(world) -> None:
+    """An attacker on the path who saw one good ping can neither replay it, nor send
+    it late, nor change what it says."""
+    fleet, _, _ = world
+    monitor = make_monitor(world)
+    server, loop = serve(monitor)
+    url = f"http://{monitor.config.listen}/ping"
+    secret = read_secret(fleet.secrets.ping_secret)
+    body = json.dumps({"event": "publish", "from": "origin"}).encode()
+    try:
+        header = auth_header(secret, body)
+        assert post_ping(url, body, header) == 202
+        assert post_ping(url, body, header) == 401  # the same nonce again
+        stale = auth_header(secret, body, now=time.time() - 2 * WINDOW)
+        assert post_ping(url, body, stale) == 401
+        fresh = auth_header(secret, body)
+        assert post_ping(url, body.replace(b"origin", b"m1.example.net"), fresh) == 401
+        assert post_ping(url, body, fresh) == 202  # the untouched one still goes through
+        with urllib.request.urlopen(f"http://{monitor.config.listen}/metrics", timeout=5) as r:
+            metrics = r.read().decode()
+        assert 'mirrorfleet_monitor_pings_total{verdict="rejected"} 3.0' in metrics
+        assert 'mirrorfleet_monitor_pings_total{verdict="accepted"} 2.0' in metrics
+    finally:
+        monitor.stop()
+        loop.join(10)
+        server.shutdown()
+        server.server_close()
 
 
 def cli(*argv: str) -> subprocess.CompletedProcess:
