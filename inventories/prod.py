@@ -22,10 +22,13 @@ Host data keys (per host, or for every host in group_data/all.py):
 - dns_soa_minimum (int): negative-caching time of the zone, 60-300 s (60).
 - dns_dnssec (bool): sign the zone with BIND's dnssec-policy (False; on in the lab).
 - mirror_region (str): a mirror's region label; each region gets its own SRV name.
+- mirror_weight (int): the mirror's SRV weight, 0-65535 (100): its share of the
+  clients among mirrors of the same priority.
 - secrets_dir (str): control-node folder made by `mirrorfleet keys init --dir DIR`
   ("secrets", set in group_data/all.py). The origin gets the signing key, the
   mirrors and the monitor the ping secret, the dns hosts their TSIG keys, the
-  monitor its own TSIG key; nothing else leaves it.
+  monitor its own TSIG key; nothing else leaves it. A deploy holds
+  `deploy.lock` in it, so a second concurrent deploy of the fleet stops at once.
 - monitor_interval (int): seconds between the monitor's full probes (30);
   notifications from the origin and agents trigger probes in between.
 - monitor_lag_grace (int): seconds a mirror may be behind a new head before it is

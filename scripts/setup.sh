@@ -6,6 +6,7 @@ cd "$(dirname "$0")/.."
 
 packages=(debootstrap systemd-container iproute2 openssh-client rsync curl bind9 bind9-dnsutils python3 python3-venv)
 packages+=(chromium)  # headless tests of the monitor's status page
+packages+=(libfaketime)  # the fault suite runs a lab host's agent an hour fast
 packages+=("$@")  # extra packages, e.g. vagrant for the test suite
 
 missing=()
