@@ -1,14 +1,17 @@
-"""Shared fixtures: a secrets folder and a tiny PEP 503 tree for publish/sync tests."""
+"""Shared fixtures: a secrets folder, a tiny PEP 503 tree for publish/sync tests, and
+an agent syncing it from a loopback upstream (real rsync daemon and HTTP)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from mirrorfleet.config import OriginConfig
+from mirrorfleet.config import AgentConfig, OriginConfig
 from mirrorfleet.keys import SecretsDir, init_secrets
+from mirrorfleet.loopback import LoopbackUpstream
+from mirrorfleet.origin import publish
 
 
 def _add_project(tree: Path, name: str, version: str) -> None:
@@ -45,4 +48,27 @@ def origin_config(tmp_path: Path, secrets_dir: SecretsDir) -> OriginConfig:
         tree=tree,
         signing_key=secrets_dir.signing_key,
         ping_secret=secrets_dir.ping_secret,
+    )
+
+
+@pytest.fixture
+def upstream(tmp_path: Path, origin_config: OriginConfig) -> Iterator[LoopbackUpstream]:
+    with LoopbackUpstream(origin_config.tree, tmp_path) as served:
+        yield served
+
+
+@pytest.fixture
+def agent_config(
+    tmp_path: Path, origin_config: OriginConfig, secrets_dir: SecretsDir, upstream
+) -> AgentConfig:
+    publish(origin_config, ping=False)
+    return AgentConfig(
+        name="mirror1",
+        tree=tmp_path / "mirror",
+        upstream_rsync=upstream.rsync_url,
+        upstream_http=upstream.http_url,
+        public_keys=(secrets_dir.public_key.read_text().strip(),),
+        ping_secret=secrets_dir.ping_secret,
+        state_dir=tmp_path / "state",
+        retries=0,
     )

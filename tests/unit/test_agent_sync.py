@@ -6,7 +6,6 @@ import json
 import threading
 import time
 import urllib.request
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -15,34 +14,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from mirrorfleet.agent import daemon, sync
 from mirrorfleet.config import AgentConfig, OriginConfig
-from mirrorfleet.keys import SecretsDir, read_secret
-from mirrorfleet.loopback import LoopbackUpstream, free_port
+from mirrorfleet.keys import read_secret
+from mirrorfleet.loopback import free_port
 from mirrorfleet.origin import publish
 from mirrorfleet.ping import send_ping
 from mirrorfleet.stamp import Stamp
-
-
-@pytest.fixture
-def upstream(tmp_path: Path, origin_config: OriginConfig) -> Iterator[LoopbackUpstream]:
-    with LoopbackUpstream(origin_config.tree, tmp_path) as served:
-        yield served
-
-
-@pytest.fixture
-def agent_config(
-    tmp_path: Path, origin_config: OriginConfig, secrets_dir: SecretsDir, upstream
-) -> AgentConfig:
-    publish(origin_config)
-    return AgentConfig(
-        name="mirror1",
-        tree=tmp_path / "mirror",
-        upstream_rsync=upstream.rsync_url,
-        upstream_http=upstream.http_url,
-        public_keys=(secrets_dir.public_key.read_text().strip(),),
-        ping_secret=secrets_dir.ping_secret,
-        state_dir=tmp_path / "state",
-        retries=0,
-    )
 
 
 def listing(tree: Path) -> dict[str, bytes]:

@@ -316,29 +316,6 @@ BAD_STAMPS: dict[str, tuple[Callable[[bytes], bytes], str]] = {
 }
 
 
-@pytest.fixture
-def upstream(tmp_path: Path, origin_config: OriginConfig) -> Iterator[LoopbackUpstream]:
-    with LoopbackUpstream(origin_config.tree, tmp_path) as served:
-        yield served
-
-
-@pytest.fixture
-def agent_config(
-    tmp_path: Path, origin_config: OriginConfig, secrets_dir: SecretsDir, upstream
-) -> AgentConfig:
-    publish(origin_config, ping=False)
-    return AgentConfig(
-        name="mirror1",
-        tree=tmp_path / "mirror",
-        upstream_rsync=upstream.rsync_url,
-        upstream_http=upstream.http_url,
-        public_keys=(secrets_dir.public_key.read_text().strip(),),
-        ping_secret=secrets_dir.ping_secret,
-        state_dir=tmp_path / "state",
-        retries=0,
-    )
-
-
 @pytest.mark.parametrize("case", list(BAD_STAMPS))
 def test_bad_stamp_is_refused_everywhere_and_the_mirror_keeps_its_tree(
     case: str,
