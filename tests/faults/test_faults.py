@@ -73,7 +73,7 @@ def lab(make_lab) -> LabRun:
     lab = make_lab(LAB, SUBNET)
     lab.up("--topology", str(Path(__file__).with_name("fault_topology.toml")))
     lab.pyinfra("deploy.py")
-    if lab.exec("origin", "test", "-e", "/srv/mirror/simple/demo-00005").returncode != 0:
+    if lab.exec("origin", "test", "-e", "/srv/mirror/simple/demo-00004").returncode != 0:
         lab.check("origin", *AS_SERVICE, "demo-content", "/srv/mirror", "--projects", "5")
     publish(lab, "--force")
     return lab
@@ -111,9 +111,9 @@ def when_syncing(
     action: Callable[[], None],
     after: threading.Event | None = None,
     timeout: float = 20,
-) -> None:
-    """Run action once the host's agent has an rsync running (a child in its unit),
-    and `after` is set."""
+) -> threading.Thread:
+    """Run action, in a thread, once the host's agent has an rsync running (a child
+    in its unit) and `after` is set; the caller joins the thread."""
 
     def watch() -> None:
         deadline = time.monotonic() + timeout
@@ -125,25 +125,24 @@ def when_syncing(
 
     watcher = threading.Thread(target=watch, daemon=True)
     watcher.start()
-    threading_watchers.append(watcher)
-
-
-threading_watchers: list[threading.Thread] = []
-
-
-def join_watchers() -> None:
-    while threading_watchers:
-        threading_watchers.pop().join(30)
+    return watcher
 
 
 def agent_status(lab: LabRun, host: str) -> dict:
     return get_json(f"http://{lab.address(host)}:8873/status")
 
 
-def agent_metric(lab: LabRun, host: str, name: str) -> str:
-    with urllib.request.urlopen(f"http://{lab.address(host)}:8873/metrics", timeout=5) as r:
+def metric(lab: LabRun, host: str, name: str, port: int = 8873) -> str:
+    """The lines of one metric on an agent (8873) or the monitor (8874)."""
+    with urllib.request.urlopen(f"http://{lab.address(host)}:{port}/metrics", timeout=5) as r:
         lines = r.read().decode().splitlines()
     return " ".join(line for line in lines if line.startswith(name))
+
+
+def bad_verdicts(lab: LabRun) -> float:
+    """Probes the monitor judged `bad` (a forged stamp, a missing or wrong file)."""
+    line = metric(lab, "monitor", 'mirrorfleet_monitor_probes_total{verdict="bad"}', 8874)
+    return float(line.split()[-1]) if line else 0.0
 
 
 # -- the agent killed mid-sync ---------------------------------------------------------
@@ -154,6 +153,7 @@ def test_sigkill_mid_sync_never_serves_a_torn_tree(lab, key, healthy, report) ->
     phases: Counter[str] = Counter()
     recoveries: list[float] = []
     states_seen: Counter[str] = Counter()
+    bad_before = bad_verdicts(lab)
     with Reader(f"http://{lab.address('mirror1')}", key, PROJECTS) as reader:
         for i in range(KILLS):
             delay = rng.uniform(0, KILL_WINDOW)
@@ -163,11 +163,11 @@ def test_sigkill_mid_sync_never_serves_a_torn_tree(lab, key, healthy, report) ->
                 time.sleep(delay)
                 kill["pids"] = kill_unit(lab, "mirror1", AGENT)
 
-            when_syncing(lab, "mirror1", strike)
+            watcher = when_syncing(lab, "mirror1", strike)
             releases = {p: f"3.{i}.0" for p in PROJECTS}
             serial = add_releases(lab, releases, payload=1_000_000)
             reader.published[serial] = [wheel_path(p, v) for p, v in releases.items()]
-            join_watchers()
+            watcher.join(30)
             pids = kill.get("pids", [])
             at_kill = served_serial(lab, "mirror1", key)
             phases[
@@ -196,6 +196,7 @@ def test_sigkill_mid_sync_never_serves_a_torn_tree(lab, key, healthy, report) ->
         "recovery_max_s": round(max(recoveries), 2),
         "recovery_median_s": round(sorted(recoveries)[len(recoveries) // 2], 2),
         "monitor_states_seen": dict(states_seen),
+        "monitor_bad_verdicts": bad_verdicts(lab) - bad_before,
     }
     assert reader.torn == []
     assert reader.rounds > KILLS and reader.files_checked > 100
@@ -241,11 +242,11 @@ def test_origin_lost_mid_sync_keeps_the_last_good_state(
         reader.start()
     try:
         published = threading.Event()  # cut nothing under the publish command itself
-        when_syncing(lab, "mirror1", lambda: inject(lab), after=published)
+        watcher = when_syncing(lab, "mirror1", lambda: inject(lab), after=published)
         releases = {"demo-00003": f"4.{int(time.time())}.0"}
         serial = add_releases(lab, releases, payload=30_000_000)  # 1.5 s at the lab's bwlimit
         published.set()
-        join_watchers()
+        watcher.join(30)
         time.sleep(LINK_CUT)
         during = {m: served_serial(lab, m, key) for m in MIRRORS}
         states_during = monitor_states(lab)
@@ -352,7 +353,10 @@ def test_full_disk_fails_cleanly_and_says_so(lab, key, healthy, report) -> None:
         serial = add_releases(lab, {"demo-00004": "6.0.0"}, payload=8 * 1024 * 1024)
         lab.wait_for(lambda: served_serial(lab, "mirror1", key) == serial, RECOVERY)
         lab.wait_for(
-            lambda: "mirrorfleet_agent_last_sync_ok 0.0" in agent_metric(lab, "mirror2", "mirror"),
+            lambda: (
+                metric(lab, "mirror2", "mirrorfleet_agent_last_sync_ok")
+                == ("mirrorfleet_agent_last_sync_ok 0.0")
+            ),
             RECOVERY,
         )
         error = (agent_status(lab, "mirror2")["last"] or {}).get("error", "")
@@ -418,7 +422,7 @@ def test_a_clock_an_hour_fast_changes_no_verdict(lab, key, healthy, report) -> N
         serial = add_releases(lab, {"demo-00001": f"7.{int(time.time())}.0"}, payload=1000)
         # the origin's push carries its own time: an hour off, the agent refuses it...
         lab.wait_for(
-            lambda: 'verdict="rejected"' in agent_metric(lab, "mirror1", "mirrorfleet_agent_pings"),
+            lambda: 'verdict="rejected"' in metric(lab, "mirror1", "mirrorfleet_agent_pings"),
             10,
         )
         journal = lab.check("mirror1", "journalctl", "-u", AGENT, "-n", "30", "--no-pager")
