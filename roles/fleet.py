@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from pyinfra import host, inventory
 from pyinfra.api import Host
 from pyinfra.api.exceptions import DeployError
 from pyinfra.api.operation import OperationMeta
-from pyinfra.operations import files
+from pyinfra.operations import files, systemd
 
 from mirrorfleet.errors import MirrorfleetError
 from mirrorfleet.keys import SecretsDir
@@ -114,7 +115,20 @@ def monitor_ping_urls() -> list[str]:
     ]
 
 
-def sandbox(writable: str) -> list[str]:
+# The drop-in that sandboxes a Debian daemon's stock unit (nginx, rsync, named).
+SANDBOX_DROPIN = "mirrorfleet-sandbox.conf"
+
+
+def sandbox(
+    writable: str,
+    *,
+    capabilities: str = "",
+    address_families: str = "AF_INET AF_INET6 AF_UNIX",
+    syscalls: str = "@system-service",
+    denied_syscalls: str = "@privileged @resources",
+    private_users: bool = True,
+    proc_subset: str = "pid",
+) -> list[str]:
     """systemd hardening for mirrorfleet's daemons: they may write `writable` only.
 
     One list for every unit (the agent, the fallback sync, the monitor); each scores
@@ -123,16 +137,23 @@ def sandbox(writable: str) -> list[str]:
     to fetch; AF_UNIX for rsync's socketpairs) with no fixed address list, since
     pings and upstreams come from anywhere in a fleet, and a 0022 umask: directories
     the agent makes in the tree (mkdir masks its mode) must stay readable by nginx.
+
+    The Debian daemons the roles run (nginx, rsync, named; see harden()) get the same
+    list with what a root daemon that drops to its own user needs loosened: the
+    `capabilities` it keeps (bounding set), the syscalls it needs to change user or
+    chroot (more `syscalls`, fewer `denied_syscalls`), and no PrivateUsers=, whose
+    user namespace has neither the users they drop to nor the right to bind ports
+    below 1024 on the host's network; `proc_subset` "all" for one that reads /proc/sys.
     """
     return [
         "NoNewPrivileges=yes",
         "ProtectSystem=strict",
-        f"ReadWritePaths={writable}",
+        *([f"ReadWritePaths={writable}"] if writable else []),
         "ProtectHome=yes",
         "PrivateTmp=yes",
         "PrivateDevices=yes",
         # root and the service user map to themselves; every other owner is nobody
-        "PrivateUsers=yes",
+        *(["PrivateUsers=yes"] if private_users else []),
         "ProtectKernelTunables=yes",
         "ProtectKernelModules=yes",
         "ProtectKernelLogs=yes",
@@ -140,20 +161,45 @@ def sandbox(writable: str) -> list[str]:
         "ProtectClock=yes",
         "ProtectHostname=yes",
         "ProtectProc=invisible",
-        "ProcSubset=pid",
-        "RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX",
+        f"ProcSubset={proc_subset}",
+        f"RestrictAddressFamilies={address_families}",
         "RestrictNamespaces=yes",
         "RestrictRealtime=yes",
         "RestrictSUIDSGID=yes",
         "LockPersonality=yes",
-        # python, cryptography's cffi bindings and rsync need no writable code pages
+        # python, cryptography's cffi bindings, rsync, nginx (no pcre_jit) and named
+        # need no writable code pages
         "MemoryDenyWriteExecute=yes",
         "RemoveIPC=yes",
         "SystemCallArchitectures=native",
-        "SystemCallFilter=@system-service",
-        "SystemCallFilter=~@privileged @resources",
+        f"SystemCallFilter={syscalls}",
+        *([f"SystemCallFilter=~{denied_syscalls}"] if denied_syscalls else []),
         "SystemCallErrorNumber=EPERM",
-        "CapabilityBoundingSet=",
+        f"CapabilityBoundingSet={capabilities}",
         "AmbientCapabilities=",
         "UMask=0022",
     ]
+
+
+def harden(unit: str, template: Path, writable: str, **options: Any) -> OperationMeta:
+    """A sandbox drop-in for a stock (Debian) unit, and the unit restarted on a change.
+
+    /etc/systemd/system/<unit>.d/mirrorfleet-sandbox.conf from `template` (beside the
+    role: a header and `{{ sandbox | join("\\n") }}`), with sandbox(writable, **options);
+    a restart, not a reload, since namespaces and capabilities are set at exec.
+    """
+    dropin = files.template(
+        name=f"Sandbox {unit} (drop-in)",
+        src=str(template),
+        dest=f"/etc/systemd/system/{unit}.d/{SANDBOX_DROPIN}",
+        mode="0644",
+        sandbox=sandbox(writable, **options),
+    )
+    systemd.daemon_reload(name=f"Reload systemd units ({unit} drop-in)", _if=dropin.did_change)
+    systemd.service(
+        name=f"Restart {unit} in its sandbox",
+        service=unit,
+        restarted=True,
+        _if=dropin.did_change,
+    )
+    return dropin

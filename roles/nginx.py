@@ -1,5 +1,6 @@
 """One nginx site per role: installed, enabled, checked with `nginx -t` before
-nginx reloads it, and reloaded only when something changed."""
+nginx reloads it, and reloaded only when something changed. nginx itself runs
+sandboxed (fleet.harden()), on the origin, the mirrors and the monitor alike."""
 
 from __future__ import annotations
 
@@ -7,6 +8,10 @@ from pathlib import Path
 
 from pyinfra.operations import files, server, systemd
 from pyinfra.operations.util import any_changed
+
+from mirrorfleet_roles import fleet
+
+SANDBOX = Path(__file__).parent / "serve_tree" / "templates" / "nginx-sandbox.conf.j2"
 
 
 def site(conf: str, template: Path, what: str) -> None:
@@ -25,3 +30,26 @@ def site(conf: str, template: Path, what: str) -> None:
     server.shell(name="Check the nginx configuration", commands=["nginx -t -q"], _if=changed)
     systemd.service(name="Run nginx", service="nginx.service", running=True, enabled=True)
     systemd.service(name="Reload nginx", service="nginx.service", reloaded=True, _if=changed)
+    sandbox()
+
+
+def sandbox() -> None:
+    """nginx.service in a drop-in sandbox: the master keeps only what it uses as root.
+
+    CAP_NET_BIND_SERVICE for port 80; CAP_SETUID/CAP_SETGID to start its workers as
+    www-data; CAP_DAC_OVERRIDE to open the logs, which belong to www-data (0640,
+    logrotate's `create`), and CAP_CHOWN to give a log it had to create back to
+    www-data when it reopens logs (USR1 after a rotation); CAP_KILL to signal its
+    workers, which run as another user. It writes its logs, its temp dirs and /run
+    (its pid file, /run/nginx.pid, set in Debian's nginx.conf and unit).
+    """
+    fleet.harden(
+        "nginx.service",
+        SANDBOX,
+        "/var/log/nginx /var/lib/nginx /run",
+        capabilities="CAP_NET_BIND_SERVICE CAP_SETUID CAP_SETGID CAP_DAC_OVERRIDE CAP_CHOWN "
+        "CAP_KILL",
+        # setuid/setgroups/chown are @privileged; nginx sets no rlimits or priorities
+        denied_syscalls="@resources",
+        private_users=False,
+    )

@@ -28,6 +28,7 @@ from mirrorfleet_roles import fleet
 
 TEMPLATES = Path(__file__).parent / "templates"
 NAMED_CONF = TEMPLATES / "named.conf.j2"
+SANDBOX = TEMPLATES / "named-sandbox.conf.j2"
 KEYS_CONF = TEMPLATES / "keys.conf.j2"
 ZONE_SEED = TEMPLATES / "zone.db.j2"
 JINJA = {"trim_blocks": True, "lstrip_blocks": True}
@@ -221,5 +222,33 @@ def apply() -> None:
         ],
         _if=changed,
     )
+    sandbox(conf)
     systemd.service(name="Run named", service="named.service", running=True, enabled=True)
     systemd.service(name="Reload named", service="named.service", reloaded=True, _if=changed)
+
+
+def sandbox(conf: NamedConf) -> None:
+    """named.service in a drop-in sandbox (fleet.harden()).
+
+    named starts as root and keeps, like its own Linux privilege code asks for:
+    CAP_NET_BIND_SERVICE (port 53, kept after it drops to bind), CAP_SETUID and
+    CAP_SETGID (-u bind), CAP_DAC_READ_SEARCH (to read the bind-only TSIG keys and
+    DNSSEC key directory while still root), CAP_CHOWN (its pid file and files it
+    makes as root go to bind) and CAP_SYS_RESOURCE (it raises its open-file limit,
+    the setrlimit that needs @resources). AF_NETLINK: it lists and watches the
+    host's interfaces (listen-on any). It writes the zones, their journals and keys
+    (ZONE_DIR), its working directory and /run/named (pid file, session key).
+    """
+    fleet.harden(
+        "named.service",
+        SANDBOX,
+        f"{ZONE_DIR} {conf.directory} /run/named",
+        capabilities="CAP_NET_BIND_SERVICE CAP_SETUID CAP_SETGID CAP_DAC_READ_SEARCH "
+        "CAP_CHOWN CAP_SYS_RESOURCE",
+        address_families="AF_INET AF_INET6 AF_UNIX AF_NETLINK",
+        denied_syscalls="",
+        private_users=False,
+        # /proc/sys/net/ipv4/ip_local_port_range: without it named picks query and
+        # notify source ports from 1024-65535, over other daemons' ports
+        proc_subset="all",
+    )

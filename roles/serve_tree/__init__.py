@@ -9,7 +9,7 @@ from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.operations import apt, files, systemd
 
-from mirrorfleet_roles import nginx
+from mirrorfleet_roles import fleet, nginx
 from mirrorfleet_roles.fleet import SERVICE_DEFAULTS, TREE_DEFAULTS
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -43,6 +43,19 @@ def apply() -> None:
         src=str(TEMPLATES / "rsyncd.conf.j2"),
         dest="/etc/rsyncd.conf",
         mode="0644",
+    )
+    # Before the first (re)start: the lock file rsyncd.conf names is in its sandbox.
+    # Root for port 873; for each client it chroots into the module (CAP_SYS_CHROOT)
+    # and drops to the module's uid/gid (CAP_SETUID/CAP_SETGID); the tree is world-
+    # readable, so it needs no DAC override, and it writes nothing but the lock file.
+    fleet.harden(
+        "rsync.service",
+        TEMPLATES / "rsync-sandbox.conf.j2",
+        "",
+        capabilities="CAP_NET_BIND_SERVICE CAP_SETUID CAP_SETGID CAP_SYS_CHROOT",
+        syscalls="@system-service chroot",
+        denied_syscalls="@resources",
+        private_users=False,
     )
     systemd.service(
         name="Run the rsync daemon", service="rsync.service", running=True, enabled=True

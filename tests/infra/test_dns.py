@@ -42,6 +42,25 @@ def test_listening(host, socket: str) -> None:
     assert host.socket(socket).is_listening
 
 
+# Debian's named.service, sandboxed by a mirrorfleet drop-in (roles/dns, fleet.harden()):
+# root to bind port 53 and read the bind-only keys, then -u bind.
+def test_unit_exposure_is_ok(unit_exposure) -> None:
+    exposure = unit_exposure("named.service")
+    assert exposure.level <= exposure.limit, f"systemd-analyze security {exposure}"
+
+
+def test_named_keeps_only_the_capabilities_it_needs(host) -> None:
+    value = host.check_output("systemctl show -p CapabilityBoundingSet --value named.service")
+    assert set(value.split()) == {
+        "cap_chown",
+        "cap_dac_read_search",
+        "cap_setgid",
+        "cap_setuid",
+        "cap_net_bind_service",
+        "cap_sys_resource",
+    }
+
+
 def test_config_is_valid(host) -> None:
     assert host.run("named-checkconf /etc/bind/named.conf").rc == 0
 

@@ -54,10 +54,31 @@ def test_agent_is_sandboxed(host, prop: str, expected: str) -> None:
     assert value == expected
 
 
-@pytest.mark.parametrize("unit", ["mirrorfleet-agent.service", "mirrorfleet-sync.service"])
+# nginx and rsync are Debian's units, sandboxed by a mirrorfleet drop-in (fleet.harden())
+@pytest.mark.parametrize(
+    "unit",
+    ["mirrorfleet-agent.service", "mirrorfleet-sync.service", "nginx.service", "rsync.service"],
+)
 def test_unit_exposure_is_ok(unit_exposure, unit: str) -> None:
     exposure = unit_exposure(unit)
     assert exposure.level <= exposure.limit, f"systemd-analyze security {exposure}"
+
+
+# Debian's daemons start as root and drop to their own users; their drop-ins
+# (roles/nginx.py, roles/serve_tree) bound them to what that needs.
+@pytest.mark.parametrize(
+    ("unit", "capabilities"),
+    [
+        (
+            "nginx.service",
+            "cap_chown cap_dac_override cap_kill cap_setgid cap_setuid cap_net_bind_service",
+        ),
+        ("rsync.service", "cap_setgid cap_setuid cap_net_bind_service cap_sys_chroot"),
+    ],
+)
+def test_daemon_keeps_only_the_capabilities_it_needs(host, unit: str, capabilities: str) -> None:
+    value = host.check_output(f"systemctl show -p CapabilityBoundingSet --value {unit}")
+    assert set(value.split()) == set(capabilities.split())
 
 
 def test_dotfiles_other_than_mirror_meta_are_not_served(dotfile_status: str) -> None:
