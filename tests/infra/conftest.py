@@ -3,8 +3,9 @@
     pytest tests/infra --inventory inventories/prod.py
     pytest tests/infra --inventory inventories/lab.py
 
-Each module names the inventory group it checks (INVENTORY_GROUP); its `host`
-fixture is parametrized over that group's hosts. SSH settings come from the
+Each module names the inventory group it checks (INVENTORY_GROUP, or a tuple of
+groups for a role several groups run); its `host` fixture is parametrized over
+those hosts. SSH settings come from the
 inventory's host data, written to an ssh_config for testinfra's ssh backend.
 `--hosts` and `--ssh-config` keep their usual testinfra meaning and win when given.
 """
@@ -78,9 +79,14 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     inventory = metafunc.config.stash.get(INVENTORY_KEY, None)
     if inventory is None or "_testinfra_host" not in metafunc.fixturenames:
         return
-    group = getattr(metafunc.module, "INVENTORY_GROUP", "all")
-    # an inventory without the group (a fleet with no monitor yet) has nothing to check
-    hosts = inventory.get_group(group, []) if group != "all" else list(inventory)
+    groups = getattr(metafunc.module, "INVENTORY_GROUP", "all")
+    # an inventory without the group (a fleet with no monitor yet) has nothing to check;
+    # a tuple of groups checks each host of any of them once (the serve_tree role)
+    if groups == "all":
+        hosts = list(inventory)
+    else:
+        names = (groups,) if isinstance(groups, str) else groups
+        hosts = list({h.name: h for g in names for h in inventory.get_group(g, [])}.values())
     metafunc.module.testinfra_hosts = [f"ssh://{h.name}" for h in hosts]
 
 

@@ -127,7 +127,8 @@ def test_the_infra_suite_passes_on_every_role(lab) -> None:
     """tests/infra against this lab: common, origin, mirror, dns and monitor checks."""
     proc = lab.infra_suite("-rA")
     assert proc.returncode == 0, proc.stdout[-3000:]
-    for module in ("test_common", "test_origin", "test_mirror", "test_dns", "test_monitor"):
+    modules = ("test_common", "test_origin", "test_mirror", "test_serve_tree", "test_dns")
+    for module in (*modules, "test_monitor"):
         assert f"PASSED tests/infra/{module}.py::" in proc.stdout, module
     assert "skipped" not in proc.stdout.splitlines()[-1], proc.stdout[-1500:]
 
