@@ -140,6 +140,9 @@ def _check_project(
     if page is None:
         raise SpotCheckFailed(f"{page_url} is missing at serial {serial}")
     if hashlib.sha256(page).hexdigest() != projects[project][1]:
+        if _newer_shard(shard_url, shard_serial, keys, timeout):
+            # the sync's rename pass ran between our two reads: not proof of anything
+            raise Unreachable(f"{shard_url} changed while it was read: the mirror is mid-sync")
         raise SpotCheckFailed(f"{page_url} does not match its signed manifest entry")
     links = [
         (urldefrag(urljoin(page_url, href.replace("&amp;", "&"))).url, digest)
@@ -152,6 +155,15 @@ def _check_project(
         return
     file_url, digest = rng.choice(links)
     _check_file(file_url, digest, timeout, max_file)
+
+
+def _newer_shard(url: str, serial: int, keys: Sequence[Ed25519PublicKey], timeout: float) -> bool:
+    """True when the shard at url is now signed at a serial after `serial`."""
+    raw = fetch(url, timeout, MAX_PAGE)
+    try:
+        return raw is not None and parse_shard(raw, keys)[0] > serial
+    except BadSignature:
+        return False
 
 
 def _within(base_url: str, url: str) -> bool:

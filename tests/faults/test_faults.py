@@ -200,6 +200,8 @@ def test_sigkill_mid_sync_never_serves_a_torn_tree(lab, key, healthy, report) ->
     }
     assert reader.torn == []
     assert reader.rounds > KILLS and reader.files_checked > 100
+    # nor did the monitor's closer look (shard, page, file) ever find proof of a bad tree
+    assert report["sigkill"]["monitor_bad_verdicts"] == 0
     assert phases["rsync running"] >= KILLS // 3, phases  # the kills did land mid-sync
     assert phases["no sync seen"] == 0, phases
 
