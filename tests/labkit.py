@@ -242,9 +242,11 @@ def unit_pids(lab: LabRun, host: str, unit: str) -> list[int]:
     pattern = f"mirrorfleet/mf{lab.name}/mf{lab.name}-{host}/payload/system.slice/{unit}"
     pids: set[int] = set()
     for hierarchy in ("unified", "systemd", ""):
-        procs = Path("/sys/fs/cgroup", hierarchy, pattern, "cgroup.procs")
-        if procs.exists():
-            pids.update(int(p) for p in procs.read_text().split())
+        try:
+            text = Path("/sys/fs/cgroup", hierarchy, pattern, "cgroup.procs").read_text()
+        except OSError:  # no such hierarchy, or the unit stopped and its cgroup is going
+            continue
+        pids.update(int(p) for p in text.split())
     return sorted(pids)
 
 
