@@ -6,6 +6,7 @@ import json
 import re
 
 import pytest
+from sandboxing import SANDBOXED
 
 INVENTORY_GROUP = "mirrors"
 
@@ -33,22 +34,7 @@ def test_mirror_holds_no_signing_key(host) -> None:
     assert host.run("ls /etc/mirrorfleet/*signing.key").rc != 0
 
 
-@pytest.mark.parametrize(
-    ("prop", "expected"),
-    [
-        ("User", "mirrorfleet"),
-        ("NoNewPrivileges", "yes"),
-        ("ProtectSystem", "strict"),
-        ("PrivateTmp", "yes"),
-        ("ProtectHome", "yes"),
-        ("PrivateUsers", "yes"),
-        ("ProtectProc", "invisible"),
-        ("ProcSubset", "pid"),
-        ("MemoryDenyWriteExecute", "yes"),
-        ("RestrictAddressFamilies", "AF_INET AF_INET6 AF_UNIX"),
-        ("CapabilityBoundingSet", ""),
-    ],
-)
+@pytest.mark.parametrize(("prop", "expected"), SANDBOXED)
 def test_agent_is_sandboxed(host, prop: str, expected: str) -> None:
     value = host.check_output(f"systemctl show -p {prop} --value mirrorfleet-agent.service")
     assert value == expected
