@@ -298,8 +298,11 @@ class Reader(threading.Thread):
         while not self.stop.is_set() and time.monotonic() < deadline:
             try:
                 self.read_once()
-            except (OSError, ValueError) as exc:  # unreachable or a bad stamp: both torn
-                self.torn.append(f"read failed: {exc}")
+            # Anything a read raises is what a client would have met: an unreachable
+            # mirror, a missing or truncated stamp, one that does not verify. It is
+            # recorded, never allowed to end the thread, which would hide it.
+            except Exception as exc:
+                self.torn.append(f"read failed: {type(exc).__name__}: {exc}")
             self.rounds += 1
 
     def __enter__(self) -> Reader:
