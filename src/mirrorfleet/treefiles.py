@@ -43,7 +43,7 @@ def atomic_write(
         except FileNotFoundError:
             pass
     if tree is not None:
-        _makedirs(path.parent, tree)
+        make_parents(path, tree)
     tmp = tmp_path(path)
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
@@ -62,7 +62,9 @@ def atomic_write(
     return True
 
 
-def _makedirs(directory: Path, tree: Path) -> None:
+def make_parents(path: Path, tree: Path) -> None:
+    """Make path's missing parent folders, owned like the tree."""
+    directory = path.parent
     missing = []
     while not directory.exists():
         missing.append(directory)

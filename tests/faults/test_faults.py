@@ -10,7 +10,6 @@ by MIRRORFLEET_FAULT_REPORT (docs/RELIABILITY.md is filled from it).
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import random
 import signal
@@ -19,7 +18,7 @@ import threading
 import time
 import urllib.request
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -58,14 +57,6 @@ AGENT = "mirrorfleet-agent.service"
 KILLS = int(os.environ.get("MIRRORFLEET_FAULT_KILLS", "30"))
 KILL_WINDOW = 0.6  # seconds after rsync starts in which a kill lands
 SEED = int(os.environ.get("MIRRORFLEET_FAULT_SEED", "20261127"))
-
-
-@pytest.fixture(scope="module")
-def report() -> Iterator[dict[str, dict]]:
-    observed: dict[str, dict] = {}
-    yield observed
-    if path := os.environ.get("MIRRORFLEET_FAULT_REPORT"):
-        Path(path).write_text(json.dumps(observed, indent=1, sort_keys=True) + "\n")
 
 
 @pytest.fixture(scope="module")

@@ -2,11 +2,21 @@
 
 1. Fetch the upstream stamp over HTTP and verify its signature; stop if the serial
    is the one we serve (no rsync file-list walk at all).
-2. rsync the content paths, adding files only.
-3. rsync everything else (index pages, .mirror/), with updates renamed into place
-   at the end and deletes after that, so no index ever names a missing file.
-4. Put the verified stamp in place last: the stamp served is never newer than the
+2. Scan: a dry run lists what upstream no longer has. It ends before anything else
+   is read, and upstream rewrites an index before it drops a file the index named,
+   so no index fetched later can name what the scan lists.
+3. Pages: everything but content (index pages, .mirror/) that differs from what we
+   serve goes into a staging folder inside the tree. Nothing served changes yet.
+4. Content: the content paths, adds only. This walk starts after the pages were
+   read, so every file they link is on disk before any of them is served.
+5. Move the staged pages into place, deepest first (a page's index lives above it),
+   then delete what the scan listed. Neither step depends on rsync's sort order,
+   which puts Debian's `dists` before its `pool`.
+6. Put the verified stamp in place last: the stamp served is never newer than the
    content served.
+
+A sync killed at any point leaves a tree whose every index names files that exist;
+the next sync clears the staging folder and finishes the job.
 """
 
 from __future__ import annotations
@@ -14,7 +24,9 @@ from __future__ import annotations
 import fcntl
 import json
 import logging
+import os
 import re
+import shutil
 import subprocess
 import time
 from collections.abc import Iterator
@@ -35,13 +47,16 @@ from mirrorfleet.stamp import (
     fetch_stamp,
     read_local_stamp,
 )
-from mirrorfleet.treefiles import META_DIR, TMP_SUFFIX, atomic_write
+from mirrorfleet.treefiles import META_DIR, TMP_SUFFIX, atomic_write, make_parents
 
 log = logging.getLogger("mirrorfleet.agent")
 
 RETRYABLE_RSYNC = {5, 10, 12, 30, 35}  # daemon refused, socket I/O, protocol stream, timeouts
 VANISHED = 24  # upstream changed while we read it: fine, the next sync catches up
 PARTIAL_DIR = ".rsync-partial"
+STAGING_DIR = ".mirrorfleet-next"  # pages fetched ahead of their content, served by nothing
+STAGES = {"scan": 1, "pages": 2, "content": 3}
+DELETING = b"*deleting   "  # --itemize-changes: 11 columns and a space, then the name
 
 
 class SyncError(Exception):
@@ -89,7 +104,8 @@ def fetch_upstream_stamp(config: AgentConfig, keys: list[Ed25519PublicKey]) -> t
         raise (NotPublished if exc.missing else SyncError)(f"upstream {exc}") from None
 
 
-def rsync_argv(config: AgentConfig, stage: int) -> list[str]:
+def rsync_argv(config: AgentConfig, stage: str) -> list[str]:
+    """The rsync command line of one stage (see the module docstring)."""
     argv = [
         "rsync",
         "-rltp",
@@ -100,42 +116,107 @@ def rsync_argv(config: AgentConfig, stage: int) -> list[str]:
         f"--timeout={config.rsync_timeout}",
         f"--partial-dir={PARTIAL_DIR}",
         f"--exclude=.*{TMP_SUFFIX}",  # files upstream is still writing
+        f"--exclude=/{STAGING_DIR}/",  # an upstream mirror's own staging, or ours
     ]
     if config.bwlimit_kbps:
         argv.append(f"--bwlimit={config.bwlimit_kbps}")
-    if stage == 1:
+    dest = config.tree
+    if stage == "content":
         for path in config.content_paths:
             argv.append(f"--include=/{path.strip('/')}/***")
         argv.append("--exclude=*")
     else:
-        argv += [
-            "--delete",
-            "--delete-delay",
-            "--delay-updates",
-            f"--exclude=/{STAMP_PATH}",
-            f"--exclude=/{META_DIR}/trace/{config.name}",  # ours: excluded, so kept
-        ]
-    return [*argv, f"{config.upstream_rsync.rstrip('/')}/", f"{config.tree}/"]
+        argv += [f"--exclude=/{STAMP_PATH}", f"--exclude=/{META_DIR}/trace/{config.name}"]
+        if stage == "scan":
+            argv += ["--dry-run", "--delete", "--existing", "--ignore-existing", "-i"]
+        else:
+            argv += [f"--exclude=/{path.strip('/')}/" for path in config.content_paths]
+            argv.append(f"--compare-dest={config.tree}")  # only what differs is staged
+            dest = config.tree / STAGING_DIR
+    return [*argv, f"{config.upstream_rsync.rstrip('/')}/", f"{dest}/"]
 
 
-def run_rsync(config: AgentConfig, stage: int) -> int:
-    """Run one stage with retries and backoff; return bytes received."""
+def run_rsync(config: AgentConfig, stage: str) -> tuple[int, bytes]:
+    """Run one stage with retries and backoff; bytes received, and rsync's output
+    (bytes: file names are whatever bytes upstream uses)."""
     argv = rsync_argv(config, stage)
     for attempt in range(config.retries + 1):
-        proc = subprocess.run(argv, capture_output=True, text=True)
+        proc = subprocess.run(argv, capture_output=True)
         if proc.returncode in (0, VANISHED):
-            match = re.search(r"Total bytes received: ([\d,.]+)", proc.stdout)
-            return int(re.sub(r"[,.]", "", match.group(1))) if match else 0
-        lines = proc.stderr.strip().splitlines() or ["no output"]
+            match = re.search(rb"Total bytes received: ([\d,.]+)", proc.stdout)
+            received = int(re.sub(rb"[,.]", b"", match.group(1))) if match else 0
+            return received, proc.stdout
+        lines = proc.stderr.decode(errors="replace").strip().splitlines() or ["no output"]
         # the specific cause ("write failed ...: No space left on device") comes
         # before rsync's generic summary line
         detail = next((line for line in lines if line.startswith("rsync:")), lines[-1])
+        label = f"rsync stage {STAGES[stage]} ({stage})"
         if proc.returncode not in RETRYABLE_RSYNC or attempt == config.retries:
-            raise SyncError(f"rsync stage {stage} failed ({proc.returncode}): {detail}")
+            raise SyncError(f"{label} failed ({proc.returncode}): {detail}")
         delay = min(30, 2**attempt)
-        log.warning("rsync stage %d failed (%s), retry in %ds", stage, detail, delay)
+        log.warning("%s failed (%s), retry in %ds", label, detail, delay)
         time.sleep(delay)
     raise AssertionError("unreachable")
+
+
+def deletions(scan_output: bytes) -> list[str]:
+    """Paths the scan found gone upstream, relative to the tree (folders end in /)."""
+    return [
+        unescape(line[len(DELETING) :])
+        for line in scan_output.splitlines()
+        if line.startswith(DELETING)
+    ]
+
+
+def unescape(name: bytes) -> str:
+    """rsync writes a byte it will not print (a newline, say) as \\#ooo, in octal."""
+    return os.fsdecode(re.sub(rb"\\#([0-7]{3})", lambda m: bytes([int(m[1], 8)]), name))
+
+
+def move_staged(tree: Path) -> int:
+    """Rename every staged file into the tree, deepest first; how many moved."""
+    staging = tree / STAGING_DIR
+    staged = sorted(
+        (
+            Path(root, name).relative_to(staging)
+            for root, _dirs, files in os.walk(staging)
+            for name in files
+        ),
+        key=lambda rel: (-len(rel.parts), rel.as_posix()),
+    )
+    for rel in staged:
+        make_parents(tree / rel, tree)
+        os.replace(staging / rel, tree / rel)
+    shutil.rmtree(staging)
+    return len(staged)
+
+
+def delete_gone(tree: Path, gone: list[str]) -> None:
+    """Files first, then folders deepest first; a folder that gained files stays."""
+    for rel in (g for g in gone if not g.endswith("/")):
+        path = tree / rel
+        if path.is_symlink() or path.is_file():
+            path.unlink()
+    folders = sorted((g.rstrip("/") for g in gone if g.endswith("/")), key=len, reverse=True)
+    for rel in folders:
+        try:
+            (tree / rel).rmdir()
+        except FileNotFoundError:
+            pass
+        except OSError:  # not empty: upstream brought it back with new files
+            log.info("kept %s: it is not empty", rel)
+
+
+def transfer(config: AgentConfig) -> int:
+    """Steps 2 to 5 of the module docstring; bytes received."""
+    shutil.rmtree(config.tree / STAGING_DIR, ignore_errors=True)  # a killed sync's
+    gone = deletions(run_rsync(config, "scan")[1])
+    received = run_rsync(config, "pages")[0]
+    received += run_rsync(config, "content")[0]
+    moved = move_staged(config.tree)
+    delete_gone(config.tree, gone)
+    log.info("moved %d staged files in, deleted %d paths", moved, len(gone))
+    return received
 
 
 def sync_once(config: AgentConfig) -> SyncResult:
@@ -167,8 +248,7 @@ def sync_once(config: AgentConfig) -> SyncResult:
             )
         config.tree.mkdir(parents=True, exist_ok=True)
         log.info("syncing serial %s -> %d", result.previous, upstream.serial)
-        result.bytes = run_rsync(config, 1)
-        result.bytes += run_rsync(config, 2)
+        result.bytes = transfer(config)
         atomic_write(config.tree / STAMP_PATH, raw, config.tree)
         result.status, result.serial = "synced", upstream.serial
         result.seconds = time.monotonic() - started

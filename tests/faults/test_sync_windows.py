@@ -1,0 +1,221 @@
+"""The sync agent SIGKILLed on purpose in each window of a sync, for each preset, on
+loopback: a real rsync daemon, the real `mirrorfleet agent sync` in its own process
+group, a kill of the whole group.
+
+The windows (agent/sync.py): the deletion scan, the pages staged, the content walk,
+and the moves after the last rsync and before the stamp. Every round publishes a new
+release and drops an old one, and between the scan and the pages a second writer adds
+one more release upstream, unpublished: the race that made the old last pass depend on
+rsync's sort order (Debian's `dists` sorts before its `pool`). After each kill the
+tree is read as the preset's clients read it, then a sync runs to the end and must
+match upstream.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from labkit import BIN
+from trees import SHAPES
+
+from mirrorfleet.agent.sync import STAGING_DIR
+from mirrorfleet.config import OriginConfig
+from mirrorfleet.keys import SecretsDir, init_secrets, parse_public_key
+from mirrorfleet.loopback import LoopbackUpstream
+from mirrorfleet.origin import publish
+from mirrorfleet.stamp import read_local_stamp
+
+ROUNDS = int(os.environ.get("MIRRORFLEET_WINDOW_ROUNDS", "6"))  # kills per window
+SEED = int(os.environ.get("MIRRORFLEET_FAULT_SEED", "20261127"))
+# what marks each rsync stage's command line (sync.rsync_argv)
+MARKERS = {"scan": "--existing", "pages": "--compare-dest", "content": "--include=/"}
+WINDOWS = ("scan", "pages", "content", "move")
+PROJECTS = [f"pkg{i}" for i in range(6)]
+
+
+def group_cmdlines(pgid: int) -> dict[int, str]:
+    """Live (not zombie) processes of a process group: pid -> command line."""
+    found = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = Path(entry.path, "stat").read_text()
+            fields = stat.rsplit(")", 1)[1].split()
+            if int(fields[2]) != pgid or fields[0] == "Z":
+                continue
+            found[int(entry.name)] = (
+                Path(entry.path, "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            )
+        except (OSError, IndexError, ValueError):
+            continue
+    return found
+
+
+def stage_running(pgid: int, stage: str) -> bool:
+    return any(
+        line.startswith("rsync ") and MARKERS[stage] in line
+        for line in group_cmdlines(pgid).values()
+    )
+
+
+def wait_until(predicate, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.0005)
+    return True
+
+
+class Fleet:
+    """One origin tree served on loopback and one mirror tree synced by the CLI."""
+
+    def __init__(
+        self, tmp: Path, preset: str, upstream: LoopbackUpstream, secrets: SecretsDir
+    ) -> None:
+        self.shape = SHAPES[preset](tmp / "origin")
+        self.mirror = tmp / "mirror"
+        self.origin = OriginConfig(
+            name="origin",
+            tree=self.shape.root,
+            signing_key=secrets.signing_key,
+            ping_secret=secrets.ping_secret,
+            preset=preset,
+        )
+        self.keys = [parse_public_key(secrets.public_key.read_text())]
+        self.config = tmp / "agent.toml"
+        self.config.write_text(
+            f'name = "mirror1"\ntree = "{self.mirror}"\npreset = "{preset}"\n'
+            f'upstream_rsync = "{upstream.rsync_url}"\nupstream_http = "{upstream.http_url}"\n'
+            f'public_keys = ["{secrets.public_key.read_text().strip()}"]\n'
+            f'ping_secret = "{secrets.ping_secret}"\nstate_dir = "{tmp / "state"}"\n'
+            "retries = 0\nrsync_timeout = 30\n"
+        )
+
+    def argv(self) -> list[str]:
+        return [str(BIN / "mirrorfleet"), "agent", "sync", "--config", str(self.config)]
+
+    def sync(self) -> None:
+        proc = subprocess.run(self.argv(), capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+
+    def served_serial(self) -> int | None:
+        stamp = read_local_stamp(self.mirror, self.keys)
+        return stamp.serial if stamp else None
+
+    def listing(self, tree: Path) -> dict[str, bytes]:
+        return {
+            str(p.relative_to(tree)): p.read_bytes()
+            for p in tree.rglob("*")
+            if p.is_file() and "/trace/" not in str(p) and ".rsync-partial" not in str(p)
+        }
+
+
+def strike(proc: subprocess.Popen, window: str, rng: random.Random, writer) -> str:
+    """Kill the sync's process group in the window; where the kill landed."""
+    pgid = proc.pid
+    first_stage = "content" if window == "move" else window
+    if window != "scan" and wait_until(lambda: stage_running(pgid, "scan"), 20):
+        # a second writer lands between the scan and the pages: the release the
+        # pages will name arrives after the scan (the old design's dangerous case)
+        os.kill(pgid, signal.SIGSTOP)  # the agent itself; its rsync runs on to the end
+        wait_until(lambda: not stage_running(pgid, "scan"), 20)
+        writer()
+        os.kill(pgid, signal.SIGCONT)
+    if not wait_until(lambda: stage_running(pgid, first_stage) or proc.poll() is not None, 20):
+        return "never seen"
+    if proc.poll() is not None:
+        return "finished first"
+    if window == "move":
+        os.kill(pgid, signal.SIGSTOP)  # the agent itself; its rsync runs on to the end
+        wait_until(lambda: not stage_running(pgid, "content"), 20)
+        os.kill(pgid, signal.SIGCONT)
+    if rng.random() < 0.5:
+        time.sleep(rng.uniform(0, 0.002))
+    still = window == "move" or stage_running(pgid, window)
+    os.killpg(pgid, signal.SIGKILL)
+    proc.wait(10)
+    return window if still else f"after {window}"
+
+
+@pytest.mark.parametrize("preset", sorted(SHAPES))
+def test_a_sync_killed_in_any_window_never_leaves_a_torn_tree(
+    tmp_path: Path, preset: str, report: dict
+) -> None:
+    init_secrets(tmp_path / "secrets")
+    secrets = SecretsDir(tmp_path / "secrets")
+    rng = random.Random(SEED)
+    (tmp_path / "origin").mkdir()
+    with LoopbackUpstream(tmp_path / "origin", tmp_path) as upstream:
+        fleet = Fleet(tmp_path, preset, upstream, secrets)
+        for project in PROJECTS:
+            fleet.shape.add(project, "1.0")
+        publish(fleet.origin, force=True, ping=False)
+        fleet.sync()
+        landed: Counter[str] = Counter()
+        torn: list[str] = []
+        leftovers = 0
+        extra = iter(range(10_000))
+        for round_ in range(ROUNDS):
+            for window in WINDOWS:
+                project = rng.choice(PROJECTS)
+                version = f"2.{round_}.{WINDOWS.index(window)}"
+                added = fleet.shape.add(project, version, size=rng.choice([4096, 300_000]))
+                old = sorted((fleet.shape.root).rglob(f"*{rng.choice(PROJECTS)}*1.0*"))
+                if old:  # drop a release: its index is rewritten first, then the file goes
+                    fleet.shape.drop(*_name_version(old[0], preset))
+                serial = publish(fleet.origin, force=True, ping=False).serial
+
+                def writer(n: int = next(extra)) -> None:
+                    fleet.shape.add(rng.choice(PROJECTS), f"9.{n}")
+
+                proc = subprocess.Popen(
+                    fleet.argv(),
+                    start_new_session=True,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+                try:
+                    where = strike(proc, window, rng, writer)
+                finally:
+                    if proc.poll() is None:
+                        os.killpg(proc.pid, signal.SIGKILL)
+                        proc.wait(10)
+                if where == "move" and fleet.served_serial() == serial:
+                    where = "after the stamp"
+                landed[where] += 1
+                leftovers += (fleet.mirror / STAGING_DIR).exists()
+                torn += [
+                    f"{preset}, killed in {where}: {t}" for t in fleet.shape.torn(fleet.mirror)
+                ]
+                if fleet.served_serial() == serial and not (fleet.mirror / added).exists():
+                    torn.append(f"{preset}: stamp {serial} served before {added}")
+                publish(fleet.origin, force=True, ping=False)  # the second writer's release too
+                fleet.sync()  # the next sync finishes the job
+                assert fleet.listing(fleet.mirror) == fleet.listing(fleet.shape.root)
+                assert not (fleet.mirror / STAGING_DIR).exists()
+    report[f"sync windows ({preset})"] = {
+        "rounds_per_window": ROUNDS,
+        "landed": dict(landed),
+        "staging_left_by_a_kill": leftovers,
+        "torn": torn[:20],
+    }
+    assert torn == []
+    for window in WINDOWS:  # each window was hit on purpose, most of the time
+        assert landed[window] >= ROUNDS // 2, landed
+
+
+def _name_version(path: Path, preset: str) -> tuple[str, str]:
+    if preset == "debian":
+        package, version, _arch = path.stem.split("_")
+        return package, version
+    project = path.parent.name
+    return project, path.name.removeprefix(f"{project}-").removesuffix(".tar.gz")
