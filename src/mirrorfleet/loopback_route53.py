@@ -6,25 +6,28 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
-from collections.abc import Iterator
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from mirrorfleet.loopback import free_port
 
 START_TIMEOUT = 30.0
-# moto_server's own entry point with one check turned off: moto 5 refuses a CREATE
-# identical to any earlier CREATE in its change journal while the record set exists
-# *before* the batch, even when the same batch deletes it first (getmoto/moto#9105).
-# Route 53 applies a batch's changes in order and accepts that DELETE+CREATE, which
-# is how every batch re-asserts our ownership marker. route53.py refuses a real
-# CREATE of a live record set itself, before sending (tested).
+# moto_server's own entry point, with route53_rules() below: moto 5 judges a batch by
+# its change journal, not the live zone, so it accepts a CREATE of a live record set
+# (keeping both) and a DELETE with stale values (a second writer silently lost), yet
+# refuses a CREATE identical to an earlier one even when the same batch first DELETEs
+# that record set (getmoto/moto#9105), which is how every batch re-asserts our marker.
+# What it still hides: throttling, the 32,000-character limit, and PENDING unless pending_polls.
 LAUNCHER = """
 import sys
-from moto.route53 import models
-models.ChangeList.__contains__ = lambda self, item: False
+from mirrorfleet.loopback_route53 import route53_rules
+route53_rules(pending_polls=int(sys.argv.pop(1)))
 from moto.server import main
 sys.exit(main())
 """
@@ -51,6 +54,128 @@ AWS_UNSET = (
 )
 
 
+LiveKey = tuple[str, str, str]  # (name: lowercase, no final dot; type; SetIdentifier)
+Shape = tuple[Any, ...]  # what a DELETE must name exactly: (TTL, values) or the alias
+
+
+def _name(name: str) -> str:
+    return name.replace("\\052", "*").rstrip(".").lower()
+
+
+def _shape(ttl: Any, values: Sequence[str], alias: Mapping[str, Any] | None) -> Shape:
+    if alias:
+        return ("alias", _name(str(alias.get("DNSName", ""))))
+    return (str(ttl), tuple(sorted(values)))
+
+
+def change_key(record: Mapping[str, Any]) -> LiveKey:
+    return (_name(record["Name"]), record["Type"], record.get("SetIdentifier") or "")
+
+
+def change_shape(record: Mapping[str, Any]) -> Shape:
+    values = [r["Value"] for r in record.get("ResourceRecords") or []]
+    return _shape(record.get("TTL"), values, record.get("AliasTarget"))
+
+
+def batch_refusals(
+    live: Mapping[LiveKey, Shape], changes: Sequence[Mapping[str, Any]]
+) -> tuple[list[str], list[int]]:
+    """What Route 53 refuses in one ChangeBatch, judged in order against the live zone
+    (a CREATE of a record set that exists, a DELETE that does not name it exactly),
+    and the indexes of the CREATEs that follow an exact DELETE of their record set in
+    the same batch: the pairs moto's journal check must let through, and only those.
+    These rules are AWS's documented ones as written here, not AWS itself."""
+    state, refusals, paired, deleted = dict(live), [], [], set()
+    for index, item in enumerate(changes):
+        record = item["ResourceRecordSet"]
+        key, shape = change_key(record), change_shape(record)
+        what = f"resource record set [name='{key[0]}.', type='{key[1]}']"
+        if item["Action"] == "CREATE":
+            if key in state:
+                refusals.append(f"Tried to create {what} but it already exists")
+                continue
+            if key in deleted:
+                paired.append(index)
+            state[key] = shape
+        elif item["Action"] == "DELETE":
+            if key not in state:
+                refusals.append(f"Tried to delete {what} but it was not found")
+            elif state[key] != shape:
+                refusals.append(
+                    f"Tried to delete {what} but the values provided do not match the "
+                    "current values"
+                )
+            else:
+                del state[key]
+                deleted.add(key)
+        else:
+            state[key] = shape
+    return refusals, paired
+
+
+def route53_rules(pending_polls: int = 0) -> None:
+    """Patch moto (in this process) to judge a ChangeBatch as Route 53 does, atomically;
+    with pending_polls, each change stays PENDING for that many GetChange calls."""
+    from moto.route53 import models, responses
+    from moto.route53.exceptions import Route53ClientError
+
+    lock = threading.Lock()  # Route 53 applies one zone's batches one at a time
+    unjournaled: set[int] = set()  # id()s of the paired CREATEs of the batch in hand
+    in_journal = models.ChangeList.__contains__
+    change = models.Route53Backend.change_resource_record_sets
+
+    def contains(self: Any, item: Any) -> bool:
+        return id(item) not in unjournaled and in_journal(self, item)
+
+    def change_resource_record_sets(self: Any, zoneid: str, change_list: list) -> None:
+        with lock:
+            zone = self.get_hosted_zone(zoneid)
+            live = {
+                (_name(r.name), r.type, r.set_identifier or ""): _shape(
+                    r.ttl, r.records, r.alias_target
+                )
+                for r in zone.rrsets
+            }
+            refusals, paired = batch_refusals(live, change_list)
+            if refusals:
+                raise Route53ClientError("InvalidChangeBatch", f"[{', '.join(refusals)}]")
+            unjournaled.update(id(change_list[i]) for i in paired)
+            try:
+                change(self, zoneid, change_list)
+            finally:
+                unjournaled.clear()
+
+    models.ChangeList.__contains__ = contains  # type: ignore[method-assign]
+    models.Route53Backend.change_resource_record_sets = change_resource_record_sets  # type: ignore[method-assign]
+    if pending_polls > 0:
+        _pending_changes(responses.Route53, pending_polls)
+
+
+def _pending_changes(response: Any, polls: int) -> None:
+    """Each accepted batch gets its own change id and reads PENDING for `polls`
+    GetChange calls, then INSYNC, as Route 53 reports propagation (moto: INSYNC at once)."""
+    pending: dict[str, int] = {}
+    submit, get = response.change_resource_record_sets, response.get_change
+
+    def change_resource_record_sets(self: Any) -> Any:
+        result = submit(self)
+        change_id = f"C{uuid.uuid4().hex[:13].upper()}"
+        pending[change_id] = polls
+        result.result["ChangeInfo"].update(Id=f"/change/{change_id}", Status="PENDING")
+        return result
+
+    def get_change(self: Any) -> Any:
+        result = get(self)
+        change_id = str(self._get_param("Id")).rsplit("/", 1)[-1]
+        if pending.get(change_id, 0) > 0:
+            pending[change_id] -= 1
+            result.result["ChangeInfo"]["Status"] = "PENDING"
+        return result
+
+    response.change_resource_record_sets = change_resource_record_sets
+    response.get_change = get_change
+
+
 @contextmanager
 def dummy_aws_env() -> Iterator[None]:
     """Only dummy credentials and no AWS config files for the duration."""
@@ -66,12 +191,24 @@ def dummy_aws_env() -> Iterator[None]:
 
 
 @contextmanager
-def moto_route53(log: Path | None = None) -> Iterator[str]:
-    """The endpoint URL of a moto server on a free loopback port; stopped by its PID."""
+def moto_route53(log: Path | None = None, pending_polls: int = 0) -> Iterator[str]:
+    """The endpoint URL of a moto server on a free loopback port; stopped by its PID.
+
+    pending_polls: each change reads PENDING for that many GetChange calls.
+    """
     port = free_port()
     with open(log or os.devnull, "wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-c", LAUNCHER, "-H", "127.0.0.1", "-p", str(port)],
+            [
+                sys.executable,
+                "-c",
+                LAUNCHER,
+                str(pending_polls),
+                "-H",
+                "127.0.0.1",
+                "-p",
+                str(port),
+            ],
             stdout=out,
             stderr=subprocess.STDOUT,
         )

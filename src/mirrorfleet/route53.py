@@ -340,8 +340,10 @@ class Route53Target:
     max_attempts: int = 5  # adaptive mode: retries with client-side rate limiting
     connect_timeout: float = 5.0
     read_timeout: float = 30.0
-    insync_delay: int = 5  # seconds between GetChange polls
-    insync_attempts: int = 60  # Route 53 says changes propagate within 60 s
+    insync_delay: float = 5  # seconds between GetChange polls
+    insync_attempts: int = 60  # bounds the wait: Route 53 says changes propagate within 60 s
+    max_records: int = MAX_RECORDS  # per batch; lower only to test several batches
+    max_chars: int = MAX_CHARS
     calls: dict[str, int] = field(default_factory=dict)  # API calls by operation name
     last_read: dict[Key, Record] | None = field(default=None, repr=False)
 
@@ -426,7 +428,9 @@ class Route53Target:
         if self.last_read is None:
             self._read_records()
         live = self.last_read or {}
-        batches = change_batches(plan, owner, owner_is_live, live, self.zone)
+        batches = change_batches(
+            plan, owner, owner_is_live, live, self.zone, self.max_records, self.max_chars
+        )
         self.last_read = None  # stale from the first call on
         ids = [self._send(batch, number, len(batches)) for number, batch in enumerate(batches, 1)]
         for change_id in ids:
@@ -434,11 +438,6 @@ class Route53Target:
         return len(batches)
 
     def _send(self, batch: list[Change], number: int, total: int) -> str:
-        done = (
-            f"; {number - 1} of {total} batches were applied, run again to finish"
-            if number > 1
-            else ""
-        )
         try:
             response = self._call(
                 f"ChangeResourceRecordSets (batch {number} of {total})",
@@ -448,7 +447,7 @@ class Route53Target:
                 ),
             )
         except MirrorfleetError as exc:
-            raise MirrorfleetError(f"{exc}{done}") from None
+            raise MirrorfleetError(f"{exc}{left_behind(str(exc), number, total)}") from None
         return response["ChangeInfo"]["Id"]
 
     def _wait(self, change_id: str) -> None:
@@ -460,6 +459,21 @@ class Route53Target:
                 WaiterConfig={"Delay": self.insync_delay, "MaxAttempts": self.insync_attempts},
             ),
         )
+
+
+def left_behind(error: str, number: int, total: int) -> str:
+    """What a failed batch leaves in the zone, for the error message. Route 53 applies a
+    batch all or nothing, and a refused batch is one whose conditions (our marker, the
+    exact values it deletes) no longer hold: the zone changed after the plan read it."""
+    notes = []
+    if "InvalidChangeBatch" in error:
+        notes.append(
+            f"batch {number} applied nothing: the zone changed after it was read "
+            "(another writer?), so the plan is stale"
+        )
+    if number > 1:
+        notes.append(f"{number - 1} of {total} batches were applied")
+    return "; " + "; ".join([*notes, "run again to finish"]) if notes else ""
 
 
 def target_from(config: DnsConfig) -> Route53Target:

@@ -1,8 +1,10 @@
 """Publishing to Route 53, against a moto server on 127.0.0.1 over real HTTP.
 
-moto accepts some batches Route 53 refuses (a CREATE of a live record set, a DELETE
-that does not match), so the tests check that those are refused before anything is
+moto alone accepts some batches Route 53 refuses (a CREATE of a live record set, a
+DELETE that does not match); loopback_route53 makes it refuse them, and a test here
+shows it does. The tests also check that route53.py refuses those before anything is
 sent: the zone is unchanged afterwards and no ChangeResourceRecordSets call was made.
+Second writers and PENDING changes: test_route53_races.py.
 """
 
 from __future__ import annotations
@@ -384,3 +386,64 @@ def test_cli_wrong_zone_is_one_line(moto, tmp_path: Path) -> None:
         f"error: Route 53 ListResourceRecordSets for {ZONE} (ZNOSUCHZONE) failed: "
         "NoSuchHostedZone: No hosted zone found with ID: ZNOSUCHZONE"
     )  # one message (the console wraps it at 80 columns)
+
+
+def _txt(value: str, name: str = f"x.{ZONE}", ttl: int = 60) -> dict:
+    return {"Name": name, "Type": "TXT", "TTL": ttl, "ResourceRecords": [{"Value": value}]}
+
+
+def _batch(*changes: tuple[str, dict]) -> list[dict]:
+    return [{"Action": action, "ResourceRecordSet": record} for action, record in changes]
+
+
+LIVE_X = _txt('"a"')
+
+
+@pytest.mark.parametrize(
+    ("changes", "refusal"),
+    [
+        (_batch(("CREATE", _txt('"b"'))), "already exists"),
+        (_batch(("CREATE", LIVE_X)), "already exists"),
+        (_batch(("DELETE", _txt('"b"')), ("CREATE", _txt('"c"'))), "do not match"),
+        (_batch(("DELETE", _txt('"a"', ttl=300)), ("CREATE", _txt('"c"'))), "do not match"),
+        (_batch(("DELETE", _txt('"a"', name=f"y.{ZONE}"))), "was not found"),
+        (_batch(("CREATE", _txt('"n"', name=f"new.{ZONE}")), ("CREATE", _txt('"b"'))), "exists"),
+        (_batch(("DELETE", LIVE_X), ("CREATE", LIVE_X)), None),
+        (_batch(("DELETE", LIVE_X), ("CREATE", _txt('"c"'))), None),
+        (_batch(("UPSERT", _txt('"c"'))), None),
+    ],
+    ids=[
+        "create-over-live-other-values",
+        "create-over-live-same-values",
+        "delete-stale-values",
+        "delete-stale-ttl",
+        "delete-missing",
+        "all-or-nothing",
+        "delete-create-pair-same",
+        "delete-create-pair-new",
+        "upsert",
+    ],
+)
+def test_the_endpoint_refuses_what_route53_refuses_and_only_that(
+    client, zone_id, changes: list[dict], refusal: str | None
+) -> None:
+    """The moto patch is narrow: only a CREATE that the same batch has made room for
+    (by an exact DELETE) skips moto's journal check; a plain CREATE of a live record
+    set, a stale DELETE, and the whole batch around either are refused."""
+    client.change_resource_record_sets(
+        HostedZoneId=zone_id, ChangeBatch={"Changes": _batch(("CREATE", LIVE_X))}
+    )
+    before = listed(client, zone_id)
+    send = lambda: client.change_resource_record_sets(  # noqa: E731
+        HostedZoneId=zone_id, ChangeBatch={"Changes": changes}
+    )
+    if refusal is None:
+        send()
+        final = changes[-1]["ResourceRecordSet"]
+        assert listed(client, zone_id)[(final["Name"], "TXT")] == final
+        return
+    with pytest.raises(client.exceptions.ClientError) as caught:
+        send()
+    assert caught.value.response["Error"]["Code"] == "InvalidChangeBatch"
+    assert refusal in caught.value.response["Error"]["Message"]
+    assert listed(client, zone_id) == before

@@ -309,3 +309,41 @@ def test_target_from_config_sends_nothing_until_used() -> None:
     assert (target.zone, target.hosted_zone_id, target.region) == (ZONE, "Z123", "eu-west-1")
     assert target.describe() == "Route 53 hosted zone Z123 (mirrors.test.) at http://127.0.0.1:1"
     assert "client" not in vars(target) and target.calls == {}
+
+
+@pytest.mark.parametrize(
+    ("error", "number", "total", "note"),
+    [
+        ("InvalidChangeBatch: [...]", 1, 1, "; batch 1 applied nothing: the zone changed"),
+        ("InvalidChangeBatch: [...]", 3, 4, "2 of 4 batches were applied; run again to finish"),
+        ("Could not connect", 2, 2, "; 1 of 2 batches were applied; run again to finish"),
+        ("Could not connect", 1, 3, ""),
+    ],
+)
+def test_a_failed_batch_says_what_it_left_behind(
+    error: str, number: int, total: int, note: str
+) -> None:
+    """Route 53 applies a batch all or nothing: a refused one applied nothing, and the
+    batches before it stay applied, so the message counts them."""
+    said = route53.left_behind(error, number, total)
+    assert note in said if note else said == ""
+    assert ("applied nothing" in said) == ("InvalidChangeBatch" in error)
+
+
+def test_the_endpoint_rules_refuse_in_order_and_pair_only_an_exact_delete() -> None:
+    """loopback_route53's rules, which the moto server enforces: a CREATE after an exact
+    DELETE of its record set is the only one exempt from moto's journal check."""
+    from mirrorfleet.loopback_route53 import batch_refusals, change_key, change_shape
+
+    live = route53.record_of(RRset("x", "TXT", 60, ('"a"',)), ORIGIN)
+    other = route53.record_of(RRset("x", "TXT", 60, ('"b"',)), ORIGIN)
+    zone = {change_key(live): change_shape(live)}
+    pair = [route53.change("DELETE", live), route53.change("CREATE", other)]
+    assert batch_refusals(zone, pair) == ([], [1])
+    assert batch_refusals(zone, [route53.change("UPSERT", other), pair[1]])[1] == []
+    stale = [route53.change("DELETE", other), route53.change("CREATE", live)]
+    refused, paired = batch_refusals(zone, stale)
+    assert paired == [] and [r.split(" but ")[1] for r in refused] == [
+        "the values provided do not match the current values",
+        "it already exists",
+    ]
