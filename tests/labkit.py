@@ -5,18 +5,22 @@ client does.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import random
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import dns.resolver
@@ -129,6 +133,45 @@ class LabRun:
                 pytest.fail(f"condition not met within {timeout}s")
             time.sleep(interval)
         return time.monotonic() - start
+
+
+def changed_operations(result: dict) -> list[str]:
+    """Each operation a pyinfra run changed or failed, with the hosts it did so on.
+
+    `result` is what `pyinfra -y --json` prints (LabRun.pyinfra). Its per-operation
+    "success", "no_change" and "error" are lists of host names, success meaning
+    changed (pyinfra_cli.prints.build_results_json), so a rerun that changed nothing
+    has empty "success" and "error" everywhere. A non-empty "no_change" says nothing
+    about the other hosts: checking it alone passes an operation that changed on one
+    host and not on another.
+    """
+    results = result["results"]
+    assert results is not None, "a dry run (--dry) reports no results"
+    found = []
+    for op in results["operations"]:
+        hosts = [f"changed on {h}" for h in op["success"]]
+        hosts += [f"failed on {h}" for h in op["error"]]
+        if hosts:
+            found.append(f"{op['name']}: {', '.join(hosts)}")
+    return found
+
+
+@contextmanager
+def step(name: str) -> Iterator[None]:
+    """One named step of a scenario: any failure in it fails the test with the step's
+    name and how long it ran in front of the reason.
+
+    pytest.fail, which LabRun.wait_for raises at a timeout, raises `Failed`, a
+    BaseException, so `except Exception` alone would let a timeout through nameless.
+    KeyboardInterrupt and pytest.skip still pass through untouched.
+    """
+    started = time.monotonic()
+    try:
+        yield
+    except (Exception, pytest.fail.Exception) as exc:  # an assertion, a timeout, a command
+        reason = str(exc) or type(exc).__name__
+        pytest.fail(f"step {name!r} failed after {time.monotonic() - started:.0f}s: {reason}")
+    print(f"step {name!r}: {time.monotonic() - started:.1f}s")
 
 
 def kernel_leftovers(lab: str) -> dict[str, list[str]]:
@@ -248,6 +291,93 @@ def unit_pids(lab: LabRun, host: str, unit: str) -> list[int]:
             continue
         pids.update(int(p) for p in text.split())
     return sorted(pids)
+
+
+# -- killing a sync in a chosen window --------------------------------------------------
+
+# What marks each rsync stage's command line (mirrorfleet.agent.sync.rsync_argv). The
+# last window, "move", has no rsync: it is after the content walk, before the stamp.
+SYNC_MARKERS = {"scan": "--existing", "pages": "--compare-dest", "content": "--include=/"}
+SYNC_WINDOWS = ("scan", "pages", "content", "move")
+
+
+def cmdlines(pids: list[int]) -> dict[int, str]:
+    """pid -> command line of the live ones (a zombie's is empty)."""
+    found = {}
+    for pid in pids:
+        try:
+            line = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if line:
+            found[pid] = line
+    return found
+
+
+def stage_running(pids: list[int], stage: str) -> bool:
+    marker = SYNC_MARKERS[stage]
+    return any(c.startswith("rsync ") and marker in c for c in cmdlines(pids).values())
+
+
+def poll(predicate: Callable[[], bool], timeout: float) -> bool:
+    """Spin until predicate() holds (True) or timeout passes (False)."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.001)
+    return True
+
+
+def kill_sync_in(
+    window: str,
+    pids: Callable[[], list[int]],
+    rng: random.Random,
+    between: Callable[[], None] | None = None,
+    timeout: float = 20,
+) -> str:
+    """SIGKILL every process of a running sync (pids(): the agent and its rsync) in
+    the given window; where the kill landed: the window, "after <window>" when the
+    stage ended first, or "no sync seen". SIGSTOP holds the agent while its rsync
+    runs on to the end: that is how a kill lands after the last rsync and before the
+    stamp. between(), if given, runs with the agent held between the scan and the
+    pages (a second writer upstream)."""
+
+    def hold_after(stage: str) -> int | None:
+        agents = [p for p, c in cmdlines(pids()).items() if not c.startswith("rsync ")]
+        if not agents:
+            return None
+        pid = agents[0]
+        os.kill(pid, signal.SIGSTOP)
+        poll(lambda: not stage_running(pids(), stage), timeout)
+        return pid
+
+    writes = between is not None and window != "scan"
+    if writes and poll(lambda: stage_running(pids(), "scan"), timeout):
+        held = hold_after("scan")
+        between()
+        if held is not None:
+            os.kill(held, signal.SIGCONT)
+    stage = "content" if window == "move" else window
+    if not poll(lambda: stage_running(pids(), stage), timeout):
+        return "no sync seen"
+    if window == "move" and (held := hold_after("content")) is not None:
+        os.kill(held, signal.SIGCONT)
+    if rng.random() < 0.5:
+        time.sleep(rng.uniform(0, 0.002))
+    landed = window if window == "move" or stage_running(pids(), window) else f"after {window}"
+    kill_all(pids)
+    return landed
+
+
+def kill_all(pids: Callable[[], list[int]], timeout: float = 5) -> None:
+    """SIGKILL until none is left: an rsync may fork a child between two looks."""
+    deadline = time.monotonic() + timeout
+    while (alive := pids()) and time.monotonic() < deadline:
+        for pid in alive:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        time.sleep(0.01)
 
 
 class Reader(threading.Thread):

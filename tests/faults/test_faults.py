@@ -10,6 +10,8 @@ by MIRRORFLEET_FAULT_REPORT (docs/RELIABILITY.md is filled from it).
 from __future__ import annotations
 
 import contextlib
+import functools
+import json
 import os
 import random
 import signal
@@ -26,10 +28,14 @@ from labkit import (
     AS_SERVICE,
     BIN,
     ROOT,
+    SYNC_WINDOWS,
     LabRun,
     Reader,
     add_releases,
+    changed_operations,
+    cmdlines,
     get_json,
+    kill_sync_in,
     listed,
     meta,
     monitor_states,
@@ -55,7 +61,6 @@ SETTLE = 30.0  # a change reaching DNS: sync, two good probes, update
 RECOVERY = 45.0  # a mirror catching up once a fault ends
 AGENT = "mirrorfleet-agent.service"
 KILLS = int(os.environ.get("MIRRORFLEET_FAULT_KILLS", "30"))
-KILL_WINDOW = 0.6  # seconds after rsync starts in which a kill lands
 SEED = int(os.environ.get("MIRRORFLEET_FAULT_SEED", "20261127"))
 
 
@@ -139,40 +144,39 @@ def bad_verdicts(lab: LabRun) -> float:
 # -- the agent killed mid-sync ---------------------------------------------------------
 
 
-def test_sigkill_mid_sync_never_serves_a_torn_tree(lab, key, healthy, report) -> None:
+def test_sigkill_in_every_window_of_a_sync_never_serves_a_torn_tree(
+    lab, key, healthy, report
+) -> None:
+    """Kills aimed in turn at each window of a sync (labkit.SYNC_WINDOWS): the
+    deletion scan, the pages staged, the content walk, and the moves between the
+    last rsync and the stamp."""
     rng = random.Random(SEED)
     run = int(time.time())  # new versions on every run, even on a kept lab
-    phases: Counter[str] = Counter()
+    landed: Counter[str] = Counter()
     recoveries: list[float] = []
     states_seen: Counter[str] = Counter()
     bad_before = bad_verdicts(lab)
     with Reader(f"http://{lab.address('mirror1')}", key, PROJECTS) as reader:
         for i in range(KILLS):
-            delay = rng.uniform(0, KILL_WINDOW)
-            kill: dict[str, object] = {}
+            window = SYNC_WINDOWS[i % len(SYNC_WINDOWS)]
+            kill: dict[str, str] = {}
 
-            def strike(delay: float = delay, kill: dict = kill) -> None:
-                time.sleep(delay)
-                kill["pids"] = kill_unit(lab, "mirror1", AGENT)
+            def strike(window: str = window, kill: dict = kill) -> None:
+                pids = functools.partial(unit_pids, lab, "mirror1", AGENT)
+                kill["where"] = kill_sync_in(window, pids, rng)
 
-            watcher = when_syncing(lab, "mirror1", strike)
+            watcher = threading.Thread(target=strike, daemon=True)
+            watcher.start()
             releases = {p: f"3.{run}.{i}" for p in PROJECTS}
             serial = add_releases(lab, releases, payload=1_000_000)
             reader.published[serial] = [wheel_path(p, v) for p, v in releases.items()]
             watcher.join(30)
-            pids = kill.get("pids", [])
-            at_kill = served_serial(lab, "mirror1", key)
-            phases[
-                "no sync seen"
-                if not kill
-                else "after the stamp"
-                if at_kill == serial
-                else "rsync running"
-                if len(pids) > 1
-                else "between rsync and stamp"
-            ] += 1
+            where = kill.get("where", "no sync seen")
+            if where == "move" and served_serial(lab, "mirror1", key) == serial:
+                where = "after the stamp"
+            landed[where] += 1
             started = time.monotonic()
-            if kill:  # every process gone, then restarted at once rather than after RestartSec
+            if where != "no sync seen":  # every process gone, then restarted at once
                 lab.wait_for(lambda: not unit_pids(lab, "mirror1", AGENT), 10, interval=0.01)
             lab.check("mirror1", "systemctl", "restart", AGENT)  # and syncs at start
             lab.wait_for(lambda s=serial: served_serial(lab, "mirror1", key) == s, RECOVERY)
@@ -181,7 +185,7 @@ def test_sigkill_mid_sync_never_serves_a_torn_tree(lab, key, healthy, report) ->
     report["sigkill"] = {
         "kills": KILLS,
         "seed": SEED,
-        "phases": dict(phases),
+        "landed": dict(landed),
         "reader_rounds": reader.rounds,
         "files_checked": reader.files_checked,
         "torn": reader.torn[:20],
@@ -194,8 +198,9 @@ def test_sigkill_mid_sync_never_serves_a_torn_tree(lab, key, healthy, report) ->
     assert reader.rounds > KILLS and reader.files_checked > 100
     # nor did the monitor's closer look (shard, page, file) ever find proof of a bad tree
     assert report["sigkill"]["monitor_bad_verdicts"] == 0
-    assert phases["rsync running"] >= KILLS // 3, phases  # the kills did land mid-sync
-    assert phases["no sync seen"] == 0, phases
+    assert landed["no sync seen"] == 0, landed
+    for window in SYNC_WINDOWS:  # each window was hit on purpose
+        assert landed[window] >= KILLS // len(SYNC_WINDOWS) // 2, landed
 
 
 # -- the origin unreachable mid-sync ---------------------------------------------------
@@ -267,12 +272,21 @@ def test_origin_lost_mid_sync_keeps_the_last_good_state(
 # -- DNS -------------------------------------------------------------------------------
 
 
+def publish_errors(lab: LabRun) -> float:
+    """DNS publish attempts of the monitor that failed."""
+    line = metric(lab, "monitor", 'mirrorfleet_monitor_publishes_total{result="error"}', 8874)
+    return float(line.split()[-1]) if line else 0.0
+
+
 def test_primary_down_secondary_answers_and_no_update_is_lost(lab, key, healthy, report) -> None:
     lab.check("dns1", "systemctl", "stop", "named")
     try:
         serial = add_releases(lab, {"demo-00004": f"5.{int(time.time())}.0"}, payload=1000)
         lab.wait_for(lambda: all(served_serial(lab, m, key) == serial for m in MIRRORS), RECOVERY)
-        time.sleep(2 * INTERVAL)  # rounds that must publish and cannot
+        # the monitor knows the new head, then fails two rounds that must publish it
+        lab.wait_for(lambda: monitor_status(lab)["head"]["serial"] == serial, SETTLE)
+        failed = publish_errors(lab)
+        lab.wait_for(lambda: publish_errors(lab) >= failed + 2, 3 * INTERVAL + 10)
         secondary = listed(lab, "dns2")
         stale_meta = meta(lab, "mirror1", "dns2")
         dns_status = monitor_status(lab)["dns"]
@@ -297,11 +311,17 @@ def test_primary_down_secondary_answers_and_no_update_is_lost(lab, key, healthy,
 
 def test_monitor_killed_leaves_dns_alone_and_converges(lab, key, healthy, report) -> None:
     before = soa_serial(lab)
-    kill_unit(lab, "monitor", "mirrorfleet-monitor.service")
+    unit = "mirrorfleet-monitor.service"
+    killed = kill_unit(lab, "monitor", unit)
     lab.check("mirror2", "systemctl", "stop", "nginx")
     try:
-        time.sleep(3)  # systemd restarts it after RestartSec=5
+        assert killed, "the monitor had no process to kill"
+        # every PID it had is gone: the kill landed, not a no-op on a stopped unit
+        lab.wait_for(lambda: not any(Path(f"/proc/{pid}").exists() for pid in killed), 5)
+        time.sleep(3)  # dead for a while: systemd restarts it after RestartSec=5
         soa_while_dead = soa_serial(lab)
+        lab.wait_for(lambda: bool(unit_pids(lab, "monitor", unit)), 15)
+        reborn = unit_pids(lab, "monitor", unit)
         started = time.monotonic()
         lab.wait_for(lambda: listed(lab, "dns2") == {"mirror1": 10}, SETTLE + 10)
         withdrawn = time.monotonic() - started
@@ -318,7 +338,9 @@ def test_monitor_killed_leaves_dns_alone_and_converges(lab, key, healthy, report
         "down_mirror_withdrawn_s": round(withdrawn, 1),
         "returned_s": round(back, 1),
         "restarts": restarts.strip(),
+        "killed_pids": len(killed),
     }
+    assert not set(reborn) & set(killed)  # a new process, not one the kill missed
     assert soa_while_dead == before
     assert int(restarts.strip().split("=")[1]) >= 1
 
@@ -456,18 +478,42 @@ def pyinfra_argv(*extra: str) -> list[str]:
     return [str(BIN / "pyinfra"), "-y", "inventories/lab.py", "deploy.py", *extra]
 
 
-def test_a_second_deploy_waits_its_turn_and_a_deploy_mid_sync_tears_nothing(
+def agent_process(lab: LabRun, host: str) -> int | None:
+    """The agent daemon's own PID on the host (not an rsync it runs)."""
+    found = cmdlines(unit_pids(lab, host, AGENT))
+    return next((pid for pid, line in found.items() if not line.startswith("rsync ")), None)
+
+
+def test_a_second_deploy_waits_its_turn_and_a_deploy_restarting_the_agent_tears_nothing(
     lab, key, healthy, report
 ) -> None:
     lock = Path(lab.state["ssh_config"]).with_name("secrets") / "deploy.lock"
+    agent_before = agent_process(lab, "mirror1")
+    assert agent_before is not None
+    restart_seen: list[bool] = []  # was an rsync running in the last look before it?
+    watching = threading.Event()
+
+    def watch_restart() -> None:
+        syncing = False
+        while not watching.is_set():
+            pid = agent_process(lab, "mirror1")
+            if pid not in (None, agent_before):
+                restart_seen.append(syncing)
+                return
+            running = cmdlines(unit_pids(lab, "mirror1", AGENT)).values()
+            syncing = any(line.startswith("rsync ") for line in running)
+            time.sleep(0.005)
+
+    watcher = threading.Thread(target=watch_restart, daemon=True)
+    watcher.start()
     with Reader(f"http://{lab.address('mirror1')}", key, PROJECTS) as reader:
-        # a changed agent setting: the first deploy restarts the agent mid-sync
+        # a changed agent setting: the first deploy must restart the agent
         first = subprocess.Popen(
-            pyinfra_argv("--data", "sync_bwlimit_kbps=19000"),
+            pyinfra_argv("--json", "--data", "sync_bwlimit_kbps=19000"),
             env=lab.env,
             cwd=ROOT,
             stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
+            stderr=subprocess.PIPE,
             text=True,
         )
         try:
@@ -476,27 +522,37 @@ def test_a_second_deploy_waits_its_turn_and_a_deploy_mid_sync_tears_nothing(
             started = time.monotonic()
             second = lab.run(*pyinfra_argv(), timeout=120)
             second_took = time.monotonic() - started
-            first_out, _ = first.communicate(timeout=300)
+            first_out, first_err = first.communicate(timeout=300)
         finally:
+            watching.set()
             if first.poll() is None:
                 first.kill()
                 first.wait()
         lab.wait_for(lambda: served_serial(lab, "mirror1", key) == serial, RECOVERY)
-    restored = lab.pyinfra("deploy.py")
-    ops = [op["name"] for op in restored["results"]["operations"] if op["success"]]
+    watcher.join(5)
+    assert first.returncode == 0, first_err[-3000:]
+    changed = changed_operations(json.loads(first_out))
+    restored = changed_operations(lab.pyinfra("deploy.py"))
     report["concurrent deploys"] = {
         "second_exit": second.returncode,
         "second_message": (second.stdout + second.stderr).strip().splitlines()[-1],
         "second_took_s": round(second_took, 1),
         "first_exit": first.returncode,
+        "agent_restarted_while_syncing": restart_seen[:1],
         "torn": reader.torn[:20],
     }
     assert second.returncode != 0
     assert "another deploy of this fleet is running" in second.stdout + second.stderr
-    assert first.returncode == 0, first_out[-3000:]
-    assert "Restart the sync agent on new code or config" in first_out
+    # the restart ran (changed on mirror1), and a new agent process took over
+    assert any(
+        "Restart the sync agent on new code or config" in op and "changed on mirror1" in op
+        for op in changed
+    ), changed
+    assert restart_seen, "the agent's PID never changed during the deploy"
     assert reader.torn == [] and reader.rounds > 3
-    assert "mirrorfleet mirror | Configure the sync agent" in ops
+    assert any(
+        "Configure the sync agent" in op and "changed on mirror1" in op for op in restored
+    ), restored
 
 
 # -- after every fault -----------------------------------------------------------------

@@ -15,14 +15,12 @@ from __future__ import annotations
 
 import os
 import random
-import signal
 import subprocess
-import time
 from collections import Counter
 from pathlib import Path
 
 import pytest
-from labkit import BIN
+from labkit import BIN, SYNC_WINDOWS, kill_all, kill_sync_in
 from trees import SHAPES
 
 from mirrorfleet.agent.sync import STAGING_DIR
@@ -34,45 +32,21 @@ from mirrorfleet.stamp import read_local_stamp
 
 ROUNDS = int(os.environ.get("MIRRORFLEET_WINDOW_ROUNDS", "6"))  # kills per window
 SEED = int(os.environ.get("MIRRORFLEET_FAULT_SEED", "20261127"))
-# what marks each rsync stage's command line (sync.rsync_argv)
-MARKERS = {"scan": "--existing", "pages": "--compare-dest", "content": "--include=/"}
-WINDOWS = ("scan", "pages", "content", "move")
 PROJECTS = [f"pkg{i}" for i in range(6)]
 
 
-def group_cmdlines(pgid: int) -> dict[int, str]:
-    """Live (not zombie) processes of a process group: pid -> command line."""
-    found = {}
+def group(pgid: int) -> list[int]:
+    """The live processes of a process group (the sync and its rsync)."""
+    found = []
     for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = Path(entry.path, "stat").read_text()
-            fields = stat.rsplit(")", 1)[1].split()
-            if int(fields[2]) != pgid or fields[0] == "Z":
+        if entry.name.isdigit():
+            try:
+                fields = Path(entry.path, "stat").read_text().rsplit(")", 1)[1].split()
+            except (OSError, IndexError):
                 continue
-            found[int(entry.name)] = (
-                Path(entry.path, "cmdline").read_bytes().replace(b"\0", b" ").decode()
-            )
-        except (OSError, IndexError, ValueError):
-            continue
+            if int(fields[2]) == pgid and fields[0] != "Z":
+                found.append(int(entry.name))
     return found
-
-
-def stage_running(pgid: int, stage: str) -> bool:
-    return any(
-        line.startswith("rsync ") and MARKERS[stage] in line
-        for line in group_cmdlines(pgid).values()
-    )
-
-
-def wait_until(predicate, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.0005)
-    return True
 
 
 class Fleet:
@@ -119,33 +93,6 @@ class Fleet:
         }
 
 
-def strike(proc: subprocess.Popen, window: str, rng: random.Random, writer) -> str:
-    """Kill the sync's process group in the window; where the kill landed."""
-    pgid = proc.pid
-    first_stage = "content" if window == "move" else window
-    if window != "scan" and wait_until(lambda: stage_running(pgid, "scan"), 20):
-        # a second writer lands between the scan and the pages: the release the
-        # pages will name arrives after the scan (the old design's dangerous case)
-        os.kill(pgid, signal.SIGSTOP)  # the agent itself; its rsync runs on to the end
-        wait_until(lambda: not stage_running(pgid, "scan"), 20)
-        writer()
-        os.kill(pgid, signal.SIGCONT)
-    if not wait_until(lambda: stage_running(pgid, first_stage) or proc.poll() is not None, 20):
-        return "never seen"
-    if proc.poll() is not None:
-        return "finished first"
-    if window == "move":
-        os.kill(pgid, signal.SIGSTOP)  # the agent itself; its rsync runs on to the end
-        wait_until(lambda: not stage_running(pgid, "content"), 20)
-        os.kill(pgid, signal.SIGCONT)
-    if rng.random() < 0.5:
-        time.sleep(rng.uniform(0, 0.002))
-    still = window == "move" or stage_running(pgid, window)
-    os.killpg(pgid, signal.SIGKILL)
-    proc.wait(10)
-    return window if still else f"after {window}"
-
-
 @pytest.mark.parametrize("preset", sorted(SHAPES))
 def test_a_sync_killed_in_any_window_never_leaves_a_torn_tree(
     tmp_path: Path, preset: str, report: dict
@@ -165,9 +112,9 @@ def test_a_sync_killed_in_any_window_never_leaves_a_torn_tree(
         leftovers = 0
         extra = iter(range(10_000))
         for round_ in range(ROUNDS):
-            for window in WINDOWS:
+            for window in SYNC_WINDOWS:
                 project = rng.choice(PROJECTS)
-                version = f"2.{round_}.{WINDOWS.index(window)}"
+                version = f"2.{round_}.{SYNC_WINDOWS.index(window)}"
                 added = fleet.shape.add(project, version, size=rng.choice([4096, 300_000]))
                 old = sorted((fleet.shape.root).rglob(f"*{rng.choice(PROJECTS)}*1.0*"))
                 if old:  # drop a release: its index is rewritten first, then the file goes
@@ -184,11 +131,15 @@ def test_a_sync_killed_in_any_window_never_leaves_a_torn_tree(
                     stderr=subprocess.DEVNULL,
                 )
                 try:
-                    where = strike(proc, window, rng, writer)
-                finally:
-                    if proc.poll() is None:
-                        os.killpg(proc.pid, signal.SIGKILL)
-                        proc.wait(10)
+                    where = kill_sync_in(
+                        window,
+                        lambda pgid=proc.pid: group(pgid),
+                        rng,
+                        between=writer,
+                    )
+                finally:  # the whole group, whatever the kill above reached
+                    kill_all(lambda pgid=proc.pid: group(pgid))
+                    proc.wait(10)
                 if where == "move" and fleet.served_serial() == serial:
                     where = "after the stamp"
                 landed[where] += 1
@@ -209,7 +160,7 @@ def test_a_sync_killed_in_any_window_never_leaves_a_torn_tree(
         "torn": torn[:20],
     }
     assert torn == []
-    for window in WINDOWS:  # each window was hit on purpose, most of the time
+    for window in SYNC_WINDOWS:  # each window was hit on purpose, most of the time
         assert landed[window] >= ROUNDS // 2, landed
 
 

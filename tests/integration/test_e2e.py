@@ -11,14 +11,12 @@ from __future__ import annotations
 import json
 import re
 import sys
-import time
 import urllib.request
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import dns.resolver
 import pytest
+from labkit import changed_operations, step
 
 pytestmark = pytest.mark.lab
 
@@ -29,17 +27,6 @@ AS_SERVICE = ("runuser", "-u", "mirrorfleet", "--", "mirrorfleet")
 AGENT_UNITS = ("mirrorfleet-agent.service", "mirrorfleet-sync.timer")
 SETTLE = 30.0  # sync + notification + DNS, with room for a loaded machine
 DEMOTE = 70.0  # lag_grace (10 s) within a 30 s interval, twice over
-
-
-@contextmanager
-def step(name: str) -> Iterator[None]:
-    """Fail with the step's name in front of the reason."""
-    started = time.monotonic()
-    try:
-        yield
-    except Exception as exc:  # an assertion, a timeout, a failed command
-        pytest.fail(f"step {name!r} failed after {time.monotonic() - started:.0f}s: {exc}")
-    print(f"step {name!r}: {time.monotonic() - started:.1f}s")
 
 
 def answer(lab, name: str, rdtype: str, server: str = "dns2") -> list[str]:
@@ -137,8 +124,7 @@ def test_the_whole_fleet_end_to_end(make_lab, leftovers) -> None:
         lab.wait_for(lambda: srv(lab) == dict.fromkeys(MIRRORS, 10), SETTLE)
 
     with step("a deploy rerun changes nothing"):
-        ops = lab.pyinfra("deploy.py")["results"]["operations"]
-        assert [op["name"] for op in ops if not op["no_change"]] == []
+        assert changed_operations(lab.pyinfra("deploy.py")) == []
 
     with step("mirrorfleet verify passes"):
         mirrorfleet = str(Path(sys.executable).with_name("mirrorfleet"))

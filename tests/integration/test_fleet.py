@@ -8,6 +8,7 @@ Steps run in file order on one lab of 4 hosts (3 mirrors).
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import urllib.error
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from labkit import served_serial
+from labkit import changed_operations, served_serial
 
 from mirrorfleet.keys import parse_public_key
 from mirrorfleet.stamp import Stamp
@@ -28,6 +29,10 @@ MIRRORS = ["mirror1", "mirror2", "mirror3"]
 AS_SERVICE = ("runuser", "-u", "mirrorfleet", "--", "mirrorfleet")
 PUBLISH = (*AS_SERVICE, "origin", "publish", "--json")
 PROPAGATION_TIMEOUT = 10.0
+SYNC_SERVICE, SYNC_TIMER = "mirrorfleet-sync.service", "mirrorfleet-sync.timer"
+SYNC_INTERVAL = 20  # mirror3's sync_interval in fleet_topology.toml
+# the timer's period, its RandomizedDelaySec (a tenth), the sync, and a loaded machine
+TIMER_TIMEOUT = 2 * SYNC_INTERVAL + 30
 
 
 @pytest.fixture(scope="module")
@@ -113,26 +118,62 @@ def test_new_release_is_pushed_to_every_mirror(lab, public_key) -> None:
     assert b"demo_00007-1.0.1-py3-none-any.whl" in page
 
 
+def unit_show(lab, host: str, unit: str, *props: str) -> dict[str, str]:
+    """systemd's own record of a unit: property -> value."""
+    out = lab.check(host, "systemctl", "show", "-p", ",".join(props), unit)
+    return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+
+
+TIMESPAN = re.compile(r"(\d+(?:\.\d+)?)(us|ms|min|s|h|d)\b")
+MICROSECONDS = {"us": 1, "ms": 1e3, "s": 1e6, "min": 60e6, "h": 3600e6, "d": 86400e6}
+
+
+def microseconds(shown: str) -> int:
+    """A monotonic time as `systemctl show` prints it: raw µs for a service's
+    ExecMainStartTimestampMonotonic, a timespan ("3h 1min 45.904934s") for a timer's
+    LastTriggerUSecMonotonic."""
+    if shown.isdigit():
+        return int(shown)
+    parts = TIMESPAN.findall(shown)
+    assert parts and "".join(f"{n}{u}" for n, u in parts) == shown.replace(" ", ""), shown
+    return round(sum(float(n) * MICROSECONDS[u] for n, u in parts))
+
+
 def test_without_pushes_the_fallback_timer_gets_there(lab, public_key) -> None:
+    """mirror3's agent is stopped, so no push reaches it and nothing here starts a
+    sync: the serial must arrive by a run of mirrorfleet-sync.service that the timer
+    started (its start is the timer's last trigger) and that synced that serial."""
     lab.check("mirror3", "systemctl", "stop", "mirrorfleet-agent.service")
     try:
+        before = unit_show(lab, "mirror3", SYNC_SERVICE, "InvocationID")["InvocationID"]
         publish_serial = publish(lab, "--force")["serial"]
         lab.wait_for(
             lambda: serials(lab, public_key)["mirror1"] == publish_serial, PROPAGATION_TIMEOUT
         )
-        assert serials(lab, public_key)["mirror3"] == publish_serial - 1
-        timer = lab.check(
-            "mirror3",
-            "systemctl",
-            "show",
-            "-p",
-            "ActiveState,NextElapseUSecMonotonic",
-            "mirrorfleet-sync.timer",
+        took = lab.wait_for(
+            lambda: serials(lab, public_key)["mirror3"] == publish_serial, TIMER_TIMEOUT
         )
-        assert "ActiveState=active" in timer
-        # what the timer runs when it fires
-        lab.check("mirror3", "systemctl", "start", "mirrorfleet-sync.service")
-        assert serials(lab, public_key)["mirror3"] == publish_serial
+        print(f"mirror3 had serial {publish_serial} {took:.1f}s after mirror1, by the timer")
+        timer = unit_show(lab, "mirror3", SYNC_TIMER, "ActiveState", "LastTriggerUSecMonotonic")
+        run = unit_show(
+            lab, "mirror3", SYNC_SERVICE, "InvocationID", "ExecMainStartTimestampMonotonic"
+        )
+        assert timer["ActiveState"] == "active"
+        assert run["InvocationID"] not in ("", before), "the sync service never ran"
+        triggered = microseconds(timer["LastTriggerUSecMonotonic"])
+        started = microseconds(run["ExecMainStartTimestampMonotonic"])
+        assert 0 <= started - triggered < 1_000_000, (timer, run)  # the timer started it
+        journal = lab.check(
+            "mirror3",
+            "journalctl",
+            f"_SYSTEMD_INVOCATION_ID={run['InvocationID']}",
+            "-o",
+            "cat",
+            "--no-pager",
+        )
+        assert f"synced: serial {publish_serial}" in journal, journal
+        agent = lab.exec("mirror3", "systemctl", "is-active", "mirrorfleet-agent.service")
+        assert agent.stdout.strip() == "inactive"  # no push could have done it
     finally:
         lab.check("mirror3", "systemctl", "start", "mirrorfleet-agent.service")
 
@@ -195,8 +236,7 @@ def test_unauthenticated_ping_is_refused_and_counted(lab) -> None:
 
 
 def test_deploy_rerun_changes_nothing(lab) -> None:
-    ops = lab.pyinfra("deploy.py")["results"]["operations"]
-    assert [op["name"] for op in ops if op["success"]] == []
+    assert changed_operations(lab.pyinfra("deploy.py")) == []
 
 
 def test_infra_suite_passes(lab) -> None:

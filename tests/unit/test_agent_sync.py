@@ -108,7 +108,7 @@ def test_unreachable_upstream_is_an_error_not_a_crash(agent_config: AgentConfig,
 def test_unreachable_rsync_fails_cleanly(agent_config: AgentConfig, upstream) -> None:
     upstream.stop_rsync()
     result = sync.sync_once(agent_config)
-    assert result.status == "error" and "rsync stage 1 failed" in result.error
+    assert result.status == "error" and "rsync stage 1 (scan) failed" in result.error
     assert not (agent_config.tree / ".mirror/stamp.json").exists()
 
 
@@ -123,32 +123,63 @@ def test_lock_admits_one_sync(agent_config: AgentConfig) -> None:
 def test_pings_during_a_sync_make_exactly_one_follow_up(
     agent_config: AgentConfig, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """The start-up sync is held until all five pings have been answered (the agent
+    takes a ping before it replies 202), so every ping lands mid-sync whatever the
+    machine's speed; released, it must make one follow-up sync, then go idle."""
     calls: list[float] = []
-    first_started = threading.Event()
+    first_started, release = threading.Event(), threading.Event()
 
-    def slow_sync(config: AgentConfig) -> sync.SyncResult:
+    def held_sync(config: AgentConfig) -> sync.SyncResult:
         calls.append(time.monotonic())
-        first_started.set()
-        time.sleep(0.5)
+        if len(calls) == 1:
+            first_started.set()
+            assert release.wait(30), "the test never released the start-up sync"
         return sync.SyncResult(status="unchanged", serial=1, finished=time.time())
 
-    monkeypatch.setattr(daemon, "sync_once", slow_sync)
+    monkeypatch.setattr(daemon, "sync_once", held_sync)
     config = replace(agent_config, listen=f"127.0.0.1:{free_port()}")
     agent, server, loop = daemon.serve(config)
+    base = f"http://127.0.0.1:{config.listen_address[1]}"
+
+    def status() -> dict:
+        with urllib.request.urlopen(f"{base}/status", timeout=10) as response:
+            return json.loads(response.read())
+
+    def idle_after(syncs: int) -> bool:
+        """The agent's own word, asked after the `syncs`-th sync began, that it is
+        neither syncing nor has one pending: that sync is over and nothing follows."""
+        if len(calls) < syncs:
+            return False
+        now = status()
+        return not now["syncing"] and not now["pending"]
+
+    def wait_until(predicate, timeout: float = 10) -> None:
+        deadline = time.monotonic() + timeout
+        while not predicate():
+            assert time.monotonic() < deadline, f"not true within {timeout}s"
+            time.sleep(0.01)
+
     try:
-        assert first_started.wait(5)  # the start-up sync is running
-        url = f"http://127.0.0.1:{config.listen_address[1]}/ping"
+        assert first_started.wait(5)  # the start-up sync is running, and held
         secret = read_secret(config.ping_secret)
-        statuses = [send_ping(url, secret, {"event": "publish", "n": i}) for i in range(5)]
+        statuses = [
+            send_ping(f"{base}/ping", secret, {"event": "publish", "n": i}) for i in range(5)
+        ]
         assert statuses == [202] * 5
-        time.sleep(1.6)  # long enough for the follow-up and any (wrong) third sync
-        assert len(calls) == 2
-        assert send_ping(url, b"x" * 64, {"event": "publish"}) == 401
-        metrics_url = f"http://127.0.0.1:{config.listen_address[1]}/metrics"
-        metrics = urllib.request.urlopen(metrics_url, timeout=10).read().decode()
-        assert 'mirrorfleet_agent_pings_total{verdict="accepted"} 5.0' in metrics
+        assert status()["syncing"] and len(calls) == 1  # all five landed mid-sync
+        release.set()
+        wait_until(lambda: idle_after(2))
+        assert len(calls) == 2, "five pings during one sync must make exactly one follow-up"
+        # a ping once idle makes exactly one more: the idle above was real
+        assert send_ping(f"{base}/ping", secret, {"event": "publish", "n": 5}) == 202
+        wait_until(lambda: idle_after(3))
+        assert len(calls) == 3
+        assert send_ping(f"{base}/ping", b"x" * 64, {"event": "publish"}) == 401
+        metrics = urllib.request.urlopen(f"{base}/metrics", timeout=10).read().decode()
+        assert 'mirrorfleet_agent_pings_total{verdict="accepted"} 6.0' in metrics
         assert 'mirrorfleet_agent_pings_total{verdict="rejected"} 1.0' in metrics
     finally:
+        release.set()
         agent.stop()
         server.shutdown()
         server.server_close()

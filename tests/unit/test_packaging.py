@@ -1,11 +1,18 @@
 """The wheel the install role ships must hold every package and data file: hosts
 install it with --no-deps from this build, so a forgotten subpackage only shows up
-as a daemon that dies on a real host."""
+as a daemon that dies on a real host. And the lab template must hold every Debian
+package any role installs, since lab hosts have no internet."""
 
 from __future__ import annotations
 
+import ast
+import importlib
 import tomllib
 from pathlib import Path
+
+import pytest
+
+from mirrorfleet.lab import template
 
 ROOT = Path(__file__).resolve().parents[2]
 SETUPTOOLS = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
@@ -36,3 +43,48 @@ def test_every_role_file_is_package_data() -> None:
         if p.is_file()
     }
     assert wanted - shipped == set()
+
+
+# -- every Debian package a role installs is in the lab template ---------------------
+
+ROLES = sorted(p.parent.name for p in (ROOT / "roles").glob("*/__init__.py"))
+
+
+def _apt_packages(role: str) -> list[str]:
+    """Every package name any apt.packages call in the role passes, resolved the way
+    the call resolves it: a literal list, a module constant, or host.data.X read from
+    the role's DEFAULTS. Any other form fails here rather than being skipped."""
+    module = importlib.import_module(f"mirrorfleet_roles.{role}")
+    source = (ROOT / "roles" / role / "__init__.py").read_text()
+    found: list[str] = []
+    for call in ast.walk(ast.parse(source)):
+        if not (isinstance(call, ast.Call) and ast.unparse(call.func) == "apt.packages"):
+            continue
+        arg = next((k.value for k in call.keywords if k.arg == "packages"), None)
+        if arg is None and call.args:
+            arg = call.args[0]
+        assert arg is not None, f"roles/{role}: apt.packages without packages (line {call.lineno})"
+        if isinstance(arg, ast.List | ast.Tuple):
+            found += [ast.literal_eval(item) for item in arg.elts]
+        elif isinstance(arg, ast.Name):
+            found += getattr(module, arg.id)
+        elif isinstance(arg, ast.Attribute) and ast.unparse(arg.value) == "host.data":
+            found += module.DEFAULTS[arg.attr]
+        else:
+            pytest.fail(f"roles/{role} line {call.lineno}: cannot read {ast.unparse(arg)}")
+    return found
+
+
+def test_every_role_is_read() -> None:
+    """A test of the test: the scan finds the roles' own installs, not only common's."""
+    assert {"common", "dns", "install", "monitor", "serve_tree"} <= set(ROLES)
+    assert "bind9" in _apt_packages("dns")
+    assert {"nginx", "python3-boto3"} <= set(_apt_packages("monitor"))
+    assert "systemd-timesyncd" in _apt_packages("common")  # a module constant
+    assert "python3-dnspython" in _apt_packages("install")  # host.data from DEFAULTS
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_every_role_package_is_in_the_lab_template(role: str) -> None:
+    """Lab hosts have no internet: what any role installs must already be there."""
+    assert set(_apt_packages(role)) - set(template.PACKAGES) == set()
