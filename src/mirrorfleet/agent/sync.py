@@ -207,9 +207,17 @@ def delete_gone(tree: Path, gone: list[str]) -> None:
             log.info("kept %s: it is not empty", rel)
 
 
+def clear_leftovers(tree: Path) -> None:
+    """What a killed sync left: its staging folder and half-written stamp or trace
+    (served by nothing, but they would pile up)."""
+    shutil.rmtree(tree / STAGING_DIR, ignore_errors=True)
+    for folder in (tree / META_DIR, tree / META_DIR / "trace"):
+        for leftover in folder.glob(f".*{TMP_SUFFIX}"):
+            leftover.unlink(missing_ok=True)
+
+
 def transfer(config: AgentConfig) -> int:
     """Steps 2 to 5 of the module docstring; bytes received."""
-    shutil.rmtree(config.tree / STAGING_DIR, ignore_errors=True)  # a killed sync's
     gone = deletions(run_rsync(config, "scan")[1])
     received = run_rsync(config, "pages")[0]
     received += run_rsync(config, "content")[0]
@@ -224,6 +232,7 @@ def sync_once(config: AgentConfig) -> SyncResult:
     keys = [parse_public_key(k) for k in config.public_keys]
     result = SyncResult(status="error")
     try:
+        clear_leftovers(config.tree)
         try:
             local = read_local_stamp(config.tree, keys)
         except BadSignature as exc:
