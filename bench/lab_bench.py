@@ -1,4 +1,4 @@
-"""Lab lifecycle benchmark: cold and warm `lab up`, deploy, no-change rerun, `lab down`.
+"""Lab lifecycle benchmark: cold and warm `lab up`, full deploy, no-change rerun, `lab down`.
 
     sudo .venv/bin/python bench/lab_bench.py [--runs 3] [--skip-cold] [--json]
 
@@ -49,8 +49,12 @@ def down(env: dict[str, str] | None = None) -> tuple[float, dict]:
     return seconds, json.loads(out)
 
 
-def pyinfra(*args: str) -> float:
-    return timed([str(BIN / "pyinfra"), "-y", "inventories/lab.py", *args])[0]
+def pyinfra(*args: str) -> tuple[float, list[str]]:
+    """Seconds, and the operations that changed or failed on any host (from pyinfra's
+    JSON, where "success" lists the hosts an operation changed)."""
+    seconds, out = timed([str(BIN / "pyinfra"), "-y", "--json", "inventories/lab.py", *args])
+    operations = (json.loads(out)["results"] or {}).get("operations", [])
+    return seconds, [op["name"] for op in operations if op["success"] or op["error"]]
 
 
 def bare_debootstrap(target: Path) -> float:
@@ -111,9 +115,15 @@ def main() -> None:
         seconds, state = up()
         ups.append(seconds)
         per_host += [h["seconds"] for h in state["hosts"]]
-        deploys.append(pyinfra("deploy.py"))
-        reruns.append(pyinfra("deploy.py"))
-        baselines_exec.append(pyinfra("exec", "--", "true"))
+        seconds, changed = pyinfra("deploy.py")
+        if not changed:
+            sys.exit("the first deploy changed nothing: not a fresh lab")
+        deploys.append(seconds)
+        seconds, changed = pyinfra("deploy.py")
+        if changed:
+            sys.exit(f"the rerun changed {changed}: not a no-change rerun")
+        reruns.append(seconds)
+        baselines_exec.append(pyinfra("exec", "--", "true")[0])
         seconds, report = down()
         downs.append(seconds)
         if any(report["remaining"].values()):
@@ -131,7 +141,7 @@ def main() -> None:
         warm_up_s=med(ups),
         warm_up_per_host_s=med(per_host),
         baseline_bare_nspawn_boot_s=med(bare),
-        deploy_common_s=med(deploys),
+        deploy_full_s=med(deploys),
         rerun_no_change_s=med(reruns),
         baseline_pyinfra_exec_true_s=med(baselines_exec),
         down_s=med(downs),
