@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from mirrorfleet import manifest
 from mirrorfleet.config import OriginConfig
 from mirrorfleet.errors import MirrorfleetError
-from mirrorfleet.keys import TSIG_KEYS, SecretsDir, init_secrets, load_signing_key
-from mirrorfleet.origin import publish
-from mirrorfleet.signed import BadSignature
-from mirrorfleet.stamp import read_local_stamp
+from mirrorfleet.origin.publish import publish
+from mirrorfleet.tree import manifest
+from mirrorfleet.tree.keys import TSIG_KEYS, SecretsDir, init_secrets, load_signing_key
+from mirrorfleet.tree.signed import BadSignature
+from mirrorfleet.tree.stamp import read_local_stamp
 
 
 def keys(config: OriginConfig) -> list:
