@@ -55,7 +55,7 @@ def desired(mirrors: list[MirrorRecord], serial: int = 7) -> list[RecordSet]:
 
 def cycle(bind: LoopbackBind, want: list[RecordSet]) -> tuple[float, int, int, int]:
     """One publisher cycle; (seconds, messages, record sets changed, zone serial bumps)."""
-    target = bind.target(timeout=30)
+    target = bind.provider(timeout=30)
     before = bind.primary.soa_serial(ZONE) or 0
     start = time.perf_counter()
     live = target.read_live()
@@ -69,7 +69,7 @@ def cycle(bind: LoopbackBind, want: list[RecordSet]) -> tuple[float, int, int, i
 def naive(bind: LoopbackBind, want: list[RecordSet]) -> tuple[float, int, int]:
     """The baseline: one signed update message per changed record set.
     Returns (seconds, messages, zone serial bumps, i.e. IXFR deltas for secondaries)."""
-    target = bind.target(timeout=30)
+    target = bind.provider(timeout=30)
     before = bind.primary.soa_serial(ZONE) or 0
     start = time.perf_counter()
     result = plan(want, target.read_live())

@@ -303,7 +303,7 @@ def test_a_thousand_mirror_fleet_publishes_and_settles(tmp_path: Path) -> None:
     head = records.head_rrset(stamp, b"\x01" * 64, "0123456789abcdef", ttl=60)
     want = records.desired_records(ZONE, head, mirrors, owner="fleet-test")
     with LoopbackBind(tmp_path, ZONE, regions=tuple(regions)) as server:
-        target = server.target(timeout=30)
+        target = server.provider(timeout=30)
         owner = next(r for r in want if r.name == records.OWNER)
         first = plan(want, target.read_live())
         messages = target.apply(first, owner, owner_is_live=False)

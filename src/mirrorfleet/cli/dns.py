@@ -93,7 +93,8 @@ def dns_apply(
 def dns_show(config_path: Path, as_json: bool) -> None:
     """The records mirrorfleet owns in the zone now (by zone transfer)."""
     from mirrorfleet.config import load_dns_config
-    from mirrorfleet.zone.plan import owned, provider_for
+    from mirrorfleet.zone.plan import owned
+    from mirrorfleet.zone.providers import provider_for
 
     live = provider_for(load_dns_config(config_path)).read_live()
     rows = [asdict(r) for r in live if owned(r.name, r.rdtype)]

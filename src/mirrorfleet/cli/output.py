@@ -9,6 +9,7 @@ from typing import Any
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from mirrorfleet.errors import UserError
@@ -31,8 +32,9 @@ def warn(warnings: Iterable[str]) -> None:
 
 
 def print_error(exc: UserError) -> None:
-    """The one-line form of an error the user can fix."""
-    err.print(f"[red]error:[/] {exc}")
+    """The one-line form of an error the user can fix (escaped: a message may hold
+    brackets, such as `pip install 'mirrorfleet[deploy]'`, that are not markup)."""
+    err.print(f"[red]error:[/] {escape(str(exc))}")
 
 
 def table(*columns: str) -> Table:
