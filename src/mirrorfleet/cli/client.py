@@ -83,6 +83,14 @@ def lookup_options(command: F) -> F:
     return wrapped
 
 
+for_option = click.option(
+    "--for",
+    "projects",
+    metavar="PROJECTS",
+    help="Comma-separated projects: a mirror behind the head will do if none of them changed.",
+)
+
+
 @dataclass(frozen=True)
 class Where:
     """The lookup options every client command shares."""
@@ -142,12 +150,7 @@ def _projects(text: str | None) -> list[str]:
 @click.command()
 @lookup_options
 @click.option("--max-lag", help="Accept mirrors this far behind: serials (2) or time (300s, 5m).")
-@click.option(
-    "--for",
-    "projects",
-    metavar="PROJECTS",
-    help="Comma-separated projects: a mirror behind the head will do if none of them changed.",
-)
+@for_option
 @click.option("--seed", type=int, help="Seed the weighted random pick (reproducible).")
 @click.option(
     "--probe",
@@ -248,12 +251,7 @@ def list_mirrors(
 @lookup_options
 @click.option("--mirror", "mirror_url", required=True, help="The mirror's base URL.")
 @click.option("--max-lag", help="Accept this far behind: serials (2) or time (300s, 5m).")
-@click.option(
-    "--for",
-    "projects",
-    metavar="PROJECTS",
-    help="Comma-separated projects: a mirror behind the head will do if none of them changed.",
-)
+@for_option
 def check(
     where: Where,
     as_json: bool,

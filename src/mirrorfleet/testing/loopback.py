@@ -28,7 +28,22 @@ class _QuietHandler(SimpleHTTPRequestHandler):
         pass
 
 
-class LoopbackUpstream:
+class ClosedOnExit:
+    """Leaving a `with` block closes the servers, whatever went wrong inside it."""
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __exit__(
+        self,
+        _type: type[BaseException] | None,
+        _value: BaseException | None,
+        _tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class LoopbackUpstream(ClosedOnExit):
     def __init__(self, tree: Path, workdir: Path) -> None:
         self.tree, self.workdir = tree, workdir
         self.rsync_port = free_port()
@@ -91,11 +106,3 @@ class LoopbackUpstream:
     def close(self) -> None:
         self.stop_rsync()
         self.stop_http()
-
-    def __exit__(
-        self,
-        _type: type[BaseException] | None,
-        _value: BaseException | None,
-        _tb: TracebackType | None,
-    ) -> None:
-        self.close()

@@ -9,14 +9,13 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
 
 import dns.exception
 import dns.message
 import dns.query
 import dns.rdatatype
 
-from mirrorfleet.testing.loopback import free_port
+from mirrorfleet.testing.loopback import ClosedOnExit, free_port
 from mirrorfleet.tree.keys import MONITOR_TSIG, TRANSFER_TSIG, tsig_secret
 from mirrorfleet.zone.providers.rfc2136 import Rfc2136Provider
 
@@ -47,7 +46,7 @@ class NamedProcess:
 
 
 @dataclass
-class LoopbackBind:
+class LoopbackBind(ClosedOnExit):
     """`with LoopbackBind(workdir, "mirrors.test.") as bind:` -> bind.provider() writes the zone."""
 
     workdir: Path
@@ -148,11 +147,3 @@ class LoopbackBind:
                 except subprocess.TimeoutExpired:
                     server.proc.kill()
                     server.proc.wait(timeout=5)
-
-    def __exit__(
-        self,
-        _type: type[BaseException] | None,
-        _value: BaseException | None,
-        _tb: TracebackType | None,
-    ) -> None:
-        self.close()
