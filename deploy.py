@@ -8,13 +8,13 @@ from pathlib import Path
 from pyinfra import host
 from pyinfra.api.exceptions import DeployError
 
-from mirrorfleet import deploylock
-from mirrorfleet.errors import MirrorfleetError
+from mirrorfleet.control import deploylock
+from mirrorfleet.errors import UserError
 from mirrorfleet_roles import common, dns, mirror, monitor, origin
 
 try:  # before any operation: a second concurrent run changes nothing
     deploylock.hold(Path(host.data.get("secrets_dir") or "secrets").expanduser())
-except MirrorfleetError as exc:
+except UserError as exc:
     raise DeployError(str(exc)) from None
 common.apply()
 if "origin" in host.groups:

@@ -31,11 +31,12 @@ import dns.query
 import dns.rcode
 import dns.update
 
-from mirrorfleet import demo_fleet, records
-from mirrorfleet.loopback_dns import LoopbackBind
-from mirrorfleet.publish import plan
-from mirrorfleet.records import MirrorRecord, RRset
-from mirrorfleet.stamp import Stamp
+from mirrorfleet.testing import demo_fleet
+from mirrorfleet.testing.loopback_dns import LoopbackBind
+from mirrorfleet.tree.stamp import Stamp
+from mirrorfleet.zone import records
+from mirrorfleet.zone.plan import plan
+from mirrorfleet.zone.records import MirrorRecord, RecordSet
 
 ZONE = "mirrors.bench."
 REGION_SIZE = 100  # BIND's max-records-per-type: a region SRV set holds at most 100
@@ -45,16 +46,16 @@ def fleet(n: int, lagging: int = 0) -> list[MirrorRecord]:
     return demo_fleet.mirrors(n, regions=n // REGION_SIZE or 1, lagging=range(lagging), serial=7)
 
 
-def desired(mirrors: list[MirrorRecord], serial: int = 7) -> list[RRset]:
+def desired(mirrors: list[MirrorRecord], serial: int = 7) -> list[RecordSet]:
     head = records.head_rrset(
         Stamp(serial=serial, ts=1_700_000_000, origin="origin"), b"\x01" * 64, "0" * 16, ttl=60
     )
     return records.desired_records(ZONE, head, mirrors, owner="bench")
 
 
-def cycle(bind: LoopbackBind, want: list[RRset]) -> tuple[float, int, int, int]:
+def cycle(bind: LoopbackBind, want: list[RecordSet]) -> tuple[float, int, int, int]:
     """One publisher cycle; (seconds, messages, record sets changed, zone serial bumps)."""
-    target = bind.target(timeout=30)
+    target = bind.provider(timeout=30)
     before = bind.primary.soa_serial(ZONE) or 0
     start = time.perf_counter()
     live = target.read_live()
@@ -65,10 +66,10 @@ def cycle(bind: LoopbackBind, want: list[RRset]) -> tuple[float, int, int, int]:
     return elapsed, messages, result.changes, (bind.primary.soa_serial(ZONE) or 0) - before
 
 
-def naive(bind: LoopbackBind, want: list[RRset]) -> tuple[float, int, int]:
+def naive(bind: LoopbackBind, want: list[RecordSet]) -> tuple[float, int, int]:
     """The baseline: one signed update message per changed record set.
     Returns (seconds, messages, zone serial bumps, i.e. IXFR deltas for secondaries)."""
-    target = bind.target(timeout=30)
+    target = bind.provider(timeout=30)
     before = bind.primary.soa_serial(ZONE) or 0
     start = time.perf_counter()
     result = plan(want, target.read_live())

@@ -78,18 +78,25 @@ import dns.query
 import dns.resolver
 import dns.version
 
+from mirrorfleet.cli.client import PICK_BATCH
 from mirrorfleet.client.choose import MaxLag, ProjectView, choose, dns_verdict
-from mirrorfleet.client.commands import PICK_BATCH
 from mirrorfleet.client.discovery import EDNS_PAYLOAD, Discovery, Lookup, discover, read_more
 from mirrorfleet.client.projects import wanted
 from mirrorfleet.config import DnsConfig, MonitorConfig
-from mirrorfleet.keys import MONITOR_TSIG, SecretsDir, init_secrets, parse_public_key
-from mirrorfleet.loopback_dns import LoopbackBind
-from mirrorfleet.loopback_fleet import LoopbackFleet
 from mirrorfleet.monitor.daemon import Monitor
-from mirrorfleet.probe import FleetConfig, MirrorSpec
-from mirrorfleet.records import HEAD, SERVICE, meta_name, parse_txt, signed_bytes, stamp_from_head
-from mirrorfleet.stamp import STAMP_PATH, fetch_stamp
+from mirrorfleet.probe.observe import FleetConfig, MirrorSpec
+from mirrorfleet.testing.loopback_dns import LoopbackBind
+from mirrorfleet.testing.loopback_fleet import LoopbackFleet
+from mirrorfleet.tree.keys import MONITOR_TSIG, SecretsDir, init_secrets, parse_public_key
+from mirrorfleet.tree.stamp import STAMP_PATH, fetch_stamp
+from mirrorfleet.zone.records import (
+    HEAD,
+    SERVICE,
+    meta_name,
+    parse_txt,
+    signed_bytes,
+    stamp_from_head,
+)
 
 ZONE = "mirrors.bench."
 TARGET_MS = 10.0  # issue 7: median lookup <= 10 ms
@@ -431,7 +438,7 @@ def measure(args: argparse.Namespace, work: Path, ctx: Any) -> dict[str, Any]:
                 status_dir=work / "www" / "status",
                 lag_grace=0,
             )
-            monitor = Monitor(monitor_config, config, dns_config, backend=bind.target())
+            monitor = Monitor(monitor_config, config, dns_config, provider=bind.provider())
             monitor.round(set(labels), refresh_head=True)
             setup_seconds = time.perf_counter() - started
 

@@ -28,12 +28,14 @@ import boto3
 import click
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from mirrorfleet import demo_fleet, publish, route53
 from mirrorfleet.config import DnsConfig
-from mirrorfleet.loopback_route53 import dummy_aws_env, moto_route53
-from mirrorfleet.publish import Plan
-from mirrorfleet.records import RRset
-from mirrorfleet.stamp import Stamp
+from mirrorfleet.testing import demo_fleet
+from mirrorfleet.testing.loopback_route53 import dummy_aws_env, moto_route53
+from mirrorfleet.tree.stamp import Stamp
+from mirrorfleet.zone import update
+from mirrorfleet.zone.plan import Plan
+from mirrorfleet.zone.providers import route53
+from mirrorfleet.zone.records import RecordSet
 
 ZONE = "mirrors.test."
 SCENARIOS = ("first publish", "no change", "state change")
@@ -73,10 +75,10 @@ def scenario_states(mirrors: int, change_share: float) -> list[dict]:
 # --- Route 53 ----------------------------------------------------------------------
 
 
-class NaiveRoute53(route53.Route53Target):
+class NaiveRoute53(route53.Route53Provider):
     """The baseline: one ChangeResourceRecordSets call per record set, then INSYNC."""
 
-    def apply(self, plan: Plan, owner: RRset, owner_is_live: bool) -> int:
+    def apply(self, plan: Plan, owner: RecordSet, owner_is_live: bool) -> int:
         live = self.last_read or {}
         origin = self.origin
         changes = [route53.change("CREATE", route53.record_of(r, origin)) for r in plan.creates]
@@ -96,7 +98,7 @@ class NaiveRoute53(route53.Route53Target):
 
 
 def route53_cycles(
-    endpoint: str, kind: type[route53.Route53Target], states: list[dict]
+    endpoint: str, kind: type[route53.Route53Provider], states: list[dict]
 ) -> list[tuple[float, int, int, int]]:
     """The three scenarios on a fresh hosted zone: (seconds, changes, calls, change calls)."""
     admin = boto3.client("route53", endpoint_url=endpoint, region_name="us-east-1", **DUMMY_AWS)
@@ -109,7 +111,7 @@ def route53_cycles(
     for state in states:
         target.calls.clear()
         start = time.perf_counter()
-        result = publish.cycle(config, state, apply=True, backend=target)
+        result = update.update_zone(config, state, apply=True, provider=target)
         seconds = time.perf_counter() - start
         calls = sum(target.calls.values())
         results.append(
@@ -124,7 +126,7 @@ def bench_route53(mirrors: int, repeat: int, change_share: float) -> list[Row]:
     naive: list[list[tuple[float, int, int, int]]] = []
     with dummy_aws_env(), moto_route53() as endpoint:
         for _ in range(repeat):
-            ours.append(route53_cycles(endpoint, route53.Route53Target, states))
+            ours.append(route53_cycles(endpoint, route53.Route53Provider, states))
             naive.append(route53_cycles(endpoint, NaiveRoute53, states))
     rows = []
     for i, scenario in enumerate(SCENARIOS):

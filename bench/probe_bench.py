@@ -54,10 +54,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from mirrorfleet.config import OriginConfig
 from mirrorfleet.content import pypi
-from mirrorfleet.keys import SecretsDir, init_secrets, key_id, load_signing_key
-from mirrorfleet.origin import publish
-from mirrorfleet.probe import FleetConfig, Head, MirrorSpec, fetch_head, observe_all
-from mirrorfleet.stamp import STAMP_PATH, Stamp
+from mirrorfleet.origin.publish import publish
+from mirrorfleet.probe.observe import FleetConfig, Head, MirrorSpec, fetch_head, observe_all
+from mirrorfleet.tree.keys import SecretsDir, init_secrets, key_id, load_signing_key
+from mirrorfleet.tree.stamp import STAMP_PATH, Stamp
 
 PROJECTS = 50
 VERSIONS = 2  # two wheels per project: the spot check picks one of the page's links

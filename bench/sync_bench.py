@@ -28,9 +28,9 @@ from pathlib import Path
 from mirrorfleet.agent.sync import sync_once
 from mirrorfleet.config import AgentConfig, OriginConfig
 from mirrorfleet.content import pypi
-from mirrorfleet.keys import SecretsDir, init_secrets
-from mirrorfleet.loopback import LoopbackUpstream
-from mirrorfleet.origin import publish
+from mirrorfleet.origin.publish import publish
+from mirrorfleet.testing.loopback import LoopbackUpstream
+from mirrorfleet.tree.keys import SecretsDir, init_secrets
 
 
 def timed(fn) -> float:

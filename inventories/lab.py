@@ -6,7 +6,7 @@
 Groups and hosts come from the lab's topology; nothing here needs editing.
 """
 
-from mirrorfleet.inventory import module_groups, validate_groups
+from mirrorfleet.control.inventory import module_groups, validate_groups
 from mirrorfleet.lab.inventory import lab_groups
 
 # pyinfra turns every module-level list into a group; the lab's groups are dynamic.

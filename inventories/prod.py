@@ -62,7 +62,7 @@ Host data keys (per host, or for every host in group_data/all.py):
 The inventory is checked as it loads, before any SSH connection is made.
 """
 
-from mirrorfleet.inventory import module_groups, validate_groups
+from mirrorfleet.control.inventory import module_groups, validate_groups
 
 origin = [
     ("origin.example.org", {"ssh_user": "root"}),

@@ -14,8 +14,8 @@ running. Export the same MIRRORFLEET_MIRRORS (default 3) for both commands.
 
 import os
 
-from mirrorfleet.errors import MirrorfleetError
-from mirrorfleet.inventory import module_groups, validate_groups
+from mirrorfleet.control.inventory import module_groups, validate_groups
+from mirrorfleet.errors import UserError
 
 _MAX_MIRRORS = 241  # addresses .10-.254, less the four fixed hosts (as in the Vagrantfile)
 
@@ -27,7 +27,7 @@ def _mirror_count() -> int:
     except ValueError:
         count = 0
     if not 1 <= count <= _MAX_MIRRORS:
-        raise MirrorfleetError(
+        raise UserError(
             f"MIRRORFLEET_MIRRORS must be a whole number from 1 to {_MAX_MIRRORS}, got {raw!r}"
         )
     return count

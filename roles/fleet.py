@@ -11,8 +11,8 @@ from pyinfra.api.exceptions import DeployError
 from pyinfra.api.operation import OperationMeta
 from pyinfra.operations import files, systemd
 
-from mirrorfleet.errors import MirrorfleetError
-from mirrorfleet.keys import SecretsDir
+from mirrorfleet.errors import UserError
+from mirrorfleet.tree.keys import SecretsDir
 
 AGENT_PORT = 8873
 MONITOR_PORT = 8874  # the monitor daemon: POST /ping, GET /metrics, /status.json
@@ -46,7 +46,7 @@ def secrets() -> SecretsDir:
     folder = SecretsDir(Path(host.data.get("secrets_dir") or "secrets").expanduser())
     try:
         folder.require()
-    except MirrorfleetError as exc:
+    except UserError as exc:
         raise DeployError(str(exc)) from None
     return folder
 

@@ -26,7 +26,7 @@ from pathlib import Path
 import dns.resolver
 import pytest
 
-from mirrorfleet.stamp import Stamp, parse_stamp
+from mirrorfleet.tree.stamp import Stamp, parse_stamp
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent

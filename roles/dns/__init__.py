@@ -22,8 +22,8 @@ from pyinfra.facts.files import File
 from pyinfra.operations import apt, files, server, systemd
 from pyinfra.operations.util import any_changed
 
-from mirrorfleet.keys import MONITOR_TSIG, TRANSFER_TSIG
-from mirrorfleet.rfc2136 import update_policy
+from mirrorfleet.tree.keys import MONITOR_TSIG, TRANSFER_TSIG
+from mirrorfleet.zone.providers.rfc2136 import update_policy
 from mirrorfleet_roles import fleet
 
 TEMPLATES = Path(__file__).parent / "templates"

@@ -44,6 +44,11 @@ DEFAULTS = {
 INSTALLED: dict[str, OperationMeta] = {}
 
 
+# Left out of the host wheel: the test harness (loopback servers, a moto launcher that
+# patches moto, a headless browser driver) is for tests and benchmarks only.
+HOST_EXCLUDED_PACKAGE = "mirrorfleet.testing"
+
+
 @cache
 def build_wheel() -> Path:
     """Build (or reuse) the wheel for the current source tree; cached by content hash."""
@@ -63,12 +68,17 @@ def build_wheel() -> Path:
     wheels = sorted(out.glob("mirrorfleet-*.whl"))
     if wheels:
         return wheels[0]
+    return build_host_wheel(PROJECT_ROOT, out)
+
+
+def build_host_wheel(project: Path, out: Path) -> Path:
+    """Build the wheel hosts install into `out`: the package without its test harness."""
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="mirrorfleet-wheel-") as tmp:
         # build from a copy: setuptools writes build/ and egg-info next to the source
         source = Path(tmp) / "src"
         shutil.copytree(
-            PROJECT_ROOT,
+            project,
             source,
             ignore=lambda _dir, names: [
                 n
@@ -76,6 +86,7 @@ def build_wheel() -> Path:
                 if n in BUILD_IGNORE or n.startswith(".") or n.endswith(".egg-info")
             ],
         )
+        _leave_out(source, HOST_EXCLUDED_PACKAGE)
         argv = [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(out)]
         proc = subprocess.run([*argv, "--no-build-isolation", str(source)], capture_output=True)
         if proc.returncode != 0:  # no setuptools here: let pip fetch the build backend
@@ -84,6 +95,20 @@ def build_wheel() -> Path:
     if proc.returncode != 0 or not wheels:
         raise DeployError(f"building the mirrorfleet wheel failed: {proc.stderr!r}")
     return wheels[0]
+
+
+def _leave_out(source: Path, package: str) -> None:
+    """Delete a subpackage from the build copy and from its pyproject's package list.
+
+    pyproject lists packages one per line; a list that no longer names the package is
+    an error here, not a wheel that quietly ships it again."""
+    pyproject = source / "pyproject.toml"
+    entry = f'    "{package}",\n'
+    text = pyproject.read_text()
+    if entry not in text:
+        raise DeployError(f"pyproject.toml does not list {package}: cannot leave it out")
+    pyproject.write_text(text.replace(entry, ""))
+    shutil.rmtree(source / "src" / Path(*package.split(".")))
 
 
 @deploy("mirrorfleet install", data_defaults=DEFAULTS)

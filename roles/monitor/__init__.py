@@ -14,8 +14,8 @@ from pyinfra.api.exceptions import DeployError
 from pyinfra.operations import apt, files, systemd
 from pyinfra.operations.util import any_changed
 
-from mirrorfleet.keys import MONITOR_TSIG
-from mirrorfleet.records import meta_label
+from mirrorfleet.tree.keys import MONITOR_TSIG
+from mirrorfleet.zone.records import meta_label
 from mirrorfleet_roles import dns, fleet, install, nginx
 
 TEMPLATES = Path(__file__).parent / "templates"

@@ -15,7 +15,7 @@ from urllib.parse import urlparse
 import dns.exception
 import dns.name
 
-from mirrorfleet.errors import MirrorfleetError
+from mirrorfleet.errors import UserError
 
 # Top-level paths holding content: synced first and never deleted early. Everything
 # else (index pages, .mirror/) is synced after them.
@@ -122,9 +122,9 @@ def _load(path: Path, cls: type[T]) -> T:
     try:
         raw = tomllib.loads(path.read_text())
     except FileNotFoundError:
-        raise MirrorfleetError(f"config {path} does not exist") from None
+        raise UserError(f"config {path} does not exist") from None
     except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise MirrorfleetError(f"config {path} is unreadable: {exc}") from None
+        raise UserError(f"config {path} is unreadable: {exc}") from None
     return build(raw, cls, str(path))
 
 
@@ -132,7 +132,7 @@ def build(raw: dict[str, Any], cls: type[T], where: str = "config") -> T:
     known = {f.name: f for f in fields(cls)}  # type: ignore[arg-type]
     unknown = set(raw) - set(known)
     if unknown:
-        raise MirrorfleetError(f"{where}: unknown keys {', '.join(sorted(unknown))}")
+        raise UserError(f"{where}: unknown keys {', '.join(sorted(unknown))}")
     values: dict[str, Any] = {}
     for name, spec in known.items():
         if name not in raw:
@@ -152,7 +152,7 @@ def build(raw: dict[str, Any], cls: type[T], where: str = "config") -> T:
         config = cls(**values)
     except TypeError as exc:
         missing = str(exc).split("argument", 1)[-1].strip(": s")
-        raise MirrorfleetError(f"{where}: missing required key(s) {missing}") from None
+        raise UserError(f"{where}: missing required key(s) {missing}") from None
     _check(config, where)
     return config
 
@@ -160,7 +160,7 @@ def build(raw: dict[str, Any], cls: type[T], where: str = "config") -> T:
 def _expect(value: Any, kind: type, name: str, where: str) -> Any:
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
         expected = {int: "an integer", str: "a string", list: "a list"}[kind]
-        raise MirrorfleetError(f"{where}: {name} must be {expected}, got {value!r}")
+        raise UserError(f"{where}: {name} must be {expected}, got {value!r}")
     return value
 
 
@@ -174,50 +174,50 @@ def _check(config: Any, where: str) -> None:
     if not isinstance(config, OriginConfig | AgentConfig):
         return  # other callers check their own
     if config.preset not in PRESETS:
-        raise MirrorfleetError(
+        raise UserError(
             f"{where}: preset {config.preset!r} is unknown (known: {', '.join(PRESETS)})"
         )
     urls = list(getattr(config, "ping", ())) + list(getattr(config, "notify", ()))
     if isinstance(config, AgentConfig):
         urls.append(config.upstream_http)
         if urlparse(config.upstream_rsync).scheme != "rsync":
-            raise MirrorfleetError(f"{where}: upstream_rsync must be an rsync:// URL")
+            raise UserError(f"{where}: upstream_rsync must be an rsync:// URL")
         if not config.public_keys:
-            raise MirrorfleetError(f"{where}: public_keys must name at least one key")
+            raise UserError(f"{where}: public_keys must name at least one key")
         if config.interval < 10:
-            raise MirrorfleetError(f"{where}: interval must be at least 10 seconds")
+            raise UserError(f"{where}: interval must be at least 10 seconds")
         try:
             config.listen_address  # noqa: B018
         except ValueError:
-            raise MirrorfleetError(f"{where}: listen must be HOST:PORT") from None
+            raise UserError(f"{where}: listen must be HOST:PORT") from None
         for path in config.content_paths:
             if "/" in path.strip("/") or path in ("", ".", "..", ".mirror"):
-                raise MirrorfleetError(f"{where}: content path {path!r} must be a top-level dir")
+                raise UserError(f"{where}: content path {path!r} must be a top-level dir")
     for url in urls:
         if urlparse(url).scheme not in ("http", "https"):
-            raise MirrorfleetError(f"{where}: {url!r} is not an http(s) URL")
+            raise UserError(f"{where}: {url!r} is not an http(s) URL")
 
 
 def _check_dns(config: DnsConfig, where: str) -> None:
     if config.provider not in PROVIDERS:
-        raise MirrorfleetError(f"{where}: provider must be one of {', '.join(PROVIDERS)}")
+        raise UserError(f"{where}: provider must be one of {', '.join(PROVIDERS)}")
     try:
         dns.name.from_text(config.zone)
     except dns.exception.DNSException as exc:
-        raise MirrorfleetError(f"{where}: zone {config.zone!r} is not a DNS name: {exc}") from None
+        raise UserError(f"{where}: zone {config.zone!r} is not a DNS name: {exc}") from None
     if not 1 <= config.port <= 65535 or not 30 <= config.ttl <= 86400:
-        raise MirrorfleetError(f"{where}: port 1-65535 and ttl 30-86400")
+        raise UserError(f"{where}: port 1-65535 and ttl 30-86400")
     if not 1 <= config.max_withdraw_share <= 100:
-        raise MirrorfleetError(f"{where}: max_withdraw_share is a percentage, 1-100")
+        raise UserError(f"{where}: max_withdraw_share is a percentage, 1-100")
     needed = {
         "rfc2136": ("server", "key_name", "key_file"),
         "route53": ("hosted_zone_id",),
     }[config.provider]
     missing = [k for k in needed if getattr(config, k) in ("", Path())]
     if missing:
-        raise MirrorfleetError(f"{where}: provider {config.provider} needs {', '.join(missing)}")
+        raise UserError(f"{where}: provider {config.provider} needs {', '.join(missing)}")
     if config.endpoint_url and urlparse(config.endpoint_url).scheme not in ("http", "https"):
-        raise MirrorfleetError(f"{where}: endpoint_url must be an http(s) URL")
+        raise UserError(f"{where}: endpoint_url must be an http(s) URL")
 
 
 def _check_monitor(config: MonitorConfig, where: str) -> None:
@@ -235,11 +235,11 @@ def _check_monitor(config: MonitorConfig, where: str) -> None:
     }
     for name, (low, high) in limits.items():
         if not low <= getattr(config, name) <= high:
-            raise MirrorfleetError(f"{where}: {name} must be {low}-{high}")
+            raise UserError(f"{where}: {name} must be {low}-{high}")
     try:
         config.listen_address  # noqa: B018
     except ValueError:
-        raise MirrorfleetError(f"{where}: listen must be HOST:PORT") from None
+        raise UserError(f"{where}: listen must be HOST:PORT") from None
 
 
 def load_monitor_config(path: Path) -> MonitorConfig:

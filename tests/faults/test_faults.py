@@ -47,7 +47,7 @@ from labkit import (
     wheel_path,
 )
 
-from mirrorfleet.keys import parse_public_key
+from mirrorfleet.tree.keys import parse_public_key
 
 pytestmark = pytest.mark.lab
 

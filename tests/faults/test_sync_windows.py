@@ -25,10 +25,10 @@ from trees import SHAPES
 
 from mirrorfleet.agent.sync import STAGING_DIR
 from mirrorfleet.config import OriginConfig
-from mirrorfleet.keys import SecretsDir, init_secrets, parse_public_key
-from mirrorfleet.loopback import LoopbackUpstream
-from mirrorfleet.origin import publish
-from mirrorfleet.stamp import read_local_stamp
+from mirrorfleet.origin.publish import publish
+from mirrorfleet.testing.loopback import LoopbackUpstream
+from mirrorfleet.tree.keys import SecretsDir, init_secrets, parse_public_key
+from mirrorfleet.tree.stamp import read_local_stamp
 
 ROUNDS = int(os.environ.get("MIRRORFLEET_WINDOW_ROUNDS", "6"))  # kills per window
 SEED = int(os.environ.get("MIRRORFLEET_FAULT_SEED", "20261127"))

@@ -24,7 +24,7 @@ from typing import NamedTuple
 
 import pytest
 
-from mirrorfleet.inventory import load_inventory, ssh_config_for
+from mirrorfleet.control.inventory import load_inventory, ssh_config_for
 
 INVENTORY_KEY = pytest.StashKey()
 WORKDIR_KEY = pytest.StashKey[Path]()

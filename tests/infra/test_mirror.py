@@ -84,8 +84,8 @@ def test_mirror_holds_no_dns_key(host, path: str) -> None:
 VERIFY = """
 import tomllib
 from pathlib import Path
-from mirrorfleet.keys import parse_public_key
-from mirrorfleet.stamp import read_local_stamp
+from mirrorfleet.tree.keys import parse_public_key
+from mirrorfleet.tree.stamp import read_local_stamp
 config = tomllib.loads(Path("/etc/mirrorfleet/agent.toml").read_text())
 stamp = read_local_stamp(Path(config["tree"]), [parse_public_key(k) for k in config["public_keys"]])
 print(stamp.serial if stamp else "none")

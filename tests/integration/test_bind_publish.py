@@ -25,14 +25,16 @@ import dns.zone
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from mirrorfleet import demo_fleet, records, rfc2136
 from mirrorfleet.errors import MirrorfleetError
-from mirrorfleet.keys import MONITOR_TSIG, TRANSFER_TSIG, tsig_secret
-from mirrorfleet.loopback import free_port
-from mirrorfleet.loopback_dns import LoopbackBind
-from mirrorfleet.publish import check_safe, plan
-from mirrorfleet.records import MirrorRecord
-from mirrorfleet.stamp import Stamp
+from mirrorfleet.testing import demo_fleet
+from mirrorfleet.testing.loopback import free_port
+from mirrorfleet.testing.loopback_dns import LoopbackBind
+from mirrorfleet.tree.keys import MONITOR_TSIG, TRANSFER_TSIG, tsig_secret
+from mirrorfleet.tree.stamp import Stamp
+from mirrorfleet.zone import records
+from mirrorfleet.zone.plan import check_safe, plan
+from mirrorfleet.zone.providers import rfc2136
+from mirrorfleet.zone.records import MirrorRecord
 
 MIRRORFLEET = str(Path(sys.executable).with_name("mirrorfleet"))
 ZONE = "mirrors.test."
@@ -65,15 +67,15 @@ def named(bind: LoopbackBind) -> dict:
 
 
 @pytest.fixture
-def target(bind: LoopbackBind) -> rfc2136.Rfc2136Target:
-    return bind.target()
+def target(bind: LoopbackBind) -> rfc2136.Rfc2136Provider:
+    return bind.provider()
 
 
 def fleet(states: dict[str, str]) -> list[MirrorRecord]:
     return [demo_fleet.mirror(label, state) for label, state in states.items()]
 
 
-def desired(states: dict[str, str]) -> list[records.RRset]:
+def desired(states: dict[str, str]) -> list[records.RecordSet]:
     stamp = Stamp(serial=5, ts=1_700_000_000, origin="origin")
     head = records.head_rrset(stamp, b"\x01" * 64, "0123456789abcdef", ttl=60)
     return records.desired_records(ZONE, head, fleet(states), owner="fleet-test")
@@ -225,7 +227,7 @@ def test_another_owner_is_not_overwritten(target) -> None:
 
 
 def test_unreachable_server_is_a_clear_error(named) -> None:
-    dead = rfc2136.Rfc2136Target(
+    dead = rfc2136.Rfc2136Provider(
         ZONE, "127.0.0.1", KEY, named["secret"], port=free_port(), timeout=1
     )
     with pytest.raises(MirrorfleetError, match=r"zone transfer .* failed"):
@@ -301,7 +303,7 @@ def test_a_thousand_mirror_fleet_publishes_and_settles(tmp_path: Path) -> None:
     head = records.head_rrset(stamp, b"\x01" * 64, "0123456789abcdef", ttl=60)
     want = records.desired_records(ZONE, head, mirrors, owner="fleet-test")
     with LoopbackBind(tmp_path, ZONE, regions=tuple(regions)) as server:
-        target = server.target(timeout=30)
+        target = server.provider(timeout=30)
         owner = next(r for r in want if r.name == records.OWNER)
         first = plan(want, target.read_live())
         messages = target.apply(first, owner, owner_is_live=False)
@@ -325,7 +327,7 @@ def test_targets_inside_the_zone_compare_equal_after_a_read(tmp_path: Path) -> N
     head = records.head_rrset(stamp, b"\x01" * 64, "0123456789abcdef", ttl=60)
     want = records.desired_records(ZONE, head, [inside], owner="fleet-test")
     with LoopbackBind(tmp_path, ZONE) as server:
-        target = server.target()
+        target = server.provider()
         owner = next(r for r in want if r.name == records.OWNER)
         target.apply(plan(want, target.read_live()), owner, owner_is_live=False)
         assert plan(want, target.read_live()).empty

@@ -23,13 +23,13 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from mirrorfleet.client.choose import MaxLag, NoFreshMirror, choose
 from mirrorfleet.client.discovery import Lookup, LookupFailed, discover, read_more
 from mirrorfleet.client.dnssec import TrustAnchor
-from mirrorfleet.keys import MONITOR_TSIG, SecretsDir, init_secrets, public_key_text
-from mirrorfleet.loopback import free_port
-from mirrorfleet.loopback_dns import LoopbackBind
-from mirrorfleet.loopback_fleet import LoopbackFleet, loopback_monitor
-from mirrorfleet.manifest import changes_path
 from mirrorfleet.monitor.daemon import Monitor
-from mirrorfleet.stamp import STAMP_PATH, Stamp
+from mirrorfleet.testing.loopback import free_port
+from mirrorfleet.testing.loopback_dns import LoopbackBind
+from mirrorfleet.testing.loopback_fleet import LoopbackFleet, loopback_monitor
+from mirrorfleet.tree.keys import MONITOR_TSIG, SecretsDir, init_secrets, public_key_text
+from mirrorfleet.tree.manifest import changes_path
+from mirrorfleet.tree.stamp import STAMP_PATH, Stamp
 
 MIRRORFLEET = str(Path(sys.executable).with_name("mirrorfleet"))
 ZONE = "mirrors.test."
@@ -243,7 +243,7 @@ def test_a_bad_meta_record_costs_only_that_mirror(world, value: str, problem: st
         }
         assert "m2.example.net" not in picks
     finally:
-        monitor.publish()  # the monitor rewrites its record
+        monitor.update_zone()  # the monitor rewrites its record
     assert not next(
         m for m in discover(lookup(world)).mirrors if m.target == "m2.example.net"
     ).problem

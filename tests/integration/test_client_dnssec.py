@@ -31,8 +31,8 @@ from dns.rdtypes.ANY.DNSKEY import DNSKEY
 
 from mirrorfleet.client.dnssec import BogusAnswer, TrustAnchor, fetch_zone_keys, validate_answer
 from mirrorfleet.errors import MirrorfleetError
-from mirrorfleet.keys import MONITOR_TSIG
-from mirrorfleet.loopback_dns import LoopbackBind
+from mirrorfleet.testing.loopback_dns import LoopbackBind
+from mirrorfleet.tree.keys import MONITOR_TSIG
 
 ZONE = "mirrors.test."
 SRV = (f"_pkgmirror._tcp.{ZONE}", "SRV")

@@ -43,10 +43,10 @@ from labkit import (
     soa_serial,
 )
 
-from mirrorfleet.headless import render_dom
-from mirrorfleet.keys import MONITOR_TSIG, TRANSFER_TSIG, SecretsDir
-from mirrorfleet.publish import CHK_REFRESH
-from mirrorfleet.stamp import Stamp
+from mirrorfleet.testing.headless import render_dom
+from mirrorfleet.tree.keys import MONITOR_TSIG, TRANSFER_TSIG, SecretsDir
+from mirrorfleet.tree.stamp import Stamp
+from mirrorfleet.zone.plan import CHK_REFRESH
 
 pytestmark = pytest.mark.lab
 

@@ -19,8 +19,8 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from labkit import changed_operations, served_serial
 
-from mirrorfleet.keys import parse_public_key
-from mirrorfleet.stamp import Stamp
+from mirrorfleet.tree.keys import parse_public_key
+from mirrorfleet.tree.stamp import Stamp
 
 pytestmark = pytest.mark.lab
 

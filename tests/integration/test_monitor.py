@@ -24,14 +24,14 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from mirrorfleet.config import DnsConfig, MonitorConfig
-from mirrorfleet.keys import SecretsDir, init_secrets, read_secret
-from mirrorfleet.loopback import free_port
-from mirrorfleet.loopback_dns import LoopbackBind
-from mirrorfleet.loopback_fleet import LoopbackFleet, loopback_monitor
-from mirrorfleet.loopback_route53 import dummy_aws_env, moto_route53
 from mirrorfleet.monitor.daemon import Monitor, serve
-from mirrorfleet.ping import HEADER, WINDOW, auth_header, send_ping
-from mirrorfleet.stamp import STAMP_PATH, Stamp
+from mirrorfleet.notify.ping import HEADER, WINDOW, auth_header, send_ping
+from mirrorfleet.testing.loopback import free_port
+from mirrorfleet.testing.loopback_dns import LoopbackBind
+from mirrorfleet.testing.loopback_fleet import LoopbackFleet, loopback_monitor
+from mirrorfleet.testing.loopback_route53 import dummy_aws_env, moto_route53
+from mirrorfleet.tree.keys import SecretsDir, init_secrets, read_secret
+from mirrorfleet.tree.stamp import STAMP_PATH, Stamp
 
 MIRRORFLEET = str(Path(sys.executable).with_name("mirrorfleet"))
 ZONE = "mirrors.test."

@@ -23,14 +23,16 @@ import boto3
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from mirrorfleet import demo_fleet, publish, records, route53
 from mirrorfleet.config import DnsConfig
 from mirrorfleet.errors import MirrorfleetError
-from mirrorfleet.loopback import free_port
-from mirrorfleet.loopback_route53 import dummy_aws_env, moto_route53
-from mirrorfleet.publish import Plan
-from mirrorfleet.records import HEAD, META, OWNER, SERVICE, RRset
-from mirrorfleet.stamp import Stamp
+from mirrorfleet.testing import demo_fleet
+from mirrorfleet.testing.loopback import free_port
+from mirrorfleet.testing.loopback_route53 import dummy_aws_env, moto_route53
+from mirrorfleet.tree.stamp import Stamp
+from mirrorfleet.zone import records, update
+from mirrorfleet.zone.plan import Plan, plan
+from mirrorfleet.zone.providers import route53
+from mirrorfleet.zone.records import HEAD, META, OWNER, SERVICE, RecordSet
 
 MIRRORFLEET = str(Path(sys.executable).with_name("mirrorfleet"))
 ZONE = "mirrors.test."
@@ -87,13 +89,13 @@ def zone_id(client: Any) -> str:
 
 
 @pytest.fixture
-def target(moto: str, zone_id: str) -> route53.Route53Target:
-    return route53.Route53Target(
+def target(moto: str, zone_id: str) -> route53.Route53Provider:
+    return route53.Route53Provider(
         ZONE, zone_id, endpoint_url=moto, max_attempts=2, insync_delay=1, insync_attempts=10
     )
 
 
-def config(target: route53.Route53Target, owner: str = "fleet-test") -> DnsConfig:
+def config(target: route53.Route53Provider, owner: str = "fleet-test") -> DnsConfig:
     return DnsConfig(
         zone=ZONE,
         provider="route53",
@@ -116,10 +118,12 @@ def fleet_state(states: dict[str, str], regions: int = 0) -> dict:
 
 
 def cycle(
-    target: route53.Route53Target, states: dict[str, str], apply: bool = True, **kwargs: Any
-) -> publish.CycleResult:
+    target: route53.Route53Provider, states: dict[str, str], apply: bool = True, **kwargs: Any
+) -> update.ZoneUpdate:
     target.calls.clear()
-    return publish.cycle(config(target), fleet_state(states), apply=apply, backend=target, **kwargs)
+    return update.update_zone(
+        config(target), fleet_state(states), apply=apply, provider=target, **kwargs
+    )
 
 
 def listed(client: Any, zone_id: str) -> dict[tuple[str, str], dict]:
@@ -132,7 +136,7 @@ def values(client: Any, zone_id: str, name: str, rdtype: str) -> list[str]:
     return sorted(r["Value"] for r in record.get("ResourceRecords", []))
 
 
-def capture(target: route53.Route53Target) -> list[list[route53.Change]]:
+def capture(target: route53.Route53Provider) -> list[list[route53.Change]]:
     """Every ChangeBatch the target sends, as sent."""
     sent: list[list[route53.Change]] = []
 
@@ -229,11 +233,13 @@ def test_a_zone_another_fleet_owns_is_refused(client, zone_id, target, how: str)
     if how == "cycle":
         other = config(target, owner="another-fleet")
         with pytest.raises(MirrorfleetError, match="another fleet publishes here"):
-            publish.cycle(other, fleet_state({"mirror2": "fresh"}), apply=True, backend=target)
+            update.update_zone(
+                other, fleet_state({"mirror2": "fresh"}), apply=True, provider=target
+            )
     else:
         impostor = records.owner_rrset("another-fleet", 60)
-        result = publish.plan([impostor], target.read_live())
-        result.creates.append(RRset(f"mirror2.{META}", "TXT", 60, ('"txtvers=1"',)))
+        result = plan([impostor], target.read_live())
+        result.creates.append(RecordSet(f"mirror2.{META}", "TXT", 60, ('"txtvers=1"',)))
         match = "marker is not ours" if how == "apply" else "already has a _owner._pkgmirror"
         with pytest.raises(MirrorfleetError, match=match):
             target.apply(result, impostor, owner_is_live=how == "apply")
@@ -246,8 +252,8 @@ def test_a_thousand_mirrors_publish_in_the_fewest_batches_within_limits(
 ) -> None:
     states = {f"m{i:04d}": "fresh" for i in range(1000)}
     sent = capture(target)
-    result = publish.cycle(
-        config(target), fleet_state(states, regions=20), apply=True, backend=target
+    result = update.update_zone(
+        config(target), fleet_state(states, regions=20), apply=True, provider=target
     )
     assert result.messages == len(sent) == target.calls["ChangeResourceRecordSets"] > 1
     assert all(route53.fits(batch) for batch in sent)
@@ -258,16 +264,16 @@ def test_a_thousand_mirrors_publish_in_the_fewest_batches_within_limits(
     assert len(sent) <= math.ceil(characters / (route53.MAX_CHARS - biggest))
     assert len(result.plan.creates) == 1000 + 20 + 3  # meta, region SRV, main SRV/head/owner
     assert len(listed(client, zone_id)) == 1023 + 3  # and www, SOA, NS
-    again = publish.cycle(
-        config(target), fleet_state(states, regions=20), apply=True, backend=target
+    again = update.update_zone(
+        config(target), fleet_state(states, regions=20), apply=True, provider=target
     )
     assert again.plan.empty and again.messages == 0
 
 
-def _bad_plan(case: str, live: list[RRset]) -> Plan:
+def _bad_plan(case: str, live: list[RecordSet]) -> Plan:
     head = next(r for r in live if r.name == HEAD)
-    other = RRset(HEAD, "TXT", 60, ('"txtvers=1" "serial=6"',))
-    meta = RRset(f"mirror9.{META}", "TXT", 60, ('"txtvers=1"',))
+    other = RecordSet(HEAD, "TXT", 60, ('"txtvers=1" "serial=6"',))
+    meta = RecordSet(f"mirror9.{META}", "TXT", 60, ('"txtvers=1"',))
     return {
         "create-of-live-record": Plan(creates=[other]),
         "delete-with-other-ttl": Plan(deletes=[replace(head, ttl=300)]),
@@ -300,7 +306,7 @@ def test_what_route53_refuses_is_refused_before_sending(
     assert listed(client, zone_id) == before
 
 
-def _dead(target: route53.Route53Target) -> route53.Route53Target:
+def _dead(target: route53.Route53Provider) -> route53.Route53Provider:
     return replace(target, endpoint_url=f"http://127.0.0.1:{free_port()}", max_attempts=1)
 
 
@@ -319,7 +325,7 @@ def _dead(target: route53.Route53Target) -> route53.Route53Target:
     ids=["read", "empty-plan", "apply"],
 )
 def test_a_dead_endpoint_is_one_clear_line(
-    target, call: Callable[[route53.Route53Target], object], failed: str | None
+    target, call: Callable[[route53.Route53Provider], object], failed: str | None
 ) -> None:
     dead = _dead(target)
     if failed is None:  # an empty plan sends nothing, so it cannot fail

@@ -22,16 +22,18 @@ import boto3
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from mirrorfleet import demo_fleet, publish, records, route53
 from mirrorfleet.config import DnsConfig, MonitorConfig
 from mirrorfleet.errors import MirrorfleetError
-from mirrorfleet.keys import SecretsDir, init_secrets
-from mirrorfleet.loopback import free_port
-from mirrorfleet.loopback_fleet import LoopbackFleet
-from mirrorfleet.loopback_route53 import dummy_aws_env, moto_route53
 from mirrorfleet.monitor.daemon import Monitor, serve
-from mirrorfleet.records import META, OWNER, SERVICE
-from mirrorfleet.stamp import Stamp
+from mirrorfleet.testing import demo_fleet
+from mirrorfleet.testing.loopback import free_port
+from mirrorfleet.testing.loopback_fleet import LoopbackFleet
+from mirrorfleet.testing.loopback_route53 import dummy_aws_env, moto_route53
+from mirrorfleet.tree.keys import SecretsDir, init_secrets
+from mirrorfleet.tree.stamp import Stamp
+from mirrorfleet.zone import records, update
+from mirrorfleet.zone.providers import route53
+from mirrorfleet.zone.records import META, OWNER, SERVICE
 
 ZONE = "mirrors.test."
 OWNER_NAME = f"{OWNER}.{ZONE}"
@@ -85,17 +87,17 @@ def new_zone(client: Any) -> str:
     return created["HostedZone"]["Id"].split("/")[-1]
 
 
-def target_for(url: str, zone_id: str, **kwargs: Any) -> route53.Route53Target:
+def target_for(url: str, zone_id: str, **kwargs: Any) -> route53.Route53Provider:
     settings = {"max_attempts": 1, "insync_delay": 0.05, "insync_attempts": 10, **kwargs}
-    return route53.Route53Target(ZONE, zone_id, endpoint_url=url, **settings)
+    return route53.Route53Provider(ZONE, zone_id, endpoint_url=url, **settings)
 
 
 @pytest.fixture
-def target(moto: str, client: Any) -> route53.Route53Target:
+def target(moto: str, client: Any) -> route53.Route53Provider:
     return target_for(moto, new_zone(client))
 
 
-def dns_config(target: route53.Route53Target, owner: str = "fleet-test") -> DnsConfig:
+def dns_config(target: route53.Route53Provider, owner: str = "fleet-test") -> DnsConfig:
     return DnsConfig(
         zone=ZONE,
         provider="route53",
@@ -115,18 +117,18 @@ def fleet_state(states: dict[str, str], regions: int = 0) -> dict:
 
 
 def cycle(
-    target: route53.Route53Target,
+    target: route53.Route53Provider,
     states: dict[str, str],
     apply: bool = True,
     owner: str = "fleet-test",
     regions: int = 0,
-) -> publish.CycleResult:
+) -> update.ZoneUpdate:
     target.calls.clear()
     state = fleet_state(states, regions)
-    return publish.cycle(dns_config(target, owner), state, apply=apply, backend=target)
+    return update.update_zone(dns_config(target, owner), state, apply=apply, provider=target)
 
 
-def our_owner(owner: str = "fleet-test") -> records.RRset:
+def our_owner(owner: str = "fleet-test") -> records.RecordSet:
     return records.owner_rrset(owner, DnsConfig(zone=ZONE).ttl)
 
 
@@ -149,7 +151,7 @@ def srv_targets(client: Any, zone_id: str) -> dict[str, int]:
     return {v[3].split(".")[0]: int(v[0]) for v in values}
 
 
-def assert_converged(target: route53.Route53Target, states: dict[str, str], **kw: Any) -> None:
+def assert_converged(target: route53.Route53Provider, states: dict[str, str], **kw: Any) -> None:
     """A rerun finds nothing to do: the zone holds what the plan wants."""
     again = cycle(target, states, **kw)
     assert again.plan.empty and again.messages == 0, again.plan.summary()
@@ -294,7 +296,7 @@ def test_a_refused_later_batch_says_how_many_were_applied_and_a_rerun_finishes(
 # --- PENDING -> INSYNC ---------------------------------------------------------------------
 
 
-def statuses(target: route53.Route53Target) -> list[tuple[str, str]]:
+def statuses(target: route53.Route53Provider) -> list[tuple[str, str]]:
     """(change id, status) for every GetChange answer the target reads."""
     seen: list[tuple[str, str]] = []
 
@@ -349,7 +351,7 @@ def fleet(tmp_path: Path) -> Iterator[LoopbackFleet]:
 
 
 def monitor_for(
-    fleet: LoopbackFleet, target: route53.Route53Target, tmp_path: Path, **settings: Any
+    fleet: LoopbackFleet, target: route53.Route53Provider, tmp_path: Path, **settings: Any
 ) -> Monitor:
     config = MonitorConfig(
         fleet=tmp_path / "unused-fleet.toml",
@@ -358,10 +360,10 @@ def monitor_for(
         lag_grace=0,
         **settings,
     )
-    return Monitor(config, fleet.config(), dns_config(target), backend=target)
+    return Monitor(config, fleet.config(), dns_config(target), provider=target)
 
 
-def before_each_batch(target: route53.Route53Target, action: Callable[[], None]) -> list[int]:
+def before_each_batch(target: route53.Route53Provider, action: Callable[[], None]) -> list[int]:
     """Run `action` once, just before the target's first ChangeResourceRecordSets goes out."""
     ran: list[int] = []
 
@@ -430,7 +432,9 @@ def test_a_monitor_that_loses_the_marker_race_publishes_on_a_later_round(
     try:
         wait_for(lambda: publishes(monitor, "applied") >= 1, 15)
         assert ran and publishes(monitor, "error") == 1
-        [refused] = [r.getMessage() for r in caplog.records if "publish failed" in r.getMessage()]
+        [refused] = [
+            r.getMessage() for r in caplog.records if "zone update failed" in r.getMessage()
+        ]
         assert f"Tried to create resource record set [name='{OWNER_NAME}'" in refused, refused
         assert srv_targets(client, zone) == {"m1": 10, "m2": 10, "m3": 10}
         assert monitor.dns_status["error"] is None
@@ -455,7 +459,7 @@ def test_the_monitor_waits_for_insync_and_bounds_the_wait(
     fleet.release("2.0")
     fleet.sync("m1")
     hasty = target_for(pending_moto, zone_id, insync_attempts=1)
-    monitor.backend = hasty
+    monitor.provider = hasty
     monitor.round(set(MIRRORS), refresh_head=True)
     error = monitor.dns_status["error"] or ""
     assert "to be INSYNC" in error and "Max attempts exceeded" in error, error

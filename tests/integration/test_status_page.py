@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from mirrorfleet.errors import MirrorfleetError
-from mirrorfleet.headless import find_chromium, render_dom
+from mirrorfleet.testing.headless import find_chromium, render_dom
 
 PAGE = Path(__file__).resolve().parents[2] / "roles/monitor/files/status/index.html"
 NOW = int(time.time())  # fixtures are recent, so the page does not call them stale

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from mirrorfleet.config import AgentConfig, OriginConfig
-from mirrorfleet.keys import SecretsDir, init_secrets
-from mirrorfleet.loopback import LoopbackUpstream
-from mirrorfleet.origin import publish
+from mirrorfleet.origin.publish import publish
+from mirrorfleet.testing.loopback import LoopbackUpstream
+from mirrorfleet.tree.keys import SecretsDir, init_secrets
 
 
 def _add_project(tree: Path, name: str, version: str) -> None:

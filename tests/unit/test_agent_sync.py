@@ -14,11 +14,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from mirrorfleet.agent import daemon, sync
 from mirrorfleet.config import AgentConfig, OriginConfig
-from mirrorfleet.keys import read_secret
-from mirrorfleet.loopback import free_port
-from mirrorfleet.origin import publish
-from mirrorfleet.ping import send_ping
-from mirrorfleet.stamp import Stamp
+from mirrorfleet.notify.ping import send_ping
+from mirrorfleet.origin.publish import publish
+from mirrorfleet.testing.loopback import free_port
+from mirrorfleet.tree.keys import read_secret
+from mirrorfleet.tree.stamp import Stamp
 
 
 def listing(tree: Path) -> dict[str, bytes]:

@@ -27,21 +27,16 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from mirrorfleet import records
 from mirrorfleet.agent import sync
 from mirrorfleet.client.choose import NoFreshMirror, choose
 from mirrorfleet.client.discovery import Discovery, Listed
 from mirrorfleet.client.projects import MAX_RECORD, ChangesUnavailable, fetch_changes
 from mirrorfleet.config import AgentConfig, OriginConfig
+from mirrorfleet.control.inventory import validate_groups
 from mirrorfleet.errors import MirrorfleetError
-from mirrorfleet.inventory import validate_groups
-from mirrorfleet.keys import SecretsDir, init_secrets, load_signing_key, public_key_text
-from mirrorfleet.loopback import LoopbackUpstream
-from mirrorfleet.manifest import JOURNAL_PATH, changes_path, shard_path
-from mirrorfleet.origin import publish
-from mirrorfleet.probe import Head, MirrorSpec, load_fleet_config, observe, record
-from mirrorfleet.signed import sign
-from mirrorfleet.spotcheck import (
+from mirrorfleet.origin.publish import publish
+from mirrorfleet.probe.observe import Head, MirrorSpec, load_fleet_config, observe, record
+from mirrorfleet.probe.spotcheck import (
     MAX_JOURNAL,
     MAX_PAGE,
     Candidate,
@@ -50,7 +45,12 @@ from mirrorfleet.spotcheck import (
     fetch_journal,
     spot_check,
 )
-from mirrorfleet.stamp import MAX_STAMP, STAMP_PATH, Stamp, read_local_stamp
+from mirrorfleet.testing.loopback import LoopbackUpstream
+from mirrorfleet.tree.keys import SecretsDir, init_secrets, load_signing_key, public_key_text
+from mirrorfleet.tree.manifest import JOURNAL_PATH, changes_path, shard_path
+from mirrorfleet.tree.signed import sign
+from mirrorfleet.tree.stamp import MAX_STAMP, STAMP_PATH, Stamp, read_local_stamp
+from mirrorfleet.zone import records
 
 PYINFRA = str(Path(sys.executable).with_name("pyinfra"))
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy.py"
@@ -176,7 +176,7 @@ HOST = "m1.example.invalid"
 def _inventory(groups: str, port: int) -> str:
     ssh = f"{{'ssh_hostname': '127.0.0.1', 'ssh_port': {port}, 'ssh_user': 'root'}}"
     return (
-        "from mirrorfleet.inventory import module_groups, validate_groups\n"
+        "from mirrorfleet.control.inventory import module_groups, validate_groups\n"
         f"SSH = {ssh}\n"
         f"{groups}\n"
         "validate_groups(module_groups(globals()))\n"
@@ -563,7 +563,7 @@ def test_hostile_label_in_the_fleet_config_is_refused_as_it_loads(
         load_fleet_config(_fleet(tmp_path, label=label))
 
 
-def _publish_records(path: Path) -> list[records.RRset]:
+def _publish_records(path: Path) -> list[records.RecordSet]:
     """Fleet config -> the records the monitor would write, with no DNS server involved."""
     stamp = Stamp(serial=3, ts=1_700_000_000, origin="origin")
     key = Ed25519PrivateKey.generate()

@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from mirrorfleet.client.choose import MaxLag, NoFreshMirror, choose
 from mirrorfleet.client.discovery import Discovery, Listed
 from mirrorfleet.errors import MirrorfleetError
-from mirrorfleet.stamp import STAMP_PATH, Stamp
+from mirrorfleet.tree.stamp import STAMP_PATH, Stamp
 
 KEY = Ed25519PrivateKey.generate()
 HEAD = Stamp(serial=5, ts=1_700_000_500, origin="origin")

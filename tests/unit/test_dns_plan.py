@@ -7,20 +7,20 @@ import dns.update
 import pytest
 
 from mirrorfleet.errors import MirrorfleetError
-from mirrorfleet.publish import check_safe, owned, plan, settle_checks
-from mirrorfleet.records import RRset
-from mirrorfleet.rfc2136 import pack
+from mirrorfleet.zone.plan import check_safe, owned, plan, settle_checks
+from mirrorfleet.zone.providers.rfc2136 import pack
+from mirrorfleet.zone.records import RecordSet
 
 
-def txt(name: str, value: str = '"txtvers=1"', ttl: int = 60) -> RRset:
-    return RRset(name, "TXT", ttl, (value,))
+def txt(name: str, value: str = '"txtvers=1"', ttl: int = 60) -> RecordSet:
+    return RecordSet(name, "TXT", ttl, (value,))
 
 
-def srv(*targets: str, name: str = "_pkgmirror._tcp") -> RRset:
-    return RRset(name, "SRV", 60, tuple(f"10 100 80 {t}." for t in targets))
+def srv(*targets: str, name: str = "_pkgmirror._tcp") -> RecordSet:
+    return RecordSet(name, "SRV", 60, tuple(f"10 100 80 {t}." for t in targets))
 
 
-FOREIGN = [RRset("www", "A", 300, ("192.0.2.1",)), txt("_dmarc", '"v=DMARC1"'), txt("@")]
+FOREIGN = [RecordSet("www", "A", 300, ("192.0.2.1",)), txt("_dmarc", '"v=DMARC1"'), txt("@")]
 
 
 @pytest.mark.parametrize(
@@ -47,7 +47,7 @@ def test_ownership(name: str, rdtype: str, ours: bool) -> None:
 
 @pytest.mark.parametrize("rdtype", ["RRSIG", "NSEC", "A"])
 def test_signer_and_foreign_types_at_our_names_are_left_alone(rdtype: str) -> None:
-    live = [txt("_owner._pkgmirror"), RRset("_owner._pkgmirror", rdtype, 60, ("x",))]
+    live = [txt("_owner._pkgmirror"), RecordSet("_owner._pkgmirror", rdtype, 60, ("x",))]
     assert plan([txt("_owner._pkgmirror")], live).empty
 
 
@@ -111,7 +111,7 @@ def test_duplicate_desired_sets_are_an_error() -> None:
         plan([txt("_head._pkgmirror"), txt("_head._pkgmirror")], [])
 
 
-def meta(chk: int, st: str = "ok", ttl: int = 60) -> RRset:
+def meta(chk: int, st: str = "ok", ttl: int = 60) -> RecordSet:
     return txt("m1._meta._pkgmirror", f'"txtvers=1" "serial=5" "chk={chk}" "st={st}"', ttl)
 
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from mirrorfleet.control.inventory import validate_groups
 from mirrorfleet.errors import MirrorfleetError
-from mirrorfleet.inventory import validate_groups
 from mirrorfleet.lab.lifecycle import plan_state
 from mirrorfleet.lab.topology import load_topology
 
@@ -23,7 +23,7 @@ PYINFRA = str(Path(sys.executable).with_name("pyinfra"))
 # included, which then breaks boto3 in later tests): load it in a child process.
 LOADER = """
 import json, sys
-from mirrorfleet.inventory import load_inventory
+from mirrorfleet.control.inventory import load_inventory
 inventory = load_inventory(sys.argv[1])
 print(json.dumps([
     {"name": h.name, "groups": sorted(h.groups), "data": h.data.dict()} for h in inventory
@@ -152,7 +152,7 @@ def test_bad_groups_are_rejected(change: dict, message: str) -> None:
 def test_bad_inventory_fails_before_any_connection(tmp_path: Path) -> None:
     bad = tmp_path / "bad.py"
     bad.write_text(
-        "from mirrorfleet.inventory import module_groups, validate_groups\n"
+        "from mirrorfleet.control.inventory import module_groups, validate_groups\n"
         "mirrors = ['m1.example.invalid', 'm1.example.invalid']\n"
         "validate_groups(module_groups(globals()))\n"
     )

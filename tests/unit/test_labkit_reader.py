@@ -16,8 +16,8 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from labkit import Reader
 
-from mirrorfleet.loopback import LoopbackUpstream
-from mirrorfleet.stamp import Stamp
+from mirrorfleet.testing.loopback import LoopbackUpstream
+from mirrorfleet.tree.stamp import Stamp
 
 PROJECTS = ["alpha", "beta"]
 KEY = Ed25519PrivateKey.generate()

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from mirrorfleet.monitor.health import Health, Policy, head_moved, judge, overdue
-from mirrorfleet.probe import Observation
-from mirrorfleet.stamp import Stamp
+from mirrorfleet.probe.observe import Observation
+from mirrorfleet.tree.stamp import Stamp
 
 POLICY = Policy(down_after=2, up_after=2, lag_grace=10)
 HEAD = 5

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from mirrorfleet.demo_fleet import mirror
 from mirrorfleet.monitor.listing import Published, fail_static, read_head, read_published
-from mirrorfleet.records import META, RRset, head_rrset, meta_rrset
-from mirrorfleet.stamp import Stamp
+from mirrorfleet.testing.demo_fleet import mirror
+from mirrorfleet.tree.stamp import Stamp
+from mirrorfleet.zone.records import META, RecordSet, head_rrset, meta_rrset
 
 
 def test_enough_mirrors_up_publishes_the_truth() -> None:
@@ -77,7 +77,7 @@ def test_published_state_round_trips_through_the_records() -> None:
     ids=["old-vocabulary", "missing-fields", "not-key-value", "future-version", "bad-number"],
 )
 def test_malformed_meta_records_are_skipped(value: str) -> None:
-    assert read_published([RRset(f"m1.{META}", "TXT", 60, (value,))]) == {}
+    assert read_published([RecordSet(f"m1.{META}", "TXT", 60, (value,))]) == {}
 
 
 def test_the_head_is_read_back_with_its_signature() -> None:

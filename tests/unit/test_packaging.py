@@ -88,3 +88,22 @@ def test_every_role_is_read() -> None:
 def test_every_role_package_is_in_the_lab_template(role: str) -> None:
     """Lab hosts have no internet: what any role installs must already be there."""
     assert set(_apt_packages(role)) - set(template.PACKAGES) == set()
+
+
+# -- the wheel hosts install ---------------------------------------------------------
+
+
+def test_the_host_wheel_has_no_test_harness(tmp_path: Path) -> None:
+    """Built exactly as roles/install builds it: every runtime package, no testing/."""
+    import zipfile
+
+    from mirrorfleet_roles.install import build_host_wheel
+
+    wheel = build_host_wheel(ROOT, tmp_path)
+    names = zipfile.ZipFile(wheel).namelist()
+    assert [n for n in names if n.startswith("mirrorfleet/testing/")] == []
+    for package in SETUPTOOLS["packages"]:
+        if package != "mirrorfleet.testing" and package.startswith("mirrorfleet."):
+            path = package.replace(".", "/")
+            assert f"{path}/__init__.py" in names, f"{package} is missing from the host wheel"
+    assert "mirrorfleet/zone/providers/route53.py" in names

@@ -12,10 +12,10 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from mirrorfleet.errors import MirrorfleetError
-from mirrorfleet.keys import public_key_text
-from mirrorfleet.loopback import free_port
-from mirrorfleet.probe import FleetConfig, MirrorSpec, load_fleet_config, probe_fleet
-from mirrorfleet.stamp import STAMP_PATH, Stamp
+from mirrorfleet.probe.observe import FleetConfig, MirrorSpec, load_fleet_config, probe_fleet
+from mirrorfleet.testing.loopback import free_port
+from mirrorfleet.tree.keys import public_key_text
+from mirrorfleet.tree.stamp import STAMP_PATH, Stamp
 
 KEY = Ed25519PrivateKey.generate()
 
@@ -115,8 +115,8 @@ def test_fleet_config_loads(tmp_path: Path) -> None:
 
 def test_a_bad_journal_does_not_hide_the_head(served) -> None:
     """Spot checks draw from the journal; the head counts even when it is broken."""
-    from mirrorfleet.manifest import JOURNAL_PATH
-    from mirrorfleet.probe import fetch_head
+    from mirrorfleet.probe.observe import fetch_head
+    from mirrorfleet.tree.manifest import JOURNAL_PATH
 
     base, root = served
     put_stamp(root, "origin", 7)

@@ -11,11 +11,11 @@ import dns.rdatatype
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from mirrorfleet import records
 from mirrorfleet.errors import MirrorfleetError
-from mirrorfleet.keys import key_id
-from mirrorfleet.records import MirrorRecord
-from mirrorfleet.stamp import Stamp
+from mirrorfleet.tree.keys import key_id
+from mirrorfleet.tree.stamp import Stamp
+from mirrorfleet.zone import records
+from mirrorfleet.zone.records import MirrorRecord
 
 ZONE = "mirrors.example.org."
 KEY = Ed25519PrivateKey.generate()
@@ -35,7 +35,7 @@ def mirror(i: int, state: str = "fresh", **changes) -> MirrorRecord:
     return MirrorRecord(**{**base, **changes})
 
 
-def head() -> records.RRset:
+def head() -> records.RecordSet:
     stamp = Stamp(serial=10, ts=1_700_000_000, origin="origin")
     signature = base64.b64decode(json.loads(stamp.sign(KEY))["sig"])
     return records.head_rrset(stamp, signature, key_id(KEY.public_key()), ttl=60)

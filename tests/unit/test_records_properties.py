@@ -18,7 +18,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from mirrorfleet.errors import MirrorfleetError
-from mirrorfleet.records import MAX_TXT_STRING, MAX_TXT_TOTAL, parse_txt, txt_value
+from mirrorfleet.zone.records import MAX_TXT_STRING, MAX_TXT_TOTAL, parse_txt, txt_value
 
 KEYS = st.text(string.ascii_lowercase, min_size=1, max_size=16)
 # The documented alphabet: printable ASCII without space or '"'. Backslash is left out

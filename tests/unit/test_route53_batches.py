@@ -11,12 +11,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mirrorfleet import demo_fleet, records, route53
 from mirrorfleet.config import DnsConfig
 from mirrorfleet.errors import MirrorfleetError
-from mirrorfleet.publish import Plan, plan
-from mirrorfleet.records import META, OWNER, SERVICE, MirrorRecord, RRset
-from mirrorfleet.stamp import Stamp
+from mirrorfleet.testing import demo_fleet
+from mirrorfleet.tree.stamp import Stamp
+from mirrorfleet.zone import records
+from mirrorfleet.zone.plan import Plan, plan
+from mirrorfleet.zone.providers import route53
+from mirrorfleet.zone.records import META, OWNER, SERVICE, MirrorRecord, RecordSet
 
 ZONE = "mirrors.test."
 ORIGIN = dns.name.from_text(ZONE)
@@ -26,18 +28,18 @@ def fleet(labels: range | list[int], lagging: frozenset[int] = frozenset()) -> l
     return demo_fleet.mirrors(labels, regions=20, lagging=lagging)
 
 
-def desired(n: int | list[int], lagging: frozenset[int] = frozenset()) -> list[RRset]:
+def desired(n: int | list[int], lagging: frozenset[int] = frozenset()) -> list[RecordSet]:
     head = records.head_rrset(Stamp(5, 1_700_000_000, "origin"), b"\x01" * 64, "0" * 16, 60)
     labels = range(n) if isinstance(n, int) else n
     return records.desired_records(ZONE, head, fleet(labels, lagging), "fleet")
 
 
-def live_of(rrsets: list[RRset]) -> dict:
+def live_of(rrsets: list[RecordSet]) -> dict:
     """The zone as Route 53 lists it after we wrote these record sets."""
     return {(r.name, r.rdtype): route53.record_of(r, ORIGIN) for r in rrsets}
 
 
-def owner_of(rrsets: list[RRset]) -> RRset:
+def owner_of(rrsets: list[RecordSet]) -> RecordSet:
     return next(r for r in rrsets if r.name == OWNER)
 
 
@@ -106,7 +108,7 @@ def test_every_batch_is_conditional_on_the_exact_live_marker() -> None:
         assert batch[:2] == [route53.change("DELETE", marker), route53.change("CREATE", marker)]
 
 
-def route53_view(live: dict) -> list[RRset]:
+def route53_view(live: dict) -> list[RecordSet]:
     return [route53.rrset_of(r, ORIGIN) for r in live.values()]
 
 
@@ -159,23 +161,26 @@ def test_a_thousand_mirrors_split_into_the_fewest_batches_within_limits() -> Non
         assert keys(batch)[:2] == [("DELETE", OWNER, "TXT"), ("CREATE", OWNER, "TXT")]
 
 
-def _refused(case: str) -> tuple[Plan, RRset, bool, dict]:
+def _refused(case: str) -> tuple[Plan, RecordSet, bool, dict]:
     """A plan Route 53 would refuse (moto accepts some of these), by case."""
     want = desired(2)
     owner, live = owner_of(want), live_of(want)
     head = next(r for r in want if r.name == records.HEAD)
-    other = RRset(head.name, "TXT", 60, ('"txtvers=1" "serial=6"',))
+    other = RecordSet(head.name, "TXT", 60, ('"txtvers=1" "serial=6"',))
     plans = {
         "create-exists": (Plan(creates=[other]), True),
-        "delete-ttl": (Plan(deletes=[RRset(head.name, "TXT", 300, head.values)]), True),
+        "delete-ttl": (Plan(deletes=[RecordSet(head.name, "TXT", 300, head.values)]), True),
         "delete-values": (Plan(deletes=[other]), True),
-        "delete-missing": (Plan(deletes=[RRset("m9._meta._pkgmirror", "TXT", 60, ("x",))]), True),
-        "update-stale": (Plan(updates=[(other, head)]), True),
-        "twice-in-batch": (
-            Plan(creates=[RRset("m9._meta._pkgmirror", "TXT", 60, ('"a"',))] * 2),
+        "delete-missing": (
+            Plan(deletes=[RecordSet("m9._meta._pkgmirror", "TXT", 60, ("x",))]),
             True,
         ),
-        "not-ours": (Plan(creates=[RRset("www", "A", 60, ("192.0.2.1",))]), True),
+        "update-stale": (Plan(updates=[(other, head)]), True),
+        "twice-in-batch": (
+            Plan(creates=[RecordSet("m9._meta._pkgmirror", "TXT", 60, ('"a"',))] * 2),
+            True,
+        ),
+        "not-ours": (Plan(creates=[RecordSet("www", "A", 60, ("192.0.2.1",))]), True),
         "owner-deleted": (Plan(deletes=[owner]), True),
         "owner-not-ours": (Plan(creates=[other]), True),
         "owner-exists": (Plan(creates=[owner]), False),
@@ -289,11 +294,13 @@ def test_alias_records_are_returned_not_parsed() -> None:
             "EvaluateTargetHealth": False,
         },
     }
-    assert route53.rrset_of(alias, ORIGIN) == RRset("alias", "A", 0, ("ALIAS www.mirrors.test.",))
+    assert route53.rrset_of(alias, ORIGIN) == RecordSet(
+        "alias", "A", 0, ("ALIAS www.mirrors.test.",)
+    )
 
 
 @pytest.mark.parametrize("rrset", desired(2), ids=lambda r: f"{r.name} {r.rdtype}")
-def test_our_records_round_trip(rrset: RRset) -> None:
+def test_our_records_round_trip(rrset: RecordSet) -> None:
     assert route53.rrset_of(route53.record_of(rrset, ORIGIN), ORIGIN) == rrset
 
 
@@ -305,7 +312,7 @@ def test_target_from_config_sends_nothing_until_used() -> None:
         region="eu-west-1",
         endpoint_url="http://127.0.0.1:1",
     )
-    target = route53.target_from(config)
+    target = route53.from_config(config)
     assert (target.zone, target.hosted_zone_id, target.region) == (ZONE, "Z123", "eu-west-1")
     assert target.describe() == "Route 53 hosted zone Z123 (mirrors.test.) at http://127.0.0.1:1"
     assert "client" not in vars(target) and target.calls == {}
@@ -333,10 +340,10 @@ def test_a_failed_batch_says_what_it_left_behind(
 def test_the_endpoint_rules_refuse_in_order_and_pair_only_an_exact_delete() -> None:
     """loopback_route53's rules, which the moto server enforces: a CREATE after an exact
     DELETE of its record set is the only one exempt from moto's journal check."""
-    from mirrorfleet.loopback_route53 import batch_refusals, change_key, change_shape
+    from mirrorfleet.testing.loopback_route53 import batch_refusals, change_key, change_shape
 
-    live = route53.record_of(RRset("x", "TXT", 60, ('"a"',)), ORIGIN)
-    other = route53.record_of(RRset("x", "TXT", 60, ('"b"',)), ORIGIN)
+    live = route53.record_of(RecordSet("x", "TXT", 60, ('"a"',)), ORIGIN)
+    other = route53.record_of(RecordSet("x", "TXT", 60, ('"b"',)), ORIGIN)
     zone = {change_key(live): change_shape(live)}
     pair = [route53.change("DELETE", live), route53.change("CREATE", other)]
     assert batch_refusals(zone, pair) == ([], [1])

@@ -7,9 +7,9 @@ import json
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from mirrorfleet.ping import BadPing, PingVerifier, auth_header
-from mirrorfleet.signed import BadSignature, sign, verify
-from mirrorfleet.stamp import Stamp, parse_stamp
+from mirrorfleet.notify.ping import BadPing, PingVerifier, auth_header
+from mirrorfleet.tree.signed import BadSignature, sign, verify
+from mirrorfleet.tree.stamp import Stamp, parse_stamp
 
 KEY = Ed25519PrivateKey.generate()
 OTHER = Ed25519PrivateKey.generate()

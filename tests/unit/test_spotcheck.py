@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 
 from mirrorfleet.config import OriginConfig
-from mirrorfleet.keys import SecretsDir, parse_public_key
-from mirrorfleet.manifest import shard_path
-from mirrorfleet.origin import publish
-from mirrorfleet.spotcheck import Candidate, SpotCheckFailed, Unreachable, spot_check
+from mirrorfleet.origin.publish import publish
+from mirrorfleet.probe.spotcheck import Candidate, SpotCheckFailed, Unreachable, spot_check
+from mirrorfleet.tree.keys import SecretsDir, parse_public_key
+from mirrorfleet.tree.manifest import shard_path
 
 PROJECT = "proj1"
 SHARD, PAGE = shard_path(PROJECT), f"simple/{PROJECT}/index.html"

@@ -16,9 +16,9 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from mirrorfleet.agent.sync import SyncResult, sync_lock, sync_once
 from mirrorfleet.config import AgentConfig
-from mirrorfleet.httpservice import json_reply, make_handler, metrics_route, serve_http
-from mirrorfleet.keys import read_secret
-from mirrorfleet.ping import PingVerifier
+from mirrorfleet.notify.ping import PingVerifier
+from mirrorfleet.notify.service import json_reply, make_handler, metrics_route, serve_http
+from mirrorfleet.tree.keys import read_secret
 
 log = logging.getLogger("mirrorfleet.agent")
 

@@ -37,17 +37,18 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from mirrorfleet.config import AgentConfig
-from mirrorfleet.keys import parse_public_key, read_secret
-from mirrorfleet.ping import send_ping
-from mirrorfleet.signed import BadSignature
-from mirrorfleet.stamp import (
+from mirrorfleet.errors import MirrorfleetError
+from mirrorfleet.notify.ping import send_ping
+from mirrorfleet.tree.files import META_DIR, TMP_SUFFIX, atomic_write, make_parents
+from mirrorfleet.tree.keys import parse_public_key, read_secret
+from mirrorfleet.tree.signed import BadSignature
+from mirrorfleet.tree.stamp import (
     STAMP_PATH,
     Stamp,
     StampUnavailable,
     fetch_stamp,
     read_local_stamp,
 )
-from mirrorfleet.treefiles import META_DIR, TMP_SUFFIX, atomic_write, make_parents
 
 log = logging.getLogger("mirrorfleet.agent")
 
@@ -59,7 +60,7 @@ STAGES = {"scan": 1, "pages": 2, "content": 3}
 DELETING = b"*deleting   "  # --itemize-changes: 11 columns and a space, then the name
 
 
-class SyncError(Exception):
+class SyncError(MirrorfleetError):
     pass
 
 

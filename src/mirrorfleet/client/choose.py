@@ -27,14 +27,14 @@ from mirrorfleet.client.projects import (
     wanted,
 )
 from mirrorfleet.client.select import rfc2782_order
-from mirrorfleet.errors import MirrorfleetError
-from mirrorfleet.stamp import STAMP_PATH, Stamp, StampUnavailable, fetch_stamp
+from mirrorfleet.errors import UserError
+from mirrorfleet.tree.stamp import STAMP_PATH, Stamp, StampUnavailable, fetch_stamp
 
 LAG_RE = re.compile(r"^(\d+)([smhd]?)$")
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
-class NoFreshMirror(MirrorfleetError):
+class NoFreshMirror(UserError):
     """Every listed mirror is stale, down, or failed its check."""
 
 
@@ -52,7 +52,7 @@ class MaxLag:
             return cls()
         match = LAG_RE.match(text.strip())
         if not match:
-            raise MirrorfleetError(
+            raise UserError(
                 f"--max-lag {text!r}: give serials (e.g. 2) or a time (e.g. 300s, 5m, 1h)"
             )
         number, unit = int(match.group(1)), match.group(2)

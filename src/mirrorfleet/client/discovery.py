@@ -26,9 +26,10 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from mirrorfleet.client.select import rfc2782_order
-from mirrorfleet.errors import MirrorfleetError
-from mirrorfleet.keys import key_id
-from mirrorfleet.records import (
+from mirrorfleet.errors import UserError
+from mirrorfleet.tree.keys import key_id
+from mirrorfleet.tree.stamp import Stamp
+from mirrorfleet.zone.records import (
     HEAD,
     SERVICE,
     STATES,
@@ -37,7 +38,6 @@ from mirrorfleet.records import (
     signed_bytes,
     stamp_from_head,
 )
-from mirrorfleet.stamp import Stamp
 
 if TYPE_CHECKING:  # the DNSSEC code loads only when a trust anchor is given
     from mirrorfleet.client.dnssec import TrustAnchor
@@ -45,7 +45,7 @@ if TYPE_CHECKING:  # the DNSSEC code loads only when a trust anchor is given
 EDNS_PAYLOAD = 1232
 
 
-class LookupFailed(MirrorfleetError):
+class LookupFailed(UserError):
     """DNS could not say which mirrors exist (no SRV, no head, SERVFAIL, timeout)."""
 
 
@@ -142,7 +142,7 @@ async def discover_async(
         for answer in (srv, head):
             try:
                 validate_answer(answer, zone_keys, lookup.origin)  # type: ignore[arg-type]
-            except MirrorfleetError as exc:
+            except UserError as exc:
                 raise LookupFailed(f"DNSSEC: {exc}") from None
     stamp = _verified_head(head, head_name, lookup.keys)
     warnings: list[str] = []
@@ -190,7 +190,7 @@ async def _zone_keys(resolver: dns.asyncresolver.Resolver, lookup: Lookup):
 
     try:
         return await fetch_zone_keys(resolver, lookup.origin, lookup.anchor)
-    except MirrorfleetError as exc:
+    except UserError as exc:
         raise LookupFailed(f"DNSSEC: {exc}") from None
 
 
@@ -216,7 +216,7 @@ async def _metas(
 
             try:
                 validate_answer(meta, zone_keys, lookup.origin)  # type: ignore[arg-type]
-            except MirrorfleetError as exc:
+            except UserError as exc:
                 meta = f"DNSSEC: {exc}"
         listed = _listed(entry.target, entry.port, entry.priority, entry.weight, meta)
         if listed.problem:
@@ -254,7 +254,7 @@ def _verified_head(
         raise LookupFailed(f"{name} has {len(answer)} TXT records, not 1")
     try:
         stamp, signature, kid = stamp_from_head(parse_txt(answer[0].strings))
-    except MirrorfleetError as exc:
+    except UserError as exc:
         raise LookupFailed(f"{name}: {exc}") from None
     for key in keys:
         if key_id(key) == kid:
@@ -278,7 +278,7 @@ def _listed(
         fields = parse_txt(meta[0].strings)
         state, url = fields["st"], fields["url"]
         serial, ts, chk = int(fields["serial"]), int(fields["ts"]), int(fields["chk"])
-    except (MirrorfleetError, KeyError, ValueError) as exc:
+    except (UserError, KeyError, ValueError) as exc:
         return _with_problem(base, f"malformed meta record ({exc})")
     if state not in STATES:
         return _with_problem(base, f"unknown state {state!r}")

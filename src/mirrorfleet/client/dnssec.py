@@ -41,7 +41,7 @@ from dns.rdtypes.ANY.DNSKEY import DNSKEY
 from dns.rdtypes.ANY.DS import DS
 from dns.rdtypes.ANY.RRSIG import RRSIG
 
-from mirrorfleet.errors import MirrorfleetError
+from mirrorfleet.errors import UserError
 
 EDNS_PAYLOAD = 1232
 DIGEST_TYPES = (1, 2, 4)  # SHA-1, SHA-256, SHA-384: what make_ds computes
@@ -50,7 +50,7 @@ _HASH_COMMENT = re.compile(r"(?<!\\)#.*$", re.MULTILINE)  # `\#` is RFC 3597 syn
 Zone = dns.name.Name | str
 
 
-class BogusAnswer(MirrorfleetError):
+class BogusAnswer(UserError):
     """An answer that should carry a valid signature from the anchored zone and does not."""
 
 
@@ -71,15 +71,15 @@ class TrustAnchor:
                 _HASH_COMMENT.sub("", text), rdclass=None, default_ttl=0
             )
         except dns.exception.DNSException as exc:
-            raise MirrorfleetError(
+            raise UserError(
                 _one_line(f"trust anchor is not a DS or DNSKEY record: {exc}")
             ) from None
         if not rrsets:
-            raise MirrorfleetError("trust anchor: no DS or DNSKEY record found")
+            raise UserError("trust anchor: no DS or DNSKEY record found")
         zones = {rrset.name for rrset in rrsets}
         if len(zones) != 1:
             names = ", ".join(sorted(z.to_text() for z in zones))
-            raise MirrorfleetError(f"trust anchor: records for several zones ({names})")
+            raise UserError(f"trust anchor: records for several zones ({names})")
         records: list[DS | DNSKEY] = []
         for rrset in rrsets:
             for rdata in rrset:
@@ -91,11 +91,11 @@ class TrustAnchor:
         try:
             text = Path(path).read_text()
         except (OSError, UnicodeDecodeError) as exc:
-            raise MirrorfleetError(f"trust anchor {path}: cannot read it ({exc})") from None
+            raise UserError(f"trust anchor {path}: cannot read it ({exc})") from None
         try:
             return cls.from_text(text)
-        except MirrorfleetError as exc:
-            raise MirrorfleetError(f"{path}: {exc}") from None
+        except UserError as exc:
+            raise UserError(f"{path}: {exc}") from None
 
     def matches(self, key: DNSKEY) -> bool:
         """Is this DNSKEY (owned by the anchor's zone) one of the anchored keys?"""
@@ -115,17 +115,17 @@ def _checked(zone: dns.name.Name, rdata: object) -> DS | DNSKEY:
     (dnspython itself refuses a DS digest whose length does not fit its type.)"""
     if isinstance(rdata, DS):
         if rdata.digest_type not in DIGEST_TYPES:
-            raise MirrorfleetError(
+            raise UserError(
                 f"trust anchor {zone}: DS digest type {rdata.digest_type} is not supported "
                 "(use 2, SHA-256)"
             )
         return rdata
     if isinstance(rdata, DNSKEY):
         if not rdata.flags & dns.dnssec.Flag.ZONE or rdata.protocol != 3:
-            raise MirrorfleetError(f"trust anchor {zone}: the DNSKEY is not a zone key")
+            raise UserError(f"trust anchor {zone}: the DNSKEY is not a zone key")
         return rdata
     kind = dns.rdatatype.to_text(getattr(rdata, "rdtype", 0))
-    raise MirrorfleetError(f"trust anchor {zone}: a {kind} record, not DS or DNSKEY")
+    raise UserError(f"trust anchor {zone}: a {kind} record, not DS or DNSKEY")
 
 
 def want_dnssec(resolver: dns.resolver.BaseResolver) -> None:
@@ -145,22 +145,22 @@ async def fetch_zone_keys(
     *,
     now: float | None = None,
 ) -> dns.rrset.RRset:
-    """The zone's DNSKEY RRset, once an anchored key is in it and has signed it.
+    """The zone's DNSKEY RecordSet, once an anchored key is in it and has signed it.
 
     Turns on DO on `resolver` (see `want_dnssec`); use that resolver for the
     answers to validate. Raises BogusAnswer when the keys cannot be trusted,
-    MirrorfleetError when they cannot be fetched at all.
+    UserError when they cannot be fetched at all.
     """
     origin = _absolute(zone)
     if anchors.zone != origin:
-        raise MirrorfleetError(f"the trust anchor is for {anchors.zone}, not {origin}")
+        raise UserError(f"the trust anchor is for {anchors.zone}, not {origin}")
     want_dnssec(resolver)
     try:
         answer = await resolver.resolve(origin, "DNSKEY", search=False, raise_on_no_answer=True)
     except dns.resolver.NoAnswer:
         raise BogusAnswer(f"{origin} has no DNSKEY record: the zone is not signed") from None
     except dns.exception.DNSException as exc:
-        raise MirrorfleetError(_one_line(f"{origin} DNSKEY lookup failed: {exc}")) from None
+        raise UserError(_one_line(f"{origin} DNSKEY lookup failed: {exc}")) from None
     keys = _rrset(answer, origin)
     anchored = [key for key in keys if isinstance(key, DNSKEY) and anchors.matches(key)]
     if not anchored:
@@ -177,7 +177,7 @@ def validate_answer(
     *,
     now: float | None = None,
 ) -> None:
-    """Raise BogusAnswer unless the answer's RRset is signed by one of the zone's
+    """Raise BogusAnswer unless the answer's RecordSet is signed by one of the zone's
     `keys` (from fetch_zone_keys) with a signature valid now."""
     origin = _absolute(zone)
     rrset = _rrset(answer, origin)

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from email.parser import HeaderParser
 from pathlib import Path
 
-from mirrorfleet.treefiles import atomic_write, tmp_path
+from mirrorfleet.tree.files import atomic_write, tmp_path
 
 __all__ = [
     "add_release",

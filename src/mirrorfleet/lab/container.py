@@ -11,7 +11,7 @@ import time
 import uuid
 from pathlib import Path
 
-from mirrorfleet.errors import MirrorfleetError
+from mirrorfleet.errors import UserError
 from mirrorfleet.lab.network import NETNS_DIR
 from mirrorfleet.lab.system import run
 
@@ -209,14 +209,14 @@ def wait_for_port(address: str, port: int, timeout: float, pid: int, root: Path)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if not _alive(pid):  # not is_ours(): right after fork the cmdline is still ours
-            raise MirrorfleetError(f"container for {root.parent.name} exited while booting")
+            raise UserError(f"container for {root.parent.name} exited while booting")
         try:
             with socket.create_connection((address, port), timeout=1.0) as conn:
                 if conn.recv(4).startswith(b"SSH"):
                     return
         except OSError:
             time.sleep(0.2)
-    raise MirrorfleetError(f"{address}:{port} did not answer within {timeout:.0f}s")
+    raise UserError(f"{address}:{port} did not answer within {timeout:.0f}s")
 
 
 def remove_cgroups(prefix: str) -> list[Path]:

@@ -11,8 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mirrorfleet.errors import MirrorfleetError
-from mirrorfleet.keys import init_secrets
+from mirrorfleet.errors import UserError
 from mirrorfleet.lab import container, network
 from mirrorfleet.lab.ssh import ensure_keypair, ssh_run, write_client_config
 from mirrorfleet.lab.state import (
@@ -26,6 +25,7 @@ from mirrorfleet.lab.state import (
 from mirrorfleet.lab.system import require_root, require_tools, run
 from mirrorfleet.lab.template import ensure_template, template_dir
 from mirrorfleet.lab.topology import Topology
+from mirrorfleet.tree.keys import init_secrets
 
 BOOT_TIMEOUT = 90.0
 Report = Callable[[str, str], None]  # (host, message)
@@ -94,7 +94,7 @@ def up(
     state = plan_state(name, topology, str(template))
     if existing:
         if not _same_layout(existing, state):
-            raise MirrorfleetError(
+            raise UserError(
                 f"lab {name!r} is already up with another topology; "
                 "run `mirrorfleet lab down` first"
             )
@@ -164,7 +164,7 @@ def wait_system_running(state: LabState, host: str, timeout: float) -> tuple[str
     if system_state == "degraded":
         failed = ssh_run(state, host, "systemctl list-units --failed --plain --no-legend")
         return system_state, [line.split()[0] for line in failed.stdout.splitlines() if line]
-    raise MirrorfleetError(
+    raise UserError(
         f"{host}: systemd reports {system_state!r} after {timeout:.0f}s "
         f"({proc.stderr.strip() or 'no error output'}); "
         f"see {state.host_dir(host) / 'console.log'}"
@@ -239,7 +239,7 @@ def down(name: str | None = None, report: Report = _silent) -> Leftovers:
     directory = lab_dir(name)
     try:
         state = load_state(name)
-    except MirrorfleetError:
+    except UserError:
         state = None  # an unreadable state file is exactly the crash case we must survive
     found = leftovers(name)
     pids = set(found.processes)
@@ -259,7 +259,7 @@ def down(name: str | None = None, report: Report = _silent) -> Leftovers:
         network.delete_link(link)
     stuck = container.mounts_under(directory)
     if stuck:
-        raise MirrorfleetError(f"could not unmount {', '.join(map(str, stuck))}; nothing deleted")
+        raise UserError(f"could not unmount {', '.join(map(str, stuck))}; nothing deleted")
     container.remove_cgroups(kernel_prefix(name))
     shutil.rmtree(directory, ignore_errors=True)
     return found

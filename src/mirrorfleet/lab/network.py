@@ -11,7 +11,7 @@ import ipaddress
 import json
 from pathlib import Path
 
-from mirrorfleet.errors import MirrorfleetError
+from mirrorfleet.errors import UserError
 from mirrorfleet.lab.state import MAX_IFNAME
 from mirrorfleet.lab.system import run
 
@@ -121,6 +121,6 @@ def delete_link(name: str) -> None:
 def check_free(subnet: ipaddress.IPv4Network, bridge: str) -> None:
     clashes = subnet_clashes(subnet, bridge)
     if clashes:
-        raise MirrorfleetError(
+        raise UserError(
             f"lab subnet {subnet} overlaps {', '.join(clashes)}; pick another with --subnet"
         )

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mirrorfleet.errors import MirrorfleetError
+from mirrorfleet.errors import UserError
 
 DEFAULT_LAB = "lab"
 LAB_NAME_RE = re.compile(r"^[a-z][a-z0-9]{0,3}$")
@@ -31,7 +31,7 @@ def cache_root() -> Path:
 def lab_name(name: str | None = None) -> str:
     name = name or os.environ.get("MIRRORFLEET_LAB") or DEFAULT_LAB
     if not LAB_NAME_RE.match(name):
-        raise MirrorfleetError(
+        raise UserError(
             f"bad lab name {name!r}: 1-4 lowercase letters or digits, starting with a letter "
             "(it prefixes kernel interface names, which are limited to 15 characters)"
         )
@@ -87,7 +87,7 @@ class LabState:
             if host.name == name:
                 return host
         known = ", ".join(h.name for h in self.hosts)
-        raise MirrorfleetError(f"unknown lab host {name!r}; lab {self.name!r} has: {known}")
+        raise UserError(f"unknown lab host {name!r}; lab {self.name!r} has: {known}")
 
     def host_dir(self, name: str) -> Path:
         return self.dir / "hosts" / name
@@ -114,7 +114,7 @@ def load_state(name: str | None = None) -> LabState | None:
     except FileNotFoundError:
         return None
     except (OSError, ValueError) as exc:
-        raise MirrorfleetError(
+        raise UserError(
             f"lab state {path} is unreadable ({exc}); run `mirrorfleet lab down` to clean up"
         ) from None
     hosts = [HostState(**h) for h in raw.pop("hosts", [])]
@@ -124,5 +124,5 @@ def load_state(name: str | None = None) -> LabState | None:
 def require_state(name: str | None = None) -> LabState:
     state = load_state(name)
     if state is None:
-        raise MirrorfleetError(f"lab {lab_name(name)!r} is not up: run `mirrorfleet lab up` first")
+        raise UserError(f"lab {lab_name(name)!r} is not up: run `mirrorfleet lab up` first")
     return state

@@ -7,7 +7,7 @@ import shutil
 import subprocess
 from collections.abc import Sequence
 
-from mirrorfleet.errors import MirrorfleetError
+from mirrorfleet.errors import UserError
 
 # command -> Debian package that provides it
 REQUIRED_TOOLS: dict[str, str] = {
@@ -22,7 +22,7 @@ REQUIRED_TOOLS: dict[str, str] = {
 
 def require_root(what: str = "the lab") -> None:
     if os.geteuid() != 0:
-        raise MirrorfleetError(
+        raise UserError(
             f"{what} needs root (it makes network namespaces, mounts and containers); "
             "run it with sudo"
         )
@@ -32,9 +32,7 @@ def require_tools(tools: Sequence[str] = tuple(REQUIRED_TOOLS)) -> None:
     missing = [tool for tool in tools if shutil.which(tool) is None]
     if missing:
         packages = sorted({REQUIRED_TOOLS.get(tool, tool) for tool in missing})
-        raise MirrorfleetError(
-            f"missing {', '.join(missing)}: run `apt-get install {' '.join(packages)}`"
-        )
+        raise UserError(f"missing {', '.join(missing)}: run `apt-get install {' '.join(packages)}`")
 
 
 def run(
@@ -45,10 +43,10 @@ def run(
             list(cmd), capture_output=True, text=True, timeout=timeout, input=input
         )
     except subprocess.TimeoutExpired:
-        raise MirrorfleetError(f"`{' '.join(cmd)}` took longer than {timeout:.0f}s") from None
+        raise UserError(f"`{' '.join(cmd)}` took longer than {timeout:.0f}s") from None
     if check and proc.returncode != 0:
         detail = (proc.stderr or proc.stdout).strip().splitlines()
-        raise MirrorfleetError(
+        raise UserError(
             f"`{' '.join(cmd)}` failed ({proc.returncode}): {detail[-1] if detail else 'no output'}"
         )
     return proc

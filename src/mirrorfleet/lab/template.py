@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from mirrorfleet.errors import MirrorfleetError
+from mirrorfleet.errors import UserError
 from mirrorfleet.lab.state import cache_root, state_root
 from mirrorfleet.lab.system import run
 
@@ -98,7 +98,7 @@ def debian_mirror(suite: str = SUITE) -> str:
         parts = line.split()
         if len(parts) == 3 and parts[1] == suite and parts[2] == "main":
             return parts[0]
-    raise MirrorfleetError(
+    raise UserError(
         f"no Debian {suite} mirror in this machine's apt sources; "
         "set MIRRORFLEET_DEBIAN_MIRROR to a Debian mirror URL"
     )
@@ -144,7 +144,7 @@ def build_template(final: Path, progress: Progress) -> None:
         )
     if proc.returncode != 0:
         tail = log.read_text().strip().splitlines()[-3:]
-        raise MirrorfleetError(
+        raise UserError(
             f"debootstrap failed ({proc.returncode}): {' / '.join(tail)} (full log: {log})"
         )
     finalize(staging / "rootfs")

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mirrorfleet.errors import MirrorfleetError
+from mirrorfleet.errors import UserError
 
 DEFAULT_TOPOLOGY = Path(__file__).parent / "topology.toml"
 MIRRORS_GROUP = "mirrors"
@@ -53,20 +53,16 @@ class Topology:
             if host.name == name:
                 return host
         known = ", ".join(h.name for h in self.hosts)
-        raise MirrorfleetError(f"unknown lab host {name!r}; the lab has: {known}")
+        raise UserError(f"unknown lab host {name!r}; the lab has: {known}")
 
 
 def parse_subnet(text: str) -> ipaddress.IPv4Network:
     try:
         subnet = ipaddress.IPv4Network(text, strict=True)
     except ValueError as exc:
-        raise MirrorfleetError(
-            f"bad subnet {text!r}: {exc} (expected e.g. 10.231.0.0/24)"
-        ) from None
+        raise UserError(f"bad subnet {text!r}: {exc} (expected e.g. 10.231.0.0/24)") from None
     if not subnet.is_private:
-        raise MirrorfleetError(
-            f"subnet {subnet} is not a private range; pick one like 10.231.0.0/24"
-        )
+        raise UserError(f"subnet {subnet} is not a private range; pick one like 10.231.0.0/24")
     return subnet
 
 
@@ -79,38 +75,38 @@ def build_topology(
     """Validate a parsed topology document and allocate addresses in listing order."""
     unknown = set(raw) - {"subnet", "groups", "hosts"}
     if unknown:
-        raise MirrorfleetError(f"unknown topology keys: {', '.join(sorted(unknown))}")
+        raise UserError(f"unknown topology keys: {', '.join(sorted(unknown))}")
     net = parse_subnet(subnet or str(raw.get("subnet", "10.231.0.0/24")))
     groups = raw.get("groups")
     if not isinstance(groups, Mapping) or not groups:
-        raise MirrorfleetError("topology needs a [groups] table mapping group names to host lists")
+        raise UserError("topology needs a [groups] table mapping group names to host lists")
     for group, members in groups.items():
         if not isinstance(members, Sequence) or isinstance(members, str):
-            raise MirrorfleetError(f"group {group!r} must be a list of host names")
+            raise UserError(f"group {group!r} must be a list of host names")
     groups = {name: list(members) for name, members in groups.items()}
     if mirrors is not None:
         if mirrors < 1:
-            raise MirrorfleetError(f"--mirrors must be at least 1, got {mirrors}")
+            raise UserError(f"--mirrors must be at least 1, got {mirrors}")
         groups[MIRRORS_GROUP] = [f"mirror{i}" for i in range(1, mirrors + 1)]
 
     order: list[str] = []
     membership: dict[str, list[str]] = {}
     for group, members in groups.items():
         if not GROUP_RE.match(group):
-            raise MirrorfleetError(f"bad group name {group!r}: use lowercase letters, digits and _")
+            raise UserError(f"bad group name {group!r}: use lowercase letters, digits and _")
         for name in members:
             _check_hostname(name)
             if name not in membership:
                 order.append(name)
                 membership[name] = []
             if group in membership[name]:
-                raise MirrorfleetError(f"host {name!r} is listed twice in group {group!r}")
+                raise UserError(f"host {name!r} is listed twice in group {group!r}")
             membership[name].append(group)
 
     host_data = raw.get("hosts", {})
     stray = set(host_data) - set(order)
     if stray:
-        raise MirrorfleetError(f"[hosts] names hosts in no group: {', '.join(sorted(stray))}")
+        raise UserError(f"[hosts] names hosts in no group: {', '.join(sorted(stray))}")
     return Topology(subnet=net, hosts=_allocate(net, order, membership, host_data))
 
 
@@ -122,7 +118,7 @@ def _allocate(
 ) -> tuple[LabHost, ...]:
     usable = net.num_addresses - 1 - FIRST_HOST_OFFSET  # minus the broadcast address
     if len(order) > usable:
-        raise MirrorfleetError(
+        raise UserError(
             f"subnet {net} holds {max(usable, 0)} lab hosts, the topology has {len(order)}; "
             "use a larger subnet"
         )
@@ -139,7 +135,7 @@ def _allocate(
 
 def _check_hostname(name: Any) -> None:
     if not isinstance(name, str) or not HOSTNAME_RE.match(name):
-        raise MirrorfleetError(
+        raise UserError(
             f"bad host name {name!r}: use lowercase letters, digits and '-', "
             "start with a letter, at most 32 characters"
         )
@@ -152,7 +148,7 @@ def load_topology(
     try:
         raw = tomllib.loads(path.read_text())
     except FileNotFoundError:
-        raise MirrorfleetError(f"topology file {path} does not exist") from None
+        raise UserError(f"topology file {path} does not exist") from None
     except tomllib.TOMLDecodeError as exc:
-        raise MirrorfleetError(f"topology file {path} is not valid TOML: {exc}") from None
+        raise UserError(f"topology file {path} is not valid TOML: {exc}") from None
     return build_topology(raw, mirrors=mirrors, subnet=subnet)

@@ -21,15 +21,14 @@ from pathlib import Path
 from typing import Any
 
 from mirrorfleet.config import DnsConfig, MonitorConfig, load_dns_config
-from mirrorfleet.errors import MirrorfleetError
-from mirrorfleet.httpservice import json_reply, make_handler, metrics_route, serve_http
-from mirrorfleet.keys import read_secret
+from mirrorfleet.errors import UserError
 from mirrorfleet.monitor import status
 from mirrorfleet.monitor.health import Health, Policy, head_moved, judge, overdue
 from mirrorfleet.monitor.listing import Published, fail_static, read_head, read_published
 from mirrorfleet.monitor.metrics import MonitorMetrics
-from mirrorfleet.ping import PingVerifier
-from mirrorfleet.probe import (
+from mirrorfleet.notify.ping import PingVerifier
+from mirrorfleet.notify.service import json_reply, make_handler, metrics_route, serve_http
+from mirrorfleet.probe.observe import (
     FleetConfig,
     Head,
     MirrorSpec,
@@ -38,10 +37,12 @@ from mirrorfleet.probe import (
     observe_all,
     record,
 )
-from mirrorfleet.publish import Backend, backend_for, cycle
-from mirrorfleet.records import MirrorRecord, signed_bytes
-from mirrorfleet.signed import BadSignature, verify
-from mirrorfleet.stamp import Stamp
+from mirrorfleet.tree.keys import read_secret
+from mirrorfleet.tree.signed import BadSignature, verify
+from mirrorfleet.tree.stamp import Stamp
+from mirrorfleet.zone.providers import Provider, provider_for
+from mirrorfleet.zone.records import MirrorRecord, signed_bytes
+from mirrorfleet.zone.update import update_zone
 
 log = logging.getLogger("mirrorfleet.monitor")
 COALESCE = 0.1  # seconds to gather notifications that arrive together into one round
@@ -53,10 +54,10 @@ class Monitor:
         config: MonitorConfig,
         fleet: FleetConfig,
         dns: DnsConfig | None = None,
-        backend: Backend | None = None,
+        provider: Provider | None = None,
     ) -> None:
         self.config, self.fleet, self.dns = config, fleet, dns
-        self.backend = backend or (backend_for(dns) if dns else None)
+        self.provider = provider or (provider_for(dns) if dns else None)
         self.policy = Policy(config.down_after, config.up_after, config.lag_grace)
         self.specs = {m.label: m for m in fleet.mirrors}
         self.names = {**{m.target: m.label for m in fleet.mirrors}, **{m: m for m in self.specs}}
@@ -167,7 +168,7 @@ class Monitor:
             now = time.time()
             for label, h in self.health.items():
                 self.health[label] = overdue(h, serial, now, self.policy)
-            self.publish()
+            self.update_zone()
         self.report()
         self.metrics.cycle_seconds.observe(time.monotonic() - started)
 
@@ -176,7 +177,7 @@ class Monitor:
     def refresh_head(self) -> None:
         try:
             head = fetch_head(self.fleet, self.head, self.config.spot_checks)
-        except MirrorfleetError as exc:
+        except UserError as exc:
             self.head_error = str(exc)
             log.warning("%s (keeping the last head)", exc)
             return
@@ -191,10 +192,10 @@ class Monitor:
 
     def restore(self) -> None:
         """Start from what DNS shows: published states, and the head if it verifies."""
-        if self.backend is None:
+        if self.provider is None:
             return
         try:
-            live = self.backend.read_live()
+            live = self.provider.read_live()
         except Exception as exc:
             log.warning("cannot read the zone to restore state (%s): starting blank", exc)
             return
@@ -239,21 +240,23 @@ class Monitor:
             for spec, h in ((s, self.health[s.label]) for s in self.fleet.mirrors)
         ]
 
-    def publish(self) -> None:
-        if self.backend is None or self.dns is None or self.head is None:
+    def update_zone(self) -> None:
+        """Write the judged fleet into the zone (a zone update); on failure the zone keeps
+        what it had (fail static) and the error is reported in /status."""
+        if self.provider is None or self.dns is None or self.head is None:
             return
         try:
-            live = self.backend.read_live()
+            live = self.provider.read_live()
             published = read_published(live)
             records, held = fail_static(self.judged(), published, self.config.min_listed)
             state = {"stamp": self.head.envelope, "mirrors": [asdict(r) for r in records]}
-            result = cycle(
-                self.dns, state, apply=True, backend=self.backend, live=live, withdrawals_ok=True
+            result = update_zone(
+                self.dns, state, apply=True, provider=self.provider, live=live, withdrawals_ok=True
             )
         except Exception as exc:  # the zone keeps what it had: fail static
             self.dns_status = {**self.dns_status, "error": str(exc) or type(exc).__name__}
             self.metrics.publishes.labels("error").inc()
-            log.error("publish failed: %s", exc)
+            log.error("zone update failed: %s", exc)
             return
         if held and held != self.held:
             log.warning("fail static: holding %s at their published state", sorted(held))
@@ -264,7 +267,7 @@ class Monitor:
         self.metrics.last_publish.set(time.time())
         if result.messages:
             log.info(
-                "published %d change(s) in %d message(s)", result.plan.changes, result.messages
+                "zone update: %d change(s) in %d message(s)", result.plan.changes, result.messages
             )
         self.dns_status = {
             "published": int(time.time()),

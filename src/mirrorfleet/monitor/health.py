@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from mirrorfleet.probe import Observation
+from mirrorfleet.probe.observe import Observation
 
 STATES = ("fresh", "lagging", "down")
 

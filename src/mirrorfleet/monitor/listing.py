@@ -14,17 +14,17 @@ from dataclasses import dataclass, replace
 import dns.exception
 import dns.rdata
 
-from mirrorfleet.errors import MirrorfleetError
-from mirrorfleet.records import (
+from mirrorfleet.errors import UserError
+from mirrorfleet.tree.stamp import Stamp
+from mirrorfleet.zone.records import (
     HEAD,
     META,
     STATES,
     MirrorRecord,
-    RRset,
+    RecordSet,
     parse_txt,
     stamp_from_head,
 )
-from mirrorfleet.stamp import Stamp
 
 
 @dataclass(frozen=True)
@@ -37,7 +37,7 @@ class Published:
     chk: int
 
 
-def read_published(live: Iterable[RRset]) -> dict[str, Published]:
+def read_published(live: Iterable[RecordSet]) -> dict[str, Published]:
     """Each mirror's meta record (SRV lists exactly those not st=down, as one update
     writes both); hostile or malformed records are skipped."""
     found: dict[str, Published] = {}
@@ -55,18 +55,18 @@ def read_published(live: Iterable[RRset]) -> dict[str, Published]:
                 ts=int(fields["ts"]),
                 chk=int(fields["chk"]),
             )
-        except (MirrorfleetError, KeyError, ValueError):
+        except (UserError, KeyError, ValueError):
             continue
     return found
 
 
-def read_head(live: Iterable[RRset]) -> tuple[Stamp, bytes, str] | None:
+def read_head(live: Iterable[RecordSet]) -> tuple[Stamp, bytes, str] | None:
     """The head the zone publishes (its signature is checked by the caller)."""
     for rrset in live:
         if (rrset.name, rrset.rdtype) == (HEAD, "TXT") and len(rrset.values) == 1:
             try:
                 return stamp_from_head(parse_txt(_strings(rrset.values[0])))
-            except MirrorfleetError:
+            except UserError:
                 return None
     return None
 
@@ -75,7 +75,7 @@ def _strings(value: str) -> list[bytes]:
     try:
         return list(dns.rdata.from_text("IN", "TXT", value).strings)
     except (dns.exception.DNSException, ValueError) as exc:
-        raise MirrorfleetError(f"unparsable TXT {value[:40]!r}: {exc}") from None
+        raise UserError(f"unparsable TXT {value[:40]!r}: {exc}") from None
 
 
 def fail_static(

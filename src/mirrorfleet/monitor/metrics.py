@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Enum, Gauge, Histogram
 
-from mirrorfleet.records import STATES
+from mirrorfleet.zone.records import STATES
 
 
 class MonitorMetrics:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mirrorfleet.treefiles import atomic_write
+from mirrorfleet.tree.files import atomic_write
 
 STATUS = "status.json"
 HISTORY = "history.json"

@@ -1,0 +1,402 @@
+"""`mirrorfleet pick | list | check | pip-config`: what end users run.
+
+The discovery and choice logic lives in mirrorfleet.client; this module is only the
+commands around it (options, output)."""
+
+from __future__ import annotations
+
+import functools
+import ipaddress
+import os
+import random
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import urljoin, urlparse
+
+import click
+
+from mirrorfleet.cli.output import emit_json, err, out, table, warn
+from mirrorfleet.errors import UserError
+
+F = TypeVar("F", bound=Callable[..., Any])
+PICK_BATCH = 4  # meta records a pick reads first; more only if those all fail
+
+
+def lookup_options(command: F) -> F:
+    """Where to look, and which origin key to trust."""
+    options = [
+        click.option(
+            "--zone", required=True, help="The fleet's DNS zone, e.g. mirrors.example.org."
+        ),
+        click.option(
+            "--key",
+            "keys",
+            multiple=True,
+            envvar="MIRRORFLEET_KEY",
+            help="The origin's Ed25519 public key (base64); repeatable. Env: MIRRORFLEET_KEY.",
+        ),
+        click.option(
+            "--server",
+            "servers",
+            multiple=True,
+            help="Ask this nameserver (IP) instead of the system's; repeatable.",
+        ),
+        click.option("--port", type=click.IntRange(1, 65535), default=53, show_default=True),
+        click.option("--region", help="Only mirrors of this region (its own SRV name)."),
+        click.option(
+            "--dnssec",
+            "anchor_file",
+            type=click.Path(exists=True, dir_okay=False),
+            envvar="MIRRORFLEET_TRUST_ANCHOR",
+            help="Validate every answer with DNSSEC, trusting the zone's DS or DNSKEY "
+            "lines in this file. Env: MIRRORFLEET_TRUST_ANCHOR.",
+        ),
+        click.option(
+            "--timeout",
+            type=click.FloatRange(0.1, 60),
+            default=2.0,
+            show_default=True,
+            help="Seconds per DNS try; HTTP checks get twice that.",
+        ),
+        click.option("--json", "as_json", is_flag=True, help="Machine-readable output."),
+    ]
+
+    @functools.wraps(command)
+    def with_where(
+        zone: str,
+        keys: tuple[str, ...],
+        servers: tuple[str, ...],
+        port: int,
+        region: str | None,
+        anchor_file: str | None,
+        timeout: float,
+        **rest: Any,
+    ) -> Any:
+        where = Where(zone, keys, servers, port, region, anchor_file, timeout)
+        return command(where, **rest)
+
+    wrapped: Any = with_where
+    for option in reversed(options):
+        wrapped = option(wrapped)
+    return wrapped
+
+
+for_option = click.option(
+    "--for",
+    "projects",
+    metavar="PROJECTS",
+    help="Comma-separated projects: a mirror behind the head will do if none of them changed.",
+)
+
+
+@dataclass(frozen=True)
+class Where:
+    """The lookup options every client command shares."""
+
+    zone: str
+    keys: tuple[str, ...]
+    servers: tuple[str, ...]
+    port: int
+    region: str | None
+    anchor_file: str | None
+    timeout: float
+
+
+def _discover(where: Where, rng: random.Random | None = None, batch: int | None = None):
+    """(discovery, keys, read_more): every mirror, or with an rng the first `batch` in
+    pick order and a function that reads the next ones."""
+    from mirrorfleet.client.discovery import Lookup, discover, read_more
+    from mirrorfleet.tree.keys import parse_public_key
+
+    if not where.keys:
+        raise click.UsageError("give the origin's public key with --key (or MIRRORFLEET_KEY)")
+    for server in where.servers:
+        try:
+            ipaddress.ip_address(server)
+        except ValueError:
+            raise click.UsageError(f"--server {server!r} is not an IP address") from None
+    try:
+        parsed = [parse_public_key(k) for k in where.keys]
+    except (UserError, ValueError) as exc:
+        raise click.UsageError(f"--key: {exc}") from None
+    anchor = None
+    if where.anchor_file:
+        from mirrorfleet.client.dnssec import TrustAnchor
+
+        anchor = TrustAnchor.from_file(where.anchor_file)
+    lookup = Lookup(
+        where.zone,
+        parsed,
+        where.servers,
+        where.port,
+        where.region,
+        where.timeout,
+        lifetime=2.5 * where.timeout,
+        anchor=anchor,
+    )
+
+    def more(found):
+        return read_more(lookup, found, batch or PICK_BATCH)
+
+    return discover(lookup, rng, batch), parsed, more
+
+
+def _projects(text: str | None) -> list[str]:
+    return [p.strip() for p in (text or "").split(",") if p.strip()]
+
+
+@click.command()
+@lookup_options
+@click.option("--max-lag", help="Accept mirrors this far behind: serials (2) or time (300s, 5m).")
+@for_option
+@click.option("--seed", type=int, help="Seed the weighted random pick (reproducible).")
+@click.option(
+    "--probe",
+    type=click.IntRange(0, 16),
+    default=0,
+    help="Time a HEAD request to the top N candidates and take the fastest.",
+)
+@click.option("--fallback", metavar="URL", help="Print this URL instead of failing.")
+def pick(
+    where: Where,
+    as_json: bool,
+    max_lag: str | None,
+    projects: str | None,
+    seed: int | None,
+    probe: int,
+    fallback: str | None,
+) -> None:
+    """Print the URL of a fresh mirror, picked by RFC 2782 priority and weight."""
+    from mirrorfleet.client.choose import MaxLag, choose
+
+    lag = MaxLag.parse(max_lag)
+    rng = random.Random(seed)
+    try:
+        discovery, parsed, more = _discover(where, rng, batch=max(PICK_BATCH, probe))
+        choice = choose(
+            discovery,
+            parsed,
+            lag,
+            rng,
+            2 * where.timeout,
+            _projects(projects),
+            probe,
+            more,
+        )
+        warn(choice.warnings)
+    except UserError as exc:  # no answer, no SRV, a bad head, nothing fresh
+        if fallback is None:
+            raise
+        warn([f"{exc}; using --fallback"])
+        if as_json:
+            emit_json({"url": fallback, "fallback": True, "why": str(exc)})
+        else:
+            out.print(fallback, soft_wrap=True)
+        return
+    if as_json:
+        emit_json(
+            {
+                "url": choice.mirror.url,
+                "target": choice.mirror.target,
+                "serial": choice.stamp.serial,
+                "head": asdict(discovery.head),
+                "why": f"priority {choice.mirror.priority}, weight {choice.mirror.weight}, "
+                f"stamp serial {choice.stamp.serial} of {discovery.head.serial}",
+                "fallbacks": [m.url for m in choice.fallbacks],
+                "skipped": [{"target": t, "why": w} for t, w in choice.skipped],
+            }
+        )
+    else:
+        out.print(choice.mirror.url, soft_wrap=True)
+
+
+@click.command(name="list")
+@lookup_options
+def list_mirrors(
+    where: Where,
+    as_json: bool,
+) -> None:
+    """Every listed mirror: state, serial, lag, priority and weight."""
+
+    discovery, _, _ = _discover(where)
+    head = discovery.head
+    rows = [
+        {**asdict(m), "lag": None if m.serial is None else head.serial - m.serial}
+        for m in sorted(discovery.mirrors, key=lambda m: (m.priority, -m.weight, m.target))
+    ]
+    if as_json:
+        emit_json({"head": asdict(head), "mirrors": rows, "warnings": list(discovery.warnings)})
+        return
+    warn(discovery.warnings)
+    out.print(f"head serial {head.serial} from {head.origin}")
+    listing = table("mirror", "state", "serial", "lag", "priority", "weight", "url")
+    colors = {"fresh": "green", "lagging": "yellow"}
+    for row in rows:
+        state = row["state"] or "unusable"
+        listing.add_row(
+            row["target"],
+            f"[{colors.get(state, 'red')}]{state}[/]",
+            str(row["serial"] if row["serial"] is not None else "-"),
+            str(row["lag"] if row["lag"] is not None else "-"),
+            str(row["priority"]),
+            str(row["weight"]),
+            row["url"] or (row["problem"] or ""),
+        )
+    out.print(listing)
+
+
+@click.command()
+@lookup_options
+@click.option("--mirror", "mirror_url", required=True, help="The mirror's base URL.")
+@click.option("--max-lag", help="Accept this far behind: serials (2) or time (300s, 5m).")
+@for_option
+def check(
+    where: Where,
+    as_json: bool,
+    mirror_url: str,
+    max_lag: str | None,
+    projects: str | None,
+) -> None:
+    """Is this mirror fresh? Exit 0 if so, 1 if not (with the reason)."""
+    from mirrorfleet.client.choose import MaxLag, ProjectView, dns_verdict, stamp_verdict
+    from mirrorfleet.client.projects import MAX_BEHIND, wanted
+    from mirrorfleet.tree.stamp import StampUnavailable, fetch_stamp
+
+    lag = MaxLag.parse(max_lag)
+    discovery, parsed, _ = _discover(where)
+    host = (urlparse(mirror_url).hostname or "").lower()
+    base = mirror_url.rstrip("/")
+    listed = next(
+        (m for m in discovery.mirrors if m.target == host or (m.url and m.url.rstrip("/") == base)),
+        None,
+    )
+    serial = None
+    if listed is None:
+        why: str | None = f"{host or mirror_url} is not listed in {where.zone}"
+    elif projects:
+        usable = [m for m in discovery.mirrors if not m.problem and m.state != "down"]
+        view = ProjectView(discovery, wanted(_projects(projects)), parsed, 2 * where.timeout)
+        why = listed.problem or view.verdict(listed.serial or 0, usable)
+        lag = MaxLag(serials=MAX_BEHIND)
+    else:
+        why = dns_verdict(listed, discovery.head, lag)
+    if why is None and listed is not None:
+        try:
+            stamp = fetch_stamp(mirror_url, parsed, 2 * where.timeout)[0]
+            serial = stamp.serial
+            why = stamp_verdict(stamp, listed, discovery.head, lag)
+        except StampUnavailable as exc:
+            why = str(exc)
+    if as_json:
+        emit_json(
+            {
+                "mirror": mirror_url,
+                "fresh": why is None,
+                "why": why,
+                "serial": serial,
+                "head": discovery.head.serial,
+            }
+        )
+    elif why is None:
+        out.print(f"fresh: serial {serial} of {discovery.head.serial}")
+    else:
+        out.print(f"not fresh: {why}", soft_wrap=True)
+    if why is not None:
+        raise SystemExit(1)
+
+
+def pip_settings(index: str) -> dict[str, str]:
+    """[global] settings for pip: pip has no fallback index, so the next picks are only
+    listed in a comment (extra-index-url would merge them, not fall back)."""
+    settings = {"index-url": index}
+    host = urlparse(index).hostname
+    if urlparse(index).scheme == "http" and host:
+        settings["trusted-host"] = host
+    return settings
+
+
+def pip_config_file() -> Path:
+    """pip's per-user file: $PIP_CONFIG_FILE, else the XDG location pip reads."""
+    explicit = os.environ.get("PIP_CONFIG_FILE")
+    if explicit:
+        return Path(explicit)
+    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "pip" / "pip.conf"
+
+
+@click.command(name="pip-config")
+@lookup_options
+@click.option("--max-lag", help="Accept mirrors this far behind: serials (2) or time (300s, 5m).")
+@click.option("--for", "projects", metavar="PROJECTS", help="Comma-separated projects you need.")
+@click.option("--seed", type=int, help="Seed the weighted random pick (reproducible).")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["pip.conf", "env", "uv"]),
+    default="pip.conf",
+    show_default=True,
+    help="pip.conf section, shell exports (pip and uv), or uv.toml.",
+)
+@click.option("--write", is_flag=True, help="Set index-url in your pip.conf (other keys kept).")
+def pip_config(
+    where: Where,
+    as_json: bool,
+    max_lag: str | None,
+    projects: str | None,
+    seed: int | None,
+    fmt: str,
+    write: bool,
+) -> None:
+    """Point pip (or uv) at a fresh mirror's /simple/ index."""
+    import configparser
+
+    from mirrorfleet.client.choose import MaxLag, choose
+
+    rng = random.Random(seed)
+    discovery, parsed, more = _discover(where, rng, PICK_BATCH)
+    choice = choose(
+        discovery,
+        parsed,
+        MaxLag.parse(max_lag),
+        rng,
+        2 * where.timeout,
+        _projects(projects),
+        more=more,
+    )
+    warn(choice.warnings)
+    index = urljoin(str(choice.mirror.url), "simple/")
+    fallbacks = [urljoin(str(m.url), "simple/") for m in choice.fallbacks]
+    settings = pip_settings(index)
+    if write:
+        path = pip_config_file()
+        config = configparser.ConfigParser()
+        try:
+            config.read(path)
+        except configparser.Error as exc:
+            raise UserError(f"{path} is not a pip config file: {exc}") from None
+        if not config.has_section("global"):
+            config.add_section("global")
+        config["global"].update(settings)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("w") as handle:
+            config.write(handle)
+        err.print(f"wrote index-url = {index} to {path}")
+    if as_json:
+        emit_json({"index_url": index, "fallbacks": fallbacks, "pip": settings})
+        return
+    if fmt == "env":
+        out.print(f"export PIP_INDEX_URL={index}", soft_wrap=True)
+        if "trusted-host" in settings:
+            out.print(f"export PIP_TRUSTED_HOST={settings['trusted-host']}", soft_wrap=True)
+        out.print(f"export UV_DEFAULT_INDEX={index}", soft_wrap=True)
+    elif fmt == "uv":
+        out.print(f'[[index]]\nurl = "{index}"\ndefault = true', soft_wrap=True)
+    else:
+        lines = ["[global]", *(f"{k} = {v}" for k, v in settings.items())]
+        lines += [f"# next picks: {' '.join(fallbacks)}"] if fallbacks else []
+        out.print("\n".join(lines), soft_wrap=True)
+
+
+COMMANDS = (pick, list_mirrors, check, pip_config)

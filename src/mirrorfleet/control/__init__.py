@@ -1,0 +1,1 @@
+"""Control-node code: reading and checking inventories, and the deploy lock."""

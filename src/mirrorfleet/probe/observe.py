@@ -1,0 +1,237 @@
+"""Look at every mirror the way a client would, and turn that into the fleet state
+the publisher writes to DNS.
+
+A probe fetches the origin's stamp and each mirror's stamp over HTTP, verifies
+their signatures with the pinned keys, and spot-checks a few of the mirror's files
+against the signed manifest. A mirror is fresh at the origin's serial, lagging
+behind it, and down when it does not answer, serves a stamp that does not verify,
+or a tree that does not match: a mirror's own claim never makes it fresh.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import time
+import tomllib
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from mirrorfleet.config import build
+from mirrorfleet.errors import UserError
+from mirrorfleet.probe.spotcheck import (
+    Candidate,
+    SpotCheckFailed,
+    Unreachable,
+    fetch_journal,
+    spot_check,
+)
+from mirrorfleet.tree.keys import parse_public_key
+from mirrorfleet.tree.signed import BadSignature
+from mirrorfleet.tree.stamp import Stamp, StampUnavailable, fetch_stamp
+from mirrorfleet.zone.records import MirrorRecord, check_label
+
+log = logging.getLogger("mirrorfleet.probe")
+MAX_PARALLEL = 32
+SPOT_CHECKS = 2
+MAX_SPOT_FILE = 4 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class MirrorSpec:
+    """A mirror as the inventory describes it."""
+
+    label: str
+    target: str
+    url: str
+    port: int = 80
+    weight: int = 100
+    region: str = ""
+    tier: int = 1  # 1: syncs from the origin; 2: from a tier-1 mirror; ...
+    upstream: str = ""
+
+
+@dataclass(frozen=True)
+class FleetConfig:
+    origin_url: str
+    public_keys: tuple[str, ...]
+    mirrors: tuple[MirrorSpec, ...]
+    timeout: int = 5
+
+    @property
+    def keys(self) -> list[Ed25519PublicKey]:
+        return [parse_public_key(k) for k in self.public_keys]
+
+
+def load_fleet_config(path: Path) -> FleetConfig:
+    where = str(path)
+    try:
+        raw: dict[str, Any] = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise UserError(f"fleet config {path} is unreadable: {exc}") from None
+    tables = raw.pop("mirrors", [])
+    if not isinstance(tables, list) or not all(isinstance(t, dict) for t in tables):
+        raise UserError(f"{where}: mirrors must be an array of tables ([[mirrors]])")
+    mirrors = tuple(build(t, MirrorSpec, f"{where}: mirrors[{i}]") for i, t in enumerate(tables))
+    for i, mirror in enumerate(mirrors):
+        check_label(mirror.label, f"{where}: mirrors[{i}] label")
+    labels = [m.label for m in mirrors]
+    if len(set(labels)) != len(labels):
+        raise UserError(f"{where}: two mirrors share one label")
+    config = build({**raw, "mirrors": []}, FleetConfig, where)
+    if not config.public_keys:
+        raise UserError(f"{where}: public_keys must name at least one key")
+    config.keys  # noqa: B018 - a bad key fails here, before any probe
+    return FleetConfig(config.origin_url, config.public_keys, mirrors, config.timeout)
+
+
+@dataclass(frozen=True)
+class Observation:
+    """One probe of one mirror. verdict: "ok" (a verified stamp, and the spot checks
+    passed), "unreachable" (no answer: says nothing about the tree) or "bad" (it
+    answered with a forged stamp or a tree that does not match its manifest)."""
+
+    label: str
+    verdict: str
+    stamp: Stamp | None
+    error: str | None
+    at: float  # when the probe started (unix)
+    seconds: float
+    checked_files: int = 0
+
+
+@dataclass(frozen=True)
+class Head:
+    """The origin's current stamp, exactly as it serves it, and what to spot-check."""
+
+    stamp: Stamp
+    raw: bytes
+    pool: tuple[Candidate, ...] = ()
+
+    @property
+    def envelope(self) -> dict[str, Any]:
+        return json.loads(self.raw)
+
+
+def fetch_head(
+    config: FleetConfig, previous: Head | None = None, spot_checks: int = SPOT_CHECKS
+) -> Head:
+    """The origin's verified stamp, plus its journal when the serial moved."""
+    keys = config.keys
+    try:
+        stamp, raw = fetch_stamp(config.origin_url, keys, config.timeout)
+    except StampUnavailable as exc:
+        raise UserError(f"origin: {exc}") from None
+    if previous is not None and previous.stamp.serial == stamp.serial:
+        return Head(stamp, raw, previous.pool)
+    pool: tuple[Candidate, ...] = previous.pool if previous is not None else ()
+    if spot_checks:
+        try:
+            pool = tuple(fetch_journal(config.origin_url, keys, config.timeout))
+        except (Unreachable, SpotCheckFailed, BadSignature) as exc:
+            # the head still counts; spot checks draw from the last good journal
+            log.warning("origin journal: %s", exc)
+    return Head(stamp, raw, pool)
+
+
+def observe(
+    spec: MirrorSpec,
+    head: Head,
+    keys: Sequence[Ed25519PublicKey],
+    timeout: float,
+    spot_checks: int = SPOT_CHECKS,
+    max_file: int = MAX_SPOT_FILE,
+    rng: random.Random | None = None,
+) -> Observation:
+    """Look at one mirror as a client would: its signed stamp, then a few of its files."""
+    at, started = time.time(), time.monotonic()
+
+    def seen(verdict: str, stamp: Stamp | None, error: str | None, files: int = 0) -> Observation:
+        return Observation(spec.label, verdict, stamp, error, at, time.monotonic() - started, files)
+
+    try:
+        stamp = fetch_stamp(spec.url, keys, timeout)[0]
+    except StampUnavailable as exc:
+        return seen("bad" if exc.answered else "unreachable", None, str(exc))
+    if stamp.serial > head.stamp.serial or not spot_checks:
+        return seen("ok", stamp, None)  # ahead of our head: the head is refreshed next
+    try:
+        files = spot_check(
+            spec.url,
+            stamp.serial,
+            head.pool,
+            keys,
+            timeout,
+            spot_checks,
+            max_file,
+            rng or random.Random(),
+        )
+    except Unreachable as exc:
+        return seen("unreachable", stamp, f"spot check: {exc}")
+    except SpotCheckFailed as exc:
+        try:  # a sync may have swapped the tree between our reads: then look again later
+            moved = fetch_stamp(spec.url, keys, timeout)[0].serial != stamp.serial
+        except StampUnavailable:
+            moved = False
+        return seen("unreachable" if moved else "bad", stamp, f"spot check: {exc}")
+    return seen("ok", stamp, None, files)
+
+
+def observe_all(
+    specs: Sequence[MirrorSpec],
+    head: Head,
+    config: FleetConfig,
+    spot_checks: int = SPOT_CHECKS,
+    max_parallel: int = MAX_PARALLEL,
+    max_file: int = MAX_SPOT_FILE,
+) -> list[Observation]:
+    keys = config.keys
+    workers = max(1, min(max_parallel, len(specs)))
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="probe") as pool:
+        return list(
+            pool.map(lambda s: observe(s, head, keys, config.timeout, spot_checks, max_file), specs)
+        )
+
+
+def probe_fleet(config: FleetConfig, now: int | None = None) -> dict[str, Any]:
+    """One look at the whole fleet, without history: {"stamp", "mirrors"} for the publisher.
+
+    The monitor daemon adds hysteresis on top; this is what `dns apply --fleet` uses.
+    """
+    head = fetch_head(config)
+    checked = int(time.time()) if now is None else now
+    seen = observe_all(config.mirrors, head, config)
+    mirrors = [
+        record(spec, first_verdict(o, head.stamp.serial), o.stamp, checked)
+        for spec, o in zip(config.mirrors, seen, strict=True)
+    ]
+    return {"stamp": head.envelope, "mirrors": [asdict(m) for m in mirrors]}
+
+
+def first_verdict(seen: Observation, head_serial: int) -> str:
+    """A state from one observation alone."""
+    if seen.verdict != "ok" or seen.stamp is None:
+        return "down"
+    return "fresh" if seen.stamp.serial >= head_serial else "lagging"
+
+
+def record(spec: MirrorSpec, state: str, stamp: Stamp | None, checked: int) -> MirrorRecord:
+    """The mirror as the publisher writes it."""
+    return MirrorRecord(
+        label=spec.label,
+        target=spec.target,
+        state=state,
+        serial=stamp.serial if stamp else 0,
+        ts=stamp.ts if stamp else 0,
+        chk=checked,
+        url=spec.url,
+        port=spec.port,
+        weight=spec.weight,
+        region=spec.region or None,
+    )

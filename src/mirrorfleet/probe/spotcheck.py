@@ -1,0 +1,195 @@
+"""Spot checks: a stamp says "serial N", these check that the tree behind it is there.
+
+A mirror could serve the right stamp over a broken tree (a failed disk, a half
+restore, an operator's rm). So the monitor also fetches a few projects the origin's
+journal names: the mirror's own signed manifest shard must list the project, the
+project's index page must hash to the manifest's value, and one file the page
+links must hash to the page's `#sha256=` fragment. All reads are bounded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import posixpath
+import random
+import re
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from dataclasses import dataclass
+from urllib.parse import unquote, urldefrag, urljoin, urlsplit
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from mirrorfleet.errors import MirrorfleetError
+from mirrorfleet.tree.manifest import JOURNAL_PATH, parse_shard, shard_path
+from mirrorfleet.tree.signed import BadSignature, verify
+
+log = logging.getLogger("mirrorfleet.spotcheck")
+MAX_PAGE = 8 * 1024 * 1024
+MAX_JOURNAL = 64 * 1024 * 1024
+POOL_SIZE = 1000  # recently changed projects the monitor samples from
+LINK_RE = re.compile(r'href="([^"#]+)#sha256=([0-9a-f]{64})"')
+# A project is one path segment of simple/: no "/", "..", "%" (decoded by servers), "?".
+PROJECT_RE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?")
+
+
+class SpotCheckFailed(MirrorfleetError):
+    """The tree does not hold what its signed manifest says it holds."""
+
+
+class Unreachable(MirrorfleetError):
+    """A read failed for a reason that says nothing about the tree (timeout, 5xx)."""
+
+
+@dataclass(frozen=True)
+class Candidate:
+    project: str
+    serial: int  # the serial that last changed it, by the origin's journal
+
+
+def candidates_from_journal(raw: bytes, keys: Sequence[Ed25519PublicKey]) -> list[Candidate]:
+    """The newest POOL_SIZE projects the origin's signed journal names, newest first."""
+    entries = verify(raw, keys).get("entries", [])
+    pool: dict[str, int] = {}
+    for entry in reversed(entries if isinstance(entries, list) else []):
+        try:
+            serial, names = int(entry[0]), entry[2]
+        except (TypeError, ValueError, IndexError, KeyError):
+            raise BadSignature("malformed journal entry") from None
+        for name in names if isinstance(names, list) else []:
+            if not isinstance(name, str) or name in pool:
+                continue
+            if not PROJECT_RE.fullmatch(name):  # it would point a check outside the tree
+                log.warning("journal entry %s: %r is not a project name; not checked", serial, name)
+                continue
+            pool[name] = serial
+        if len(pool) >= POOL_SIZE:
+            break
+    return [Candidate(name, serial) for name, serial in pool.items()]
+
+
+def fetch(url: str, timeout: float, limit: int) -> bytes | None:
+    """The body, or None on 404; Unreachable for anything that is not an answer."""
+    request = urllib.request.Request(url, headers={"Cache-Control": "no-cache"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            body = response.read(limit + 1)
+    except urllib.error.HTTPError as exc:
+        if exc.code in (404, 410):
+            return None
+        raise Unreachable(f"{url}: HTTP {exc.code}") from None
+    except (OSError, ValueError) as exc:
+        raise Unreachable(f"{url}: {exc}") from None
+    if len(body) > limit:
+        raise SpotCheckFailed(f"{url} is larger than {limit} bytes")
+    return body
+
+
+def fetch_journal(
+    base_url: str, keys: Sequence[Ed25519PublicKey], timeout: float
+) -> list[Candidate]:
+    raw = fetch(urljoin(base_url, JOURNAL_PATH), timeout, MAX_JOURNAL)
+    return [] if raw is None else candidates_from_journal(raw, keys)
+
+
+def spot_check(
+    base_url: str,
+    serial: int,
+    pool: Sequence[Candidate],
+    keys: Sequence[Ed25519PublicKey],
+    timeout: float,
+    count: int,
+    max_file: int,
+    rng: random.Random,
+) -> int:
+    """Check `count` projects the mirror must hold at `serial`; return how many were checked.
+
+    Raises SpotCheckFailed when the tree is wrong, Unreachable when it could not tell.
+    """
+    eligible = [c for c in pool if c.serial <= serial and PROJECT_RE.fullmatch(c.project)]
+    chosen = rng.sample(eligible, min(count, len(eligible)))
+    for candidate in chosen:
+        _check_project(base_url, serial, candidate.project, keys, timeout, max_file, rng)
+    return len(chosen)
+
+
+def _check_project(
+    base_url: str,
+    serial: int,
+    project: str,
+    keys: Sequence[Ed25519PublicKey],
+    timeout: float,
+    max_file: int,
+    rng: random.Random,
+) -> None:
+    shard_url = urljoin(base_url, shard_path(project))
+    raw = fetch(shard_url, timeout, MAX_PAGE)
+    if raw is None:
+        raise SpotCheckFailed(f"{shard_url} is missing at serial {serial}")
+    try:
+        shard_serial, projects = parse_shard(raw, keys)
+    except BadSignature as exc:
+        raise SpotCheckFailed(f"{shard_url}: {exc}") from None
+    if shard_serial > serial:
+        raise Unreachable(f"{shard_url} is newer than the stamp: the mirror is mid-sync")
+    if project not in projects:
+        return  # removed again since the journal entry; nothing to hold
+    page_url = urljoin(base_url, f"simple/{project}/index.html")
+    page = fetch(page_url, timeout, MAX_PAGE)
+    if page is None:
+        raise SpotCheckFailed(f"{page_url} is missing at serial {serial}")
+    if hashlib.sha256(page).hexdigest() != projects[project][1]:
+        if _newer_shard(shard_url, shard_serial, keys, timeout):
+            # the sync's rename pass ran between our two reads: not proof of anything
+            raise Unreachable(f"{shard_url} changed while it was read: the mirror is mid-sync")
+        raise SpotCheckFailed(f"{page_url} does not match its signed manifest entry")
+    links = [
+        (urldefrag(urljoin(page_url, href.replace("&amp;", "&"))).url, digest)
+        for href, digest in LINK_RE.findall(page.decode("utf-8", "replace"))
+    ]
+    # a link off the mirror's tree (another host, or ../ above it) is not the mirror's to
+    # serve: never fetched
+    links = [(url, digest) for url, digest in links if _within(base_url, url)]
+    if not links:
+        return
+    file_url, digest = rng.choice(links)
+    _check_file(file_url, digest, timeout, max_file)
+
+
+def _newer_shard(url: str, serial: int, keys: Sequence[Ed25519PublicKey], timeout: float) -> bool:
+    """True when the shard at url is now signed at a serial after `serial`."""
+    raw = fetch(url, timeout, MAX_PAGE)
+    try:
+        return raw is not None and parse_shard(raw, keys)[0] > serial
+    except BadSignature:
+        return False
+
+
+def _within(base_url: str, url: str) -> bool:
+    base, target = urlsplit(base_url), urlsplit(url)
+    prefix = base.path if base.path.endswith("/") else base.path.rsplit("/", 1)[0] + "/"
+    path = posixpath.normpath(unquote(target.path))
+    return (target.scheme, target.netloc) == (base.scheme, base.netloc) and (path + "/").startswith(
+        prefix
+    )
+
+
+def _check_file(url: str, digest: str, timeout: float, max_file: int) -> None:
+    """Hash a file up to max_file bytes; a larger one only has to exist."""
+    request = urllib.request.Request(url)
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            size = int(response.headers.get("Content-Length") or -1)
+            if size > max_file:
+                return
+            body = response.read(max_file + 1)
+    except urllib.error.HTTPError as exc:
+        if exc.code in (404, 410):
+            raise SpotCheckFailed(f"{url} is missing") from None
+        raise Unreachable(f"{url}: HTTP {exc.code}") from None
+    except (OSError, ValueError) as exc:
+        raise Unreachable(f"{url}: {exc}") from None
+    if len(body) <= max_file and hashlib.sha256(body).hexdigest() != digest:
+        raise SpotCheckFailed(f"{url} does not match the sha256 its index page names")
