@@ -75,12 +75,19 @@ for entry in $MIRRORS; do
 done
 
 srv() { dig +short @"$SECONDARY" "_pkgmirror._tcp.$ZONE" SRV; }
-all_listed() { [[ $(srv | wc -l) -eq $(wc -w <<<"$MIRRORS") ]]; }
+txt() { dig +short @"$SECONDARY" "$1._meta._pkgmirror.$ZONE" TXT; }
+all_listed() {  # the monitor has probed every mirror at the head and the secondary has it
+  local entry
+  [[ $(srv | wc -l) -eq $(wc -w <<<"$MIRRORS") ]] || return 1
+  for entry in $MIRRORS; do
+    [[ $(txt "${entry%=*}") == *"\"serial=$HEAD\""* ]] || return 1
+  done
+}
 echo "==> the mirror list in DNS, from the secondary ($SECONDARY): SRV, then TXT"
-wait_for "every mirror listed in DNS" all_listed
+wait_for "every mirror listed at serial $HEAD in DNS" all_listed
 srv
 for entry in $MIRRORS; do
-  dig +short @"$SECONDARY" "${entry%=*}._meta._pkgmirror.$ZONE" TXT
+  txt "${entry%=*}"
 done
 "$MF" list --zone "$ZONE" --server "$SECONDARY" --key "$KEY"
 
