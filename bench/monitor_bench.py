@@ -48,6 +48,8 @@ from pathlib import Path
 import dns.exception
 import dns.resolver
 
+from mirrorfleet.config import MONITOR_PORT
+
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 LAB, SUBNET = "mb", "10.238.0.0/24"
@@ -56,7 +58,6 @@ DNS_SERVERS = ["dns1", "dns2"]
 ZONE = "mirrors.lab.test."
 HEAD = f"_head._pkgmirror.{ZONE}"
 INTERVAL = 30  # monitor_interval: the production default, on purpose
-MONITOR_PORT = 8874
 TOPOLOGY = f"""subnet = "{SUBNET}"
 [groups]
 origin = ["origin"]

@@ -19,12 +19,12 @@ from pyinfra.api import Host, deploy
 from pyinfra.api.exceptions import DeployError
 from pyinfra.api.util import get_template
 from pyinfra.facts.files import File
-from pyinfra.operations import apt, files, server, systemd
+from pyinfra.operations import apt, files, server
 from pyinfra.operations.util import any_changed
 
 from mirrorfleet.tree.keys import MONITOR_TSIG, TRANSFER_TSIG
 from mirrorfleet.zone.providers.rfc2136 import update_policy
-from mirrorfleet_roles import fleet
+from mirrorfleet_roles import fleet, hardening
 
 TEMPLATES = Path(__file__).parent / "templates"
 NAMED_CONF = TEMPLATES / "named.conf.j2"
@@ -213,7 +213,8 @@ def apply() -> None:
         group="bind",
         mode="0644",
     )
-    changed = any_changed(*(op for op in (keys, seed, rendered) if op is not None))
+    triggers = [op for op in (keys, seed, rendered) if op is not None]
+    changed = any_changed(*triggers)
     server.shell(
         name="Check named.conf and the zone, then put it live",
         commands=[
@@ -223,12 +224,11 @@ def apply() -> None:
         _if=changed,
     )
     sandbox(conf)
-    systemd.service(name="Run named", service="named.service", running=True, enabled=True)
-    systemd.service(name="Reload named", service="named.service", reloaded=True, _if=changed)
+    hardening.service("named.service", "Run named", "Reload named", triggers, reload=True)
 
 
 def sandbox(conf: NamedConf) -> None:
-    """named.service in a drop-in sandbox (fleet.harden()).
+    """named.service in a drop-in sandbox (hardening.harden()).
 
     named starts as root and keeps, like its own Linux privilege code asks for:
     CAP_NET_BIND_SERVICE (port 53, kept after it drops to bind), CAP_SETUID and
@@ -239,7 +239,7 @@ def sandbox(conf: NamedConf) -> None:
     host's interfaces (listen-on any). It writes the zones, their journals and keys
     (ZONE_DIR), its working directory and /run/named (pid file, session key).
     """
-    fleet.harden(
+    hardening.harden(
         "named.service",
         SANDBOX,
         f"{ZONE_DIR} {conf.directory} /run/named",

@@ -39,11 +39,6 @@ DEFAULTS = {
 }
 
 
-# host name -> the operation that (re)installs the wheel, so roles can restart
-# their services when the code changed
-INSTALLED: dict[str, OperationMeta] = {}
-
-
 # Left out of the host wheel: the test harness (loopback servers, a moto launcher that
 # patches moto, a headless browser driver) is for tests and benchmarks only.
 HOST_EXCLUDED_PACKAGE = "mirrorfleet.testing"
@@ -112,7 +107,9 @@ def _leave_out(source: Path, package: str) -> None:
 
 
 @deploy("mirrorfleet install", data_defaults=DEFAULTS)
-def apply() -> None:
+def apply() -> OperationMeta:
+    """Install the wheel; returns the operation that (re)installs it, so the calling
+    role restarts its services when the code changed."""
     prefix = host.data.install_prefix
     wheel = build_wheel()
     apt.packages(
@@ -133,7 +130,7 @@ def apply() -> None:
         commands=[f"python3 -m venv --system-site-packages {prefix}/venv"],
         _if=lambda: venv_missing,
     )
-    INSTALLED[host.name] = server.shell(
+    installed = server.shell(
         name="Install the wheel",
         commands=[
             f"{prefix}/venv/bin/pip install -q --no-deps --no-index --force-reinstall "
@@ -146,3 +143,4 @@ def apply() -> None:
         path="/usr/local/bin/mirrorfleet",
         target=f"{prefix}/venv/bin/mirrorfleet",
     )
+    return installed

@@ -6,12 +6,13 @@ from pathlib import Path
 
 from pyinfra import host
 from pyinfra.api import deploy
-from pyinfra.operations import files, systemd
-from pyinfra.operations.util import any_changed
+from pyinfra.operations import files
 
-from mirrorfleet_roles import fleet, install, serve_tree
+from mirrorfleet.config import AgentConfig, load_agent_config
+from mirrorfleet_roles import configs, fleet, hardening, install, serve_tree
 
 TEMPLATES = Path(__file__).parent / "templates"
+HEADER = "Managed by mirrorfleet (roles/mirror). Read by `mirrorfleet agent run|sync`."
 UNITS = ("mirrorfleet-agent.service", "mirrorfleet-sync.service", "mirrorfleet-sync.timer")
 DEFAULTS = {
     **fleet.SERVICE_DEFAULTS,
@@ -19,36 +20,44 @@ DEFAULTS = {
     # Inventory name of another mirror to sync from (tiers); unset: the origin.
     "mirror_upstream": None,
     # Fallback sync period when no ping comes (seconds).
-    "sync_interval": 300,
+    "sync_interval": AgentConfig.interval,
     # rsync --bwlimit in KiB/s; 0: unlimited.
-    "sync_bwlimit_kbps": 0,
+    "sync_bwlimit_kbps": AgentConfig.bwlimit_kbps,
 }
+
+
+def config(public_key: str) -> AgentConfig:
+    """agent.toml: where the agent syncs from, and whom it notifies after a sync."""
+    upstream = fleet.public_name(fleet.upstream_of(host))
+    return AgentConfig(
+        name=fleet.public_name(host),
+        tree=Path(host.data.tree),
+        preset=host.data.preset,
+        upstream_rsync=f"rsync://{upstream}/{host.data.rsync_module}/",
+        upstream_http=f"http://{upstream}/",
+        public_keys=(public_key,),
+        ping_secret=Path(host.data.config_dir) / "ping.secret",
+        listen=f"0.0.0.0:{fleet.AGENT_PORT}",
+        state_dir=Path(host.data.service_home),
+        bwlimit_kbps=int(host.data.sync_bwlimit_kbps),
+        # the next tier learns of a new serial from us, as we learn of it from upstream;
+        # the monitor probes us at once
+        notify=tuple(fleet.ping_url(m) for m in fleet.downstream_of(host))
+        + tuple(fleet.monitor_ping_urls()),
+    )
 
 
 @deploy("mirrorfleet mirror", data_defaults=DEFAULTS)
 def apply() -> None:
     secrets = fleet.secrets()
-    upstream = fleet.public_name(fleet.upstream_of(host))
-    install.apply()
+    agent = config(secrets.public_key.read_text().strip())
+    installed = install.apply()
     serve_tree.apply()
-    user, config_dir = host.data.service_user, host.data.config_dir
+    user = host.data.service_user
 
-    secret = fleet.put_secret(secrets.ping_secret, "ping.secret")
-    config = files.template(
-        name="Configure the sync agent",
-        src=str(TEMPLATES / "agent.toml.j2"),
-        dest=f"{config_dir}/agent.toml",
-        user="root",
-        group=user,
-        mode="0640",
-        mirror_name=fleet.public_name(host),
-        upstream=upstream,
-        public_key=secrets.public_key.read_text().strip(),
-        rsync_module=host.data.rsync_module,
-        # the next tier learns of a new serial from us, as we learn of it from upstream;
-        # the monitor probes us at once
-        notify=[fleet.ping_url(m) for m in fleet.downstream_of(host)] + fleet.monitor_ping_urls(),
-        port=fleet.AGENT_PORT,
+    secret = configs.put_secret(secrets.ping_secret, "ping.secret")
+    config_op = configs.put_config(
+        "Configure the sync agent", "agent.toml", configs.render(agent, HEADER, load_agent_config)
     )
     files.directory(
         name="Create the agent's state directory",
@@ -57,38 +66,16 @@ def apply() -> None:
         group=user,
         mode="0750",
     )
-    units = {
-        unit: files.template(
-            name=f"Install {unit}",
-            src=str(TEMPLATES / f"{unit}.j2"),
-            dest=f"/etc/systemd/system/{unit}",
-            mode="0644",
-            sandbox=fleet.sandbox(f"{host.data.tree} {host.data.service_home}"),
-        )
-        for unit in UNITS
-    }
-    systemd.daemon_reload(name="Reload systemd units", _if=any_changed(*units.values()))
-    systemd.service(
-        name="Run the sync agent",
-        service="mirrorfleet-agent.service",
-        running=True,
-        enabled=True,
+    units = hardening.units(TEMPLATES, UNITS, f"{host.data.tree} {host.data.service_home}")
+    hardening.service(
+        "mirrorfleet-agent.service",
+        "Run the sync agent",
+        "Restart the sync agent on new code or config",
+        [config_op, secret, *units.values(), installed],
     )
-    systemd.service(
-        name="Restart the sync agent on new code or config",
-        service="mirrorfleet-agent.service",
-        restarted=True,
-        _if=any_changed(config, secret, *units.values(), install.INSTALLED[host.name]),
-    )
-    systemd.service(
-        name="Run the fallback sync timer",
-        service="mirrorfleet-sync.timer",
-        running=True,
-        enabled=True,
-    )
-    systemd.service(
-        name="Restart the timer on a new schedule",
-        service="mirrorfleet-sync.timer",
-        restarted=True,
-        _if=units["mirrorfleet-sync.timer"].did_change,
+    hardening.service(
+        "mirrorfleet-sync.timer",
+        "Run the fallback sync timer",
+        "Restart the timer on a new schedule",
+        [units["mirrorfleet-sync.timer"]],
     )

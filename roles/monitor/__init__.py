@@ -6,73 +6,84 @@ as a client would, publishes the list, and writes the status page nginx serves.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from pyinfra import host, inventory
 from pyinfra.api import Host, deploy
 from pyinfra.api.exceptions import DeployError
-from pyinfra.operations import apt, files, systemd
-from pyinfra.operations.util import any_changed
+from pyinfra.operations import apt, files
 
+from mirrorfleet.config import DnsConfig, MonitorConfig, load_dns_config, load_monitor_config
+from mirrorfleet.probe.observe import FleetConfig, MirrorSpec, load_fleet_config
 from mirrorfleet.tree.keys import MONITOR_TSIG
 from mirrorfleet.zone.records import meta_label
-from mirrorfleet_roles import dns, fleet, install, nginx
+from mirrorfleet_roles import configs, dns, fleet, hardening, install, nginx
 
 TEMPLATES = Path(__file__).parent / "templates"
 STATUS_PAGE = Path(__file__).parent / "files" / "status" / "index.html"
+HEADER = "Managed by mirrorfleet (roles/monitor). Read by `mirrorfleet monitor run`."
 DNS_CONFIG = "dns.toml"
 FLEET_CONFIG = "fleet.toml"
 UNIT = "mirrorfleet-monitor.service"
 DEFAULTS = {
     **fleet.SERVICE_DEFAULTS,
     # Seconds between full probes of every mirror (notifications probe at once).
-    "monitor_interval": 30,
+    "monitor_interval": MonitorConfig.interval,
     # Seconds a mirror may be behind a new head before it is lagging.
-    "monitor_lag_grace": 10,
+    "monitor_lag_grace": MonitorConfig.lag_grace,
     # Unreachable probes in a row before a mirror is down; good ones before it returns.
-    "monitor_down_after": 2,
-    "monitor_up_after": 2,
+    "monitor_down_after": MonitorConfig.down_after,
+    "monitor_up_after": MonitorConfig.up_after,
     # Fail static: with fewer mirrors up than this, DNS keeps what it lists.
-    "monitor_min_listed": 1,
+    "monitor_min_listed": MonitorConfig.min_listed,
     # Projects spot-checked per probe (index page and one file each); 0: stamps only.
-    "monitor_spot_checks": 2,
+    "monitor_spot_checks": MonitorConfig.spot_checks,
     # The daemon's port (pings, /metrics, /status.json) and the status page's.
     "monitor_port": fleet.MONITOR_PORT,
     "monitor_status_port": 80,
     "monitor_status_dir": "/var/www/mirrorfleet-status",
     # "rfc2136": the dns group's BIND primary; "route53": a Route 53 hosted zone.
-    "dns_provider": "rfc2136",
+    "dns_provider": DnsConfig.provider,
     # Ownership marker value: every write is conditional on it.
-    "dns_owner": "mirrorfleet",
+    "dns_owner": DnsConfig.owner,
     # TTL of the records the monitor writes (SRV, TXT), 30-86400 s.
-    "dns_record_ttl": 60,
+    "dns_record_ttl": DnsConfig.ttl,
     # Route 53 only; credentials come from the host (instance role, ~/.aws).
-    "route53_hosted_zone_id": "",
-    "route53_region": "us-east-1",
+    "route53_hosted_zone_id": DnsConfig.hosted_zone_id,
+    "route53_region": DnsConfig.region,
 }
 
 
-def mirror_spec(mirror: Host) -> dict[str, Any]:
+def mirror_spec(mirror: Host) -> MirrorSpec:
     """A mirror as the monitor probes and publishes it."""
     name = fleet.public_name(mirror)
-    return {
-        "label": meta_label(name),
-        "target": name,
-        "url": f"http://{name}/",
-        "weight": int(mirror.data.get("mirror_weight", 100)),
-        "region": mirror.data.get("mirror_region") or "",
-        "tier": fleet.tier_of(mirror),
-        "upstream": fleet.public_name(fleet.upstream_of(mirror)),
-    }
+    return MirrorSpec(
+        label=meta_label(name),
+        target=name,
+        url=f"http://{name}/",
+        weight=int(mirror.data.get("mirror_weight", MirrorSpec.weight)),
+        region=mirror.data.get("mirror_region") or "",
+        tier=fleet.tier_of(mirror),
+        upstream=fleet.public_name(fleet.upstream_of(mirror)),
+    )
 
 
-def dns_settings(config_dir: str) -> dict[str, Any]:
+def fleet_config(public_key: str) -> FleetConfig:
+    """fleet.toml: the origin and the mirrors the monitor probes."""
+    return FleetConfig(
+        origin_url=f"http://{fleet.public_name(fleet.origin_host())}/",
+        public_keys=(public_key,),
+        mirrors=tuple(mirror_spec(m) for m in inventory.get_group("mirrors", [])),
+    )
+
+
+def dns_config() -> DnsConfig:
+    """dns.toml: where the fleet's records are published."""
     provider = host.data.dns_provider
     settings = {
-        "zone": dns.zone_name(),
+        "zone": f"{dns.zone_name()}.",
         "provider": provider,
         "owner": host.data.dns_owner,
-        "ttl": host.data.dns_record_ttl,
+        "ttl": int(host.data.dns_record_ttl),
     }
     if provider == "rfc2136":
         primaries = [
@@ -80,21 +91,39 @@ def dns_settings(config_dir: str) -> dict[str, Any]:
         ]
         if not primaries:
             raise DeployError("dns_provider rfc2136 needs a dns_role='primary' host in group dns")
-        return {
+        return DnsConfig(
             **settings,
-            "server": dns.dns_address(primaries[0]),
-            "key_name": MONITOR_TSIG,
-            "key_file": f"{config_dir}/tsig-monitor.key",
-        }
+            server=dns.dns_address(primaries[0]),
+            key_name=MONITOR_TSIG,
+            key_file=Path(host.data.config_dir) / "tsig-monitor.key",
+        )
     if provider == "route53":
         if not host.data.route53_hosted_zone_id:
             raise DeployError("dns_provider route53 needs route53_hosted_zone_id")
-        return {
+        return DnsConfig(
             **settings,
-            "hosted_zone_id": host.data.route53_hosted_zone_id,
-            "region": host.data.route53_region,
-        }
+            hosted_zone_id=host.data.route53_hosted_zone_id,
+            region=host.data.route53_region,
+        )
     raise DeployError(f"dns_provider must be rfc2136 or route53, not {provider!r}")
+
+
+def monitor_config() -> MonitorConfig:
+    """monitor.toml: the daemon's own settings and where the other two files are."""
+    config_dir = Path(host.data.config_dir)
+    return MonitorConfig(
+        fleet=config_dir / FLEET_CONFIG,
+        dns=config_dir / DNS_CONFIG,
+        ping_secret=config_dir / "ping.secret",
+        status_dir=Path(host.data.monitor_status_dir),
+        listen=f"0.0.0.0:{host.data.monitor_port}",
+        interval=int(host.data.monitor_interval),
+        lag_grace=int(host.data.monitor_lag_grace),
+        down_after=int(host.data.monitor_down_after),
+        up_after=int(host.data.monitor_up_after),
+        min_listed=int(host.data.monitor_min_listed),
+        spot_checks=int(host.data.monitor_spot_checks),
+    )
 
 
 def check_ports() -> None:
@@ -110,70 +139,43 @@ def check_ports() -> None:
 @deploy("mirrorfleet monitor", data_defaults=DEFAULTS)
 def apply() -> None:
     secrets = fleet.secrets()
-    user, config_dir = host.data.service_user, host.data.config_dir
-    settings = dns_settings(config_dir)
+    public_key = secrets.public_key.read_text().strip()
+    publish, probe, daemon = dns_config(), fleet_config(public_key), monitor_config()
     check_ports()
-    install.apply()
-    changed = [install.INSTALLED[host.name]]
-    if settings["provider"] == "route53":
+    changed = [install.apply()]
+    if publish.provider == "route53":
         apt.packages(name="Install boto3", packages=["python3-boto3"], no_recommends=True)
     else:  # a rotated key restarts the daemon like any other config change
-        changed.append(
-            fleet.put_secret(secrets.tsig(MONITOR_TSIG), Path(settings["key_file"]).name)
-        )
-    changed.append(fleet.put_secret(secrets.ping_secret, "ping.secret"))
+        changed.append(configs.put_secret(secrets.tsig(MONITOR_TSIG), publish.key_file.name))
+    changed.append(configs.put_secret(secrets.ping_secret, "ping.secret"))
     changed.append(
-        files.template(
-            name="Configure DNS publishing",
-            src=str(TEMPLATES / "dns.toml.j2"),
-            dest=f"{config_dir}/{DNS_CONFIG}",
-            user="root",
-            group=user,
-            mode="0640",
-            jinja_env_kwargs=dict(dns.JINJA),
-            **settings,
+        configs.put_config(
+            "Configure DNS publishing",
+            DNS_CONFIG,
+            configs.render(publish, HEADER, load_dns_config),
         )
     )
     changed.append(
-        files.template(
-            name="Configure the mirrors to probe",
-            src=str(TEMPLATES / "fleet.toml.j2"),
-            dest=f"{config_dir}/{FLEET_CONFIG}",
-            user="root",
-            group=user,
-            mode="0640",
-            jinja_env_kwargs=dict(dns.JINJA),
-            origin_url=f"http://{fleet.public_name(fleet.origin_host())}/",
-            public_key=secrets.public_key.read_text().strip(),
-            mirrors=[mirror_spec(m) for m in inventory.get_group("mirrors", [])],
+        configs.put_config(
+            "Configure the mirrors to probe",
+            FLEET_CONFIG,
+            configs.render(probe, HEADER, load_fleet_config),
         )
     )
     changed.append(
-        files.template(
-            name="Configure the monitor daemon",
-            src=str(TEMPLATES / "monitor.toml.j2"),
-            dest=f"{config_dir}/monitor.toml",
-            user="root",
-            group=user,
-            mode="0640",
-            port=host.data.monitor_port,
+        configs.put_config(
+            "Configure the monitor daemon",
+            "monitor.toml",
+            configs.render(daemon, HEADER, load_monitor_config),
         )
     )
     status_page()
-    unit = files.template(
-        name=f"Install {UNIT}",
-        src=str(TEMPLATES / f"{UNIT}.j2"),
-        dest=f"/etc/systemd/system/{UNIT}",
-        mode="0644",
-        sandbox=fleet.sandbox(host.data.monitor_status_dir),
-    )
-    systemd.daemon_reload(name="Reload systemd units", _if=unit.did_change)
-    systemd.service(name="Run the monitor", service=UNIT, running=True, enabled=True)
-    systemd.service(
-        name="Restart the monitor on new code or config",
-        service=UNIT,
-        restarted=True,
-        _if=any_changed(unit, *changed),
+    units = hardening.units(TEMPLATES, [UNIT], host.data.monitor_status_dir)
+    hardening.service(
+        UNIT,
+        "Run the monitor",
+        "Restart the monitor on new code or config",
+        [*units.values(), *changed],
     )
 
 

@@ -7,29 +7,38 @@ from pathlib import Path
 
 from pyinfra import host
 from pyinfra.api import deploy
-from pyinfra.operations import files
 
-from mirrorfleet_roles import fleet, install, serve_tree
+from mirrorfleet.config import OriginConfig, load_origin_config
+from mirrorfleet.tree.keys import SecretsDir
+from mirrorfleet_roles import configs, fleet, install, serve_tree
 
-TEMPLATES = Path(__file__).parent / "templates"
+HEADER = "Managed by mirrorfleet (roles/origin). Used by `mirrorfleet origin publish`."
 DEFAULTS = {**fleet.SERVICE_DEFAULTS, **fleet.TREE_DEFAULTS}
+
+
+def config() -> OriginConfig:
+    """origin.toml: what `mirrorfleet origin publish` signs and whom it pings."""
+    config_dir = Path(host.data.config_dir)
+    return OriginConfig(
+        name=fleet.public_name(host),
+        tree=Path(host.data.tree),
+        preset=host.data.preset,
+        signing_key=config_dir / "origin-signing.key",
+        ping_secret=config_dir / "ping.secret",
+        ping=tuple(fleet.ping_url(m) for m in fleet.downstream_of(host))
+        + tuple(fleet.monitor_ping_urls()),
+    )
 
 
 @deploy("mirrorfleet origin", data_defaults=DEFAULTS)
 def apply() -> None:
-    secrets = fleet.secrets()
+    secrets: SecretsDir = fleet.secrets()
     install.apply()
     serve_tree.apply()
-    user, config_dir = host.data.service_user, host.data.config_dir
-    fleet.put_secret(secrets.signing_key, "origin-signing.key")
-    fleet.put_secret(secrets.ping_secret, "ping.secret")
-    files.template(
-        name="Configure origin publishing",
-        src=str(TEMPLATES / "origin.toml.j2"),
-        dest=f"{config_dir}/origin.toml",
-        user="root",
-        group=user,
-        mode="0640",
-        origin_name=fleet.public_name(host),
-        pings=[fleet.ping_url(m) for m in fleet.downstream_of(host)] + fleet.monitor_ping_urls(),
+    configs.put_secret(secrets.signing_key, "origin-signing.key")
+    configs.put_secret(secrets.ping_secret, "ping.secret")
+    configs.put_config(
+        "Configure origin publishing",
+        "origin.toml",
+        configs.render(config(), HEADER, load_origin_config),
     )

@@ -7,9 +7,9 @@ from pathlib import Path
 
 from pyinfra import host
 from pyinfra.api import deploy
-from pyinfra.operations import apt, files, systemd
+from pyinfra.operations import apt, files
 
-from mirrorfleet_roles import fleet, nginx
+from mirrorfleet_roles import hardening, nginx
 from mirrorfleet_roles.fleet import SERVICE_DEFAULTS, TREE_DEFAULTS
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -48,7 +48,7 @@ def apply() -> None:
     # Root for port 873; for each client it chroots into the module (CAP_SYS_CHROOT)
     # and drops to the module's uid/gid (CAP_SETUID/CAP_SETGID); the tree is world-
     # readable, so it needs no DAC override, and it writes nothing but the lock file.
-    fleet.harden(
+    hardening.harden(
         "rsync.service",
         TEMPLATES / "rsync-sandbox.conf.j2",
         "",
@@ -57,12 +57,4 @@ def apply() -> None:
         denied_syscalls="@resources",
         private_users=False,
     )
-    systemd.service(
-        name="Run the rsync daemon", service="rsync.service", running=True, enabled=True
-    )
-    systemd.service(
-        name="Restart the rsync daemon",
-        service="rsync.service",
-        restarted=True,
-        _if=rsyncd.did_change,
-    )
+    hardening.service("rsync.service", "Run the rsync daemon", "Restart the rsync daemon", [rsyncd])

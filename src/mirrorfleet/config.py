@@ -1,4 +1,6 @@
-"""The origin's and the agent's config files (TOML), checked as they load.
+"""The host config files (TOML): one dataclass each, checked as they load, and
+rendered from the same dataclass by the roles (`dumps`), so the inventory, the
+files on the hosts and the daemons share one schema.
 
 A bad config stops the service with one line naming the key, before it touches the
 tree, so the old state keeps being served.
@@ -7,7 +9,7 @@ tree, so the old state keeps being served.
 from __future__ import annotations
 
 import tomllib
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlparse
@@ -25,6 +27,9 @@ PRESETS: dict[str, tuple[str, ...]] = {
 }
 
 T = TypeVar("T")
+
+AGENT_PORT = 8873  # the sync agent: POST /ping, GET /metrics, /status
+MONITOR_PORT = 8874  # the monitor daemon: POST /ping, GET /metrics, /status.json
 
 
 def host_port(listen: str) -> tuple[str, int]:
@@ -52,7 +57,7 @@ class AgentConfig:
     public_keys: tuple[str, ...]
     ping_secret: Path
     preset: str = "pypi"
-    listen: str = "0.0.0.0:8873"
+    listen: str = f"0.0.0.0:{AGENT_PORT}"
     interval: int = 300
     notify: tuple[str, ...] = ()
     bwlimit_kbps: int = 0
@@ -78,7 +83,7 @@ class MonitorConfig:
     ping_secret: Path
     dns: Path = Path()  # dns.toml; unset: probe and report, publish nothing
     status_dir: Path = Path("/var/lib/mirrorfleet/status")
-    listen: str = "0.0.0.0:8874"  # POST /ping, GET /metrics, /status.json
+    listen: str = f"0.0.0.0:{MONITOR_PORT}"  # POST /ping, GET /metrics, /status.json
     interval: int = 30  # seconds between full probes
     down_after: int = 2  # unreachable probes in a row before a mirror is down
     up_after: int = 2  # good probes in a row before a down mirror is back
@@ -256,3 +261,77 @@ def load_agent_config(path: Path) -> AgentConfig:
 
 def load_dns_config(path: Path) -> DnsConfig:
     return _load(path, DnsConfig)
+
+
+# -- writing: what the roles put on the hosts -----------------------------------------
+
+
+def dumps(config: Any, header: str = "") -> str:
+    """A config dataclass as TOML that `build` reads back to an equal dataclass.
+
+    Fields go in their declared order: every value the daemon will use, defaults
+    included, except an optional field left empty ("", (), Path()). Values are
+    strings, ints, paths and tuples of strings; a tuple of dataclasses (fleet.toml's
+    mirrors) becomes an array of tables after the plain keys. `header` is written
+    first as comment lines. The same config always gives the same bytes.
+    """
+    lines = [f"# {line}".rstrip() for line in header.splitlines()]
+    tables: list[tuple[str, Any]] = []
+    for name, value in _set_fields(config):
+        if isinstance(value, tuple) and value and all(is_dataclass(v) for v in value):
+            tables += [(name, v) for v in value]
+        else:
+            lines.append(f"{name} = {_value(value, name)}")
+    for name, table in tables:
+        lines += ["", f"[[{name}]]"]
+        lines += [f"{key} = {_value(value, key)}" for key, value in _set_fields(table)]
+    return "\n".join(lines) + "\n"
+
+
+def _set_fields(config: Any) -> list[tuple[str, Any]]:
+    if not is_dataclass(config) or isinstance(config, type):
+        raise TypeError(f"not a dataclass instance: {config!r}")
+    found = []
+    for spec in fields(config):
+        value = getattr(config, spec.name)
+        if spec.default in ("", (), Path()) and value == spec.default:
+            continue  # an optional field left empty: the loader gives the same
+        found.append((spec.name, value))
+    return found
+
+
+def _value(value: Any, name: str) -> str:
+    if isinstance(value, bool):
+        raise TypeError(f"{name}: booleans are not part of the config schema")
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, str | Path):
+        return toml_string(str(value))
+    if isinstance(value, tuple | list) and all(isinstance(v, str) for v in value):
+        return "[" + ", ".join(toml_string(v) for v in value) + "]"
+    raise TypeError(f"{name}: cannot write {value!r} as TOML")
+
+
+# TOML basic strings: these must be escaped; every other character stands as itself
+_ESCAPES = {
+    '"': '\\"',
+    "\\": "\\\\",
+    "\b": "\\b",
+    "\t": "\\t",
+    "\n": "\\n",
+    "\f": "\\f",
+    "\r": "\\r",
+}
+
+
+def toml_string(text: str) -> str:
+    """text as a TOML basic string ("..."), every character kept."""
+    out = []
+    for char in text:
+        if char in _ESCAPES:
+            out.append(_ESCAPES[char])
+        elif ord(char) < 0x20 or ord(char) == 0x7F:
+            out.append(f"\\u{ord(char):04x}")
+        else:
+            out.append(char)
+    return '"' + "".join(out) + '"'

@@ -42,7 +42,7 @@ def test_listening(host, socket: str) -> None:
     assert host.socket(socket).is_listening
 
 
-# Debian's named.service, sandboxed by a mirrorfleet drop-in (roles/dns, fleet.harden()):
+# Debian's named.service, sandboxed by a mirrorfleet drop-in (roles/dns, hardening.harden()):
 # root to bind port 53 and read the bind-only keys, then -u bind.
 def test_unit_exposure_is_ok(unit_exposure) -> None:
     exposure = unit_exposure("named.service")

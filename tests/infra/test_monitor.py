@@ -42,7 +42,7 @@ def test_daemon_is_sandboxed(host, prop: str, expected: str) -> None:
     assert value == expected
 
 
-# nginx (the status page) is Debian's unit, sandboxed by a drop-in (roles/nginx.py)
+# nginx (the status page) is Debian's unit, sandboxed by a drop-in (roles/nginx)
 @pytest.mark.parametrize("unit", ["mirrorfleet-monitor.service", "nginx.service"])
 def test_unit_exposure_is_ok(unit_exposure, unit: str) -> None:
     exposure = unit_exposure(unit)

@@ -29,7 +29,7 @@ def test_unit_exposure_is_ok(unit_exposure, unit: str) -> None:
 
 
 # Debian's daemons start as root and drop to their own users; their drop-ins
-# (roles/nginx.py, roles/serve_tree) bound them to what that needs.
+# (roles/nginx, roles/serve_tree) bound them to what that needs.
 @pytest.mark.parametrize(
     ("unit", "capabilities"),
     [

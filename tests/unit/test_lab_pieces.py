@@ -119,6 +119,8 @@ def test_dry_run_plans_without_touching_the_machine(tmp_path: Path) -> None:
         (["lab", "up", "--dry-run", "--mirrors", "0"], "at least 1"),
         (["lab", "up", "--dry-run", "--topology", "/nonexistent.toml"], "does not exist"),
         (["lab", "exec", "nosuchhost", "--name", "zz", "--", "true"], "not up"),
+        (["lab", "status", "--name", "zz"], "lab 'zz' is not up: run `mirrorfleet lab up`"),
+        (["lab", "status", "--name", "zz", "--json"], "lab 'zz' is not up"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_1(args: list[str], message: str) -> None:
@@ -126,3 +128,37 @@ def test_bad_input_is_one_line_and_exit_1(args: list[str], message: str) -> None
     assert proc.returncode == 1
     assert message in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_status_of_a_lab_with_a_stopped_host_exits_1(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The rows are shown, then one line naming the host that is not running."""
+    from click.testing import CliRunner
+
+    from mirrorfleet.cli.lab import lab
+    from mirrorfleet.lab import lifecycle
+
+    rows = [
+        {
+            "name": "origin",
+            "groups": ["origin"],
+            "address": "10.9.0.10",
+            "pid": 7,
+            "state": "running",
+        },
+        {
+            "name": "mirror1",
+            "groups": ["mirrors"],
+            "address": "10.9.0.14",
+            "pid": None,
+            "state": "stopped",
+        },
+    ]
+    monkeypatch.setattr(lifecycle, "status", lambda name: rows)
+    result = CliRunner().invoke(lab, ["status", "--name", "zz", "--json"])
+    assert result.exit_code == 1
+    assert json.loads(result.stdout) == rows
+    assert str(result.exception) == "lab 'zz' is not up: mirror1 not running"
+    monkeypatch.setattr(lifecycle, "status", lambda name: rows[:1])
+    assert CliRunner().invoke(lab, ["status", "--name", "zz", "--json"]).exit_code == 0

@@ -133,17 +133,23 @@ def down(dry_run: bool, name: str, as_json: bool) -> None:
 @name_option
 @json_option
 def status(name: str, as_json: bool) -> None:
-    """Show each host: address, groups, and what systemd says."""
+    """Show each host: address, groups, and what systemd says.
+
+    Exits 1 with one line on stderr when the lab is not up: no lab of that name, or
+    a host of it not running (its rows are shown first).
+    """
     from mirrorfleet.lab.lifecycle import status as lab_status
 
     rows = lab_status(name)
+    if not rows:
+        raise UserError(f"lab {name!r} is not up: run `mirrorfleet lab up` first")
     if as_json:
         emit_json(rows)
-        return
-    if not rows:
-        out.print(f"lab {name!r} is not up")
-        return
-    _print_hosts(rows)
+    else:
+        _print_hosts(rows)
+    stopped = [r["name"] for r in rows if r["pid"] is None]
+    if stopped:
+        raise UserError(f"lab {name!r} is not up: {', '.join(stopped)} not running")
 
 
 @lab.command(name="ssh")

@@ -10,6 +10,7 @@ from rich.markup import escape
 
 from mirrorfleet.cli.options import config_option, json_option
 from mirrorfleet.cli.output import emit_json, out, table
+from mirrorfleet.config import MONITOR_PORT
 from mirrorfleet.errors import UserError
 
 
@@ -43,7 +44,7 @@ def monitor_run(config_path: Path) -> None:
 @monitor.command(name="status")
 @click.option(
     "--url",
-    default="http://127.0.0.1:8874/status.json",
+    default=f"http://127.0.0.1:{MONITOR_PORT}/status.json",
     show_default=True,
     help="The monitor's status JSON (its listen port, or the status page's /status.json).",
 )

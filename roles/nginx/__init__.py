@@ -1,17 +1,21 @@
-"""One nginx site per role: installed, enabled, checked with `nginx -t` before
-nginx reloads it, and reloaded only when something changed. nginx itself runs
-sandboxed (fleet.harden()), on the origin, the mirrors and the monitor alike."""
+"""nginx, shared by the roles that serve HTTP (serve_tree on the origin and the
+mirrors, the monitor's status page): one site per role, installed, enabled, checked
+with `nginx -t` before nginx reloads it, and reloaded only when something changed.
+nginx itself runs sandboxed (hardening.harden()) with the drop-in beside this file.
+
+Each site's template stays with the role that serves it; this role owns nginx."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from pyinfra.operations import files, server, systemd
+from pyinfra.operations import files, server
 from pyinfra.operations.util import any_changed
 
-from mirrorfleet_roles import fleet
+from mirrorfleet_roles import hardening
 
-SANDBOX = Path(__file__).parent / "serve_tree" / "templates" / "nginx-sandbox.conf.j2"
+TEMPLATES = Path(__file__).parent / "templates"
+SANDBOX = TEMPLATES / "nginx-sandbox.conf.j2"
 
 
 def site(conf: str, template: Path, what: str) -> None:
@@ -28,8 +32,9 @@ def site(conf: str, template: Path, what: str) -> None:
     )
     changed = any_changed(installed, enabled, default)
     server.shell(name="Check the nginx configuration", commands=["nginx -t -q"], _if=changed)
-    systemd.service(name="Run nginx", service="nginx.service", running=True, enabled=True)
-    systemd.service(name="Reload nginx", service="nginx.service", reloaded=True, _if=changed)
+    hardening.service(
+        "nginx.service", "Run nginx", "Reload nginx", [installed, enabled, default], reload=True
+    )
     sandbox()
 
 
@@ -43,7 +48,7 @@ def sandbox() -> None:
     workers, which run as another user. It writes its logs, its temp dirs and /run
     (its pid file, /run/nginx.pid, set in Debian's nginx.conf and unit).
     """
-    fleet.harden(
+    hardening.harden(
         "nginx.service",
         SANDBOX,
         "/var/log/nginx /var/lib/nginx /run",

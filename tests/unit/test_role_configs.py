@@ -1,0 +1,215 @@
+"""One schema from inventory to daemon: each role renders its host config from the
+config.py dataclass for a sample inventory, and the daemon's own loader reads it
+back to the same config. Also the TOML writer itself (config.dumps)."""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from pyinfra.api import Config, Inventory, State
+from pyinfra.api.exceptions import DeployError
+from pyinfra.context import ctx_host, ctx_inventory, ctx_state
+
+from mirrorfleet.config import (
+    AGENT_PORT,
+    MONITOR_PORT,
+    AgentConfig,
+    DnsConfig,
+    MonitorConfig,
+    OriginConfig,
+    build,
+    dumps,
+    load_agent_config,
+    load_dns_config,
+    load_monitor_config,
+    load_origin_config,
+    toml_string,
+)
+from mirrorfleet.probe.observe import FleetConfig, MirrorSpec, load_fleet_config
+from mirrorfleet_roles import configs, mirror, monitor, origin
+
+KEY = "Dvej1LGrusScI/8kmGloiYHiyBYweJYU6ASQ1PHw2/g="
+
+
+def sample_inventory(**monitor_data: Any) -> Inventory:
+    """origin, a tier-1 and a tier-2 mirror, two BIND servers and the monitor."""
+    hosts = {
+        "origin.example.org": {},
+        "mirror-fra1.example.org": {"mirror_region": "eu", "mirror_weight": 50},
+        "mirror-nyc1.example.org": {"mirror_upstream": "mirror-fra1.example.org"},
+        "ns1.example.org": {"dns_role": "primary", "dns_address": "192.0.2.53"},
+        "ns2.example.org": {"dns_role": "secondary", "dns_address": "198.51.100.53"},
+        "monitor.example.org": monitor_data,
+    }
+    return Inventory(
+        (list(hosts.items()), {"mirror_zone": "mirrors.example.org"}),
+        origin=(["origin.example.org"], {}),
+        mirrors=(
+            ["mirror-fra1.example.org", "mirror-nyc1.example.org"],
+            {"sync_bwlimit_kbps": 1024},
+        ),
+        dns=(["ns1.example.org", "ns2.example.org"], {}),
+        monitor=(["monitor.example.org"], {}),
+    )
+
+
+@contextmanager
+def on(inventory: Inventory, name: str, defaults: dict[str, Any]) -> Iterator[None]:
+    """Run role code as pyinfra would for host `name`, inside a deploy with `defaults`."""
+    state = State(inventory, Config())
+    target = inventory.get_host(name)
+    with (
+        ctx_state.use(state),
+        ctx_inventory.use(inventory),
+        ctx_host.use(target),
+        target.deploy("test", None, defaults),
+    ):
+        yield
+
+
+def round_trip(config: Any, load: Callable[[Path], Any], tmp_path: Path) -> str:
+    text = configs.render(config, "Managed by a test.", load)
+    assert configs.render(config, "Managed by a test.", load) == text  # byte-stable
+    path = tmp_path / "config.toml"
+    path.write_text(text)
+    assert load(path) == config
+    return text
+
+
+def test_origin_config(tmp_path: Path) -> None:
+    with on(sample_inventory(), "origin.example.org", origin.DEFAULTS):
+        config = origin.config()
+        text = round_trip(config, load_origin_config, tmp_path)
+    assert isinstance(config, OriginConfig)
+    assert config.ping == (
+        f"http://mirror-fra1.example.org:{AGENT_PORT}/ping",
+        f"http://monitor.example.org:{MONITOR_PORT}/ping",
+    )
+    assert config.signing_key == Path("/etc/mirrorfleet/origin-signing.key")
+    assert text.startswith("# Managed by a test.\nname = ")
+
+
+@pytest.mark.parametrize(
+    ("name", "upstream", "notify"),
+    [
+        ("mirror-fra1.example.org", "origin.example.org", ["mirror-nyc1.example.org:8873"]),
+        ("mirror-nyc1.example.org", "mirror-fra1.example.org", []),
+    ],
+)
+def test_agent_config(tmp_path: Path, name: str, upstream: str, notify: list[str]) -> None:
+    with on(sample_inventory(), name, mirror.DEFAULTS):
+        config = mirror.config(KEY)
+        text = round_trip(config, load_agent_config, tmp_path)
+    assert isinstance(config, AgentConfig)
+    assert config.upstream_rsync == f"rsync://{upstream}/mirror/"
+    assert config.upstream_http == f"http://{upstream}/"
+    assert config.notify == tuple(
+        f"http://{n}/ping" for n in [*notify, f"monitor.example.org:{MONITOR_PORT}"]
+    )
+    assert config.listen_address == ("0.0.0.0", AGENT_PORT)
+    assert config.bwlimit_kbps == 1024  # group data reaches the file
+    assert f'public_keys = ["{KEY}"]' in text.splitlines()
+
+
+def test_monitor_configs(tmp_path: Path) -> None:
+    with on(sample_inventory(monitor_interval=15), "monitor.example.org", monitor.DEFAULTS):
+        daemon, publish = monitor.monitor_config(), monitor.dns_config()
+        probe = monitor.fleet_config(KEY)
+        round_trip(daemon, load_monitor_config, tmp_path)
+        round_trip(publish, load_dns_config, tmp_path)
+        text = round_trip(probe, load_fleet_config, tmp_path)
+    assert isinstance(daemon, MonitorConfig) and daemon.interval == 15
+    assert daemon.listen_address == ("0.0.0.0", MONITOR_PORT)
+    assert daemon.fleet == Path("/etc/mirrorfleet/fleet.toml")
+    assert isinstance(publish, DnsConfig)
+    assert (publish.zone, publish.server) == ("mirrors.example.org.", "192.0.2.53")
+    assert publish.key_file == Path("/etc/mirrorfleet/tsig-monitor.key")
+    assert isinstance(probe, FleetConfig)
+    fra1, nyc1 = probe.mirrors
+    assert (fra1.region, fra1.weight, fra1.tier) == ("eu", 50, 1)
+    assert (nyc1.region, nyc1.tier, nyc1.upstream) == ("", 2, "mirror-fra1.example.org")
+    assert text.count("[[mirrors]]") == 2
+
+
+def test_monitor_route53_config(tmp_path: Path) -> None:
+    data = {"dns_provider": "route53", "route53_hosted_zone_id": "Z123"}
+    with on(sample_inventory(**data), "monitor.example.org", monitor.DEFAULTS):
+        publish = monitor.dns_config()
+        text = round_trip(publish, load_dns_config, tmp_path)
+    assert (publish.provider, publish.hosted_zone_id) == ("route53", "Z123")
+    assert "key_file" not in text and "server" not in text  # empty optional fields
+
+
+def test_role_defaults_are_the_daemons_defaults() -> None:
+    assert mirror.DEFAULTS["sync_bwlimit_kbps"] == AgentConfig.bwlimit_kbps
+    assert mirror.DEFAULTS["preset"] == AgentConfig.preset
+    assert mirror.DEFAULTS["service_home"] == str(AgentConfig.state_dir)
+    assert monitor.DEFAULTS["monitor_interval"] == MonitorConfig.interval
+    assert monitor.DEFAULTS["monitor_port"] == MonitorConfig("f", "p").listen_address[1]
+    assert monitor.DEFAULTS["dns_record_ttl"] == DnsConfig.ttl
+
+
+def test_a_config_the_daemon_refuses_stops_the_deploy() -> None:
+    bad = AgentConfig(
+        name="m",
+        tree=Path("/srv/mirror"),
+        upstream_rsync="http://not-rsync/",
+        upstream_http="http://origin/",
+        public_keys=(KEY,),
+        ping_secret=Path("/etc/mirrorfleet/ping.secret"),
+    )
+    with (
+        on(sample_inventory(), "mirror-fra1.example.org", mirror.DEFAULTS),
+        pytest.raises(DeployError, match="upstream_rsync must be an rsync:// URL"),
+    ):
+        configs.render(bad, "", load_agent_config)
+
+
+# -- the writer -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Sample:
+    text: str
+    number: int = 0
+    names: tuple[str, ...] = ()
+    path: Path = Path()
+
+
+@given(
+    text=st.text(st.characters(exclude_categories=("Cs",))),
+    number=st.integers(-(2**63), 2**63 - 1),
+    names=st.lists(st.text(st.characters(exclude_categories=("Cs",))), max_size=4),
+)
+def test_dumps_reads_back(text: str, number: int, names: list[str]) -> None:
+    sample = Sample(text, number, tuple(names))
+    assert build(tomllib.loads(dumps(sample, "a\nheader")), Sample) == sample
+
+
+def test_dumps_leaves_out_empty_optional_fields_only() -> None:
+    assert dumps(Sample("x")) == 'text = "x"\nnumber = 0\n'
+    assert dumps(Sample("x", path=Path("/a b"))).endswith('path = "/a b"\n')
+
+
+@pytest.mark.parametrize("value", [True, 1.5, {"a": 1}, (1, 2)])
+def test_dumps_refuses_what_the_schema_has_not(value: Any) -> None:
+    with pytest.raises(TypeError):
+        dumps(Sample("x", number=value))
+
+
+def test_toml_string_escapes() -> None:
+    assert toml_string('a"b\\c\n\x7f\x00é') == '"a\\"b\\\\c\\n\\u007f\\u0000é"'
+    assert tomllib.loads(f"v = {toml_string(chr(0x1F) + 'tab	')}")["v"] == "\x1ftab\t"
+
+
+def test_mirror_spec_round_trips() -> None:
+    fleet = FleetConfig("http://o/", (KEY,), (MirrorSpec("a", "a.example", "http://a/"),))
+    assert "[[mirrors]]\nlabel = " in dumps(fleet)
