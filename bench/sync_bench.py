@@ -6,8 +6,9 @@ A PyPI-style tree of ~3 files per project (wheel, HTML and JSON page) is served 
 a real rsync daemon and an HTTP server on 127.0.0.1. Measured in the same run:
 - no-change: `mirrorfleet` agent sync (stamp check only) vs a raw `rsync -a` no-op
   over the whole tree;
-- 1 % change (new releases of 1 % of projects, published): the agent's two-stage
-  sync vs two raw `rsync -a` passes over the same change;
+- 1 % change (new releases of 1 % of projects, published): the agent's sync (a
+  deletion scan, the pages staged, the content walk) vs two raw `rsync -a` passes
+  over the same change;
 - Debian's ftpsync (package `ftpsync`), configured on the same rsync module, for
   both cases: it has no cheap check, so every run is its full two-stage sync.
 """

@@ -297,7 +297,7 @@ def unit_pids(lab: LabRun, host: str, unit: str) -> list[int]:
 
 # What marks each rsync stage's command line (mirrorfleet.agent.sync.rsync_argv). The
 # last window, "move", has no rsync: it is after the content walk, before the stamp.
-SYNC_MARKERS = {"scan": "--existing", "pages": "--compare-dest", "content": "--include=/"}
+SYNC_MARKERS = {"scan": "--existing", "pages": "--files-from", "content": "--include=/"}
 SYNC_WINDOWS = ("scan", "pages", "content", "move")
 
 

@@ -5,8 +5,9 @@
 2. Scan: a dry run lists what upstream no longer has. It ends before anything else
    is read, and upstream rewrites an index before it drops a file the index named,
    so no index fetched later can name what the scan lists.
-3. Pages: everything but content (index pages, .mirror/) that differs from what we
-   serve goes into a staging folder inside the tree. Nothing served changes yet.
+3. Pages: a dry run lists everything but content (index pages, .mirror/) that
+   differs from what we serve, and exactly those files are fetched into a staging
+   folder inside the tree. Nothing served changes yet.
 4. Content: the content paths, adds only. This walk starts after the pages were
    read, so every file they link is on disk before any of them is served.
 5. Move the staged pages into place, deepest first (a page's index lives above it),
@@ -56,8 +57,10 @@ RETRYABLE_RSYNC = {5, 10, 12, 30, 35}  # daemon refused, socket I/O, protocol st
 VANISHED = 24  # upstream changed while we read it: fine, the next sync catches up
 PARTIAL_DIR = ".rsync-partial"
 STAGING_DIR = ".mirrorfleet-next"  # pages fetched ahead of their content, served by nothing
-STAGES = {"scan": 1, "pages": 2, "content": 3}
-DELETING = b"*deleting   "  # --itemize-changes: 11 columns and a space, then the name
+STAGES = {"scan": 1, "list": 2, "pages": 3, "content": 4}
+ITEM = 12  # --itemize-changes: 11 columns and a space, then the name
+DELETING = b"*deleting "
+PAGES_LIST = "pages.list"  # in state_dir: what the list stage found changed
 
 
 class SyncError(MirrorfleetError):
@@ -132,7 +135,11 @@ def rsync_argv(config: AgentConfig, stage: str) -> list[str]:
             argv += ["--dry-run", "--delete", "--existing", "--ignore-existing", "-i"]
         else:
             argv += [f"--exclude=/{path.strip('/')}/" for path in config.content_paths]
-            argv.append(f"--compare-dest={config.tree}")  # only what differs is staged
+        if stage == "list":
+            argv += ["--dry-run", "-i"]
+        elif stage == "pages":  # exactly the listed files, into the staging folder
+            listed = config.state_dir / PAGES_LIST
+            argv += [f"--files-from={listed}", "--from0", "--ignore-missing-args"]
             dest = config.tree / STAGING_DIR
     return [*argv, f"{config.upstream_rsync.rstrip('/')}/", f"{dest}/"]
 
@@ -162,10 +169,15 @@ def run_rsync(config: AgentConfig, stage: str) -> tuple[int, bytes]:
 
 def deletions(scan_output: bytes) -> list[str]:
     """Paths the scan found gone upstream, relative to the tree (folders end in /)."""
+    return [unescape(line[ITEM:]) for line in scan_output.splitlines() if line.startswith(DELETING)]
+
+
+def changed_files(list_output: bytes) -> list[str]:
+    """Files and symlinks the list stage would transfer (`>f…`, `cL…`), not folders."""
     return [
-        unescape(line[len(DELETING) :])
-        for line in scan_output.splitlines()
-        if line.startswith(DELETING)
+        unescape(line[ITEM:])
+        for line in list_output.splitlines()
+        if len(line) > ITEM and line[:1] in b">c" and line[1:2] in b"fL"
     ]
 
 
@@ -188,7 +200,7 @@ def move_staged(tree: Path) -> int:
     for rel in staged:
         make_parents(tree / rel, tree)
         os.replace(staging / rel, tree / rel)
-    shutil.rmtree(staging)
+    shutil.rmtree(staging, ignore_errors=True)
     return len(staged)
 
 
@@ -219,12 +231,29 @@ def clear_leftovers(tree: Path) -> None:
 
 def transfer(config: AgentConfig) -> int:
     """Steps 2 to 5 of the module docstring; bytes received."""
+    started = time.monotonic()
     gone = deletions(run_rsync(config, "scan")[1])
-    received = run_rsync(config, "pages")[0]
+    pages = changed_files(run_rsync(config, "list")[1])
+    received = 0
+    if pages:
+        config.state_dir.mkdir(parents=True, exist_ok=True)
+        listed = b"".join(os.fsencode(page) + b"\0" for page in pages)
+        (config.state_dir / PAGES_LIST).write_bytes(listed)
+        received += run_rsync(config, "pages")[0]
+    fetched = time.monotonic()
     received += run_rsync(config, "content")[0]
+    walked = time.monotonic()
     moved = move_staged(config.tree)
     delete_gone(config.tree, gone)
-    log.info("moved %d staged files in, deleted %d paths", moved, len(gone))
+    log.info(
+        "%d pages staged in %.1fs, content walked in %.1fs, %d moved in and %d deleted in %.1fs",
+        len(pages),
+        fetched - started,
+        walked - fetched,
+        moved,
+        len(gone),
+        time.monotonic() - walked,
+    )
     return received
 
 
