@@ -27,8 +27,8 @@ from mirrorfleet.monitor.daemon import Monitor
 from mirrorfleet.testing.loopback import free_port
 from mirrorfleet.testing.loopback_dns import LoopbackBind
 from mirrorfleet.testing.loopback_fleet import LoopbackFleet, loopback_monitor
+from mirrorfleet.tree.changes import changes_path
 from mirrorfleet.tree.keys import MONITOR_TSIG, SecretsDir, init_secrets, public_key_text
-from mirrorfleet.tree.manifest import changes_path
 from mirrorfleet.tree.stamp import STAMP_PATH, Stamp
 
 MIRRORFLEET = str(Path(sys.executable).with_name("mirrorfleet"))

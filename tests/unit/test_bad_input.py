@@ -46,8 +46,9 @@ from mirrorfleet.probe.spotcheck import (
     spot_check,
 )
 from mirrorfleet.testing.loopback import LoopbackUpstream
+from mirrorfleet.tree.changes import changes_path
 from mirrorfleet.tree.keys import SecretsDir, init_secrets, load_signing_key, public_key_text
-from mirrorfleet.tree.manifest import JOURNAL_PATH, changes_path, shard_path
+from mirrorfleet.tree.manifest import JOURNAL_PATH, shard_path
 from mirrorfleet.tree.signed import sign
 from mirrorfleet.tree.stamp import MAX_STAMP, STAMP_PATH, Stamp, read_local_stamp
 from mirrorfleet.zone import records

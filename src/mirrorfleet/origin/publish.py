@@ -18,6 +18,7 @@ from mirrorfleet.config import OriginConfig
 from mirrorfleet.errors import UserError
 from mirrorfleet.notify.ping import send_ping
 from mirrorfleet.tree import manifest
+from mirrorfleet.tree.changes import ChangeRecord, changes_path
 from mirrorfleet.tree.files import META_DIR, atomic_write
 from mirrorfleet.tree.keys import load_signing_key, read_secret
 from mirrorfleet.tree.signed import BadSignature
@@ -91,7 +92,10 @@ def publish(
     )
     manifest.apply_update(tree, old, hashes, update, key)
     manifest.append_journal(tree, journal, update, key)
-    manifest.write_changes(tree, update, key)
+    record = ChangeRecord(
+        serial=update.serial, changed=[*update.changed, *update.removed], complete=False
+    )
+    atomic_write(tree / changes_path(update.serial), record.sign(key), tree)
     stamp = Stamp.new(update.serial, config.name)
     trace = {"name": config.name, "serial": stamp.serial, "ts": stamp.ts, "upstream": None}
     atomic_write(tree / META_DIR / "trace" / config.name, _json(trace), tree)

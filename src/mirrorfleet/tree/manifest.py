@@ -22,8 +22,7 @@ from mirrorfleet.tree.signed import BadSignature, sign, verify
 
 MANIFEST_DIR = f"{META_DIR}/manifest"
 JOURNAL_PATH = f"{META_DIR}/journal.json"
-CHANGES_DIR = f"{META_DIR}/changes"
-JOURNAL_MAX_ENTRIES = 1000  # also how many per-serial change records are kept
+JOURNAL_MAX_ENTRIES = 1000
 JOURNAL_MAX_NAMES = 100_000
 
 # project -> (serial that last changed it, sha256 of its index page)
@@ -123,30 +122,6 @@ def append_journal(
     doc = {"v": 1, "serial": update.serial, "entries": entries}
     atomic_write(tree / JOURNAL_PATH, sign(doc, key), tree)
     return entries
-
-
-def changes_path(serial: int) -> str:
-    return f"{CHANGES_DIR}/{serial}.json"
-
-
-def write_changes(tree: Path, update: ManifestUpdate, key: Ed25519PrivateKey) -> None:
-    """One small signed record per serial: what it changed. A client checking whether
-    a mirror at serial s is current for its projects fetches s+1..head, each bound to
-    its serial by the signature, so an old record cannot be replayed as a newer one."""
-    doc = {"v": 1, "serial": update.serial, "changed": [*update.changed, *update.removed]}
-    atomic_write(tree / changes_path(update.serial), sign(doc, key), tree)
-    for old in (tree / CHANGES_DIR).glob("*.json"):
-        if old.stem.isdigit() and int(old.stem) <= update.serial - JOURNAL_MAX_ENTRIES:
-            old.unlink()
-
-
-def parse_changes(raw: bytes, keys: Sequence[Ed25519PublicKey], serial: int) -> list[str]:
-    """The projects `serial` changed; BadSignature unless it is that serial's record."""
-    data = verify(raw, keys)
-    changed = data.get("changed")
-    if data.get("serial") != serial or not isinstance(changed, list):
-        raise BadSignature(f"not the change record of serial {serial}")
-    return [str(name) for name in changed]
 
 
 def hash_pages(pages: Iterable[tuple[str, Path]]) -> dict[str, str]:
