@@ -22,26 +22,15 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
+from harness import agent_config, new_origin, raw_rsync, timed, work_dir
+
 from mirrorfleet.agent.sync import sync_once
-from mirrorfleet.config import AgentConfig, OriginConfig
 from mirrorfleet.content import pypi
 from mirrorfleet.origin.publish import publish
 from mirrorfleet.testing.loopback import LoopbackUpstream
-from mirrorfleet.tree.keys import SecretsDir, init_secrets
-
-
-def timed(fn) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
-
-
-def raw_rsync(url: str, dest: Path) -> None:
-    subprocess.run(["rsync", "-a", "--delete", url, f"{dest}/"], check=True, capture_output=True)
 
 
 def ftpsync_runner(work: Path, url: str):
@@ -65,31 +54,18 @@ def main() -> None:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
 
-    work = Path(tempfile.mkdtemp(prefix="mf-syncbench-", dir="/var/tmp"))
-    upstream = None
-    try:
-        init_secrets(work / "secrets")
-        secrets = SecretsDir(work / "secrets")
+    with work_dir("mf-syncbench-") as work, LoopbackUpstream(work / "origin", work) as upstream:
         tree = work / "origin"
         tree.mkdir()
         started = time.perf_counter()
         pypi.generate(tree, args.projects)
-        origin = OriginConfig("origin", tree, secrets.signing_key, secrets.ping_secret)
+        origin, secrets = new_origin(work, tree)
         publish(origin, ping=False)
         files = sum(1 for p in tree.rglob("*") if p.is_file())
         gen_seconds = time.perf_counter() - started
 
-        upstream = LoopbackUpstream(tree, work).__enter__()  # closed in finally
         url = upstream.rsync_url
-        agent = AgentConfig(
-            name="bench",
-            tree=work / "mirror",
-            upstream_rsync=url,
-            upstream_http=upstream.http_url,
-            public_keys=(secrets.public_key.read_text().strip(),),
-            ping_secret=secrets.ping_secret,
-            state_dir=work / "state",
-        )
+        agent = agent_config("bench", work / "mirror", upstream, secrets, work / "state")
         raw = work / "raw"
         ftpsync = ftpsync_runner(work, url)
         first_agent = timed(lambda: sync_once(agent))
@@ -140,10 +116,6 @@ def main() -> None:
         else:
             for key, value in results.items():
                 print(f"{key:34} {value}")
-    finally:
-        if upstream:
-            upstream.close()
-        shutil.rmtree(work, ignore_errors=True)
     sys.exit(0)
 
 
