@@ -26,6 +26,7 @@ from pathlib import Path
 import dns.resolver
 import pytest
 
+from mirrorfleet.cli.verify import pytest_argv
 from mirrorfleet.tree.stamp import Stamp, parse_stamp
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -89,20 +90,9 @@ class LabRun:
         return json.loads(proc.stdout)
 
     def infra_suite(self, *extra: str) -> subprocess.CompletedProcess:
-        """The operator's verification suite (tests/infra) against this lab."""
-        return self.run(
-            sys.executable,
-            "-m",
-            "pytest",
-            "tests/infra",
-            "--inventory",
-            "inventories/lab.py",
-            "-q",
-            "-p",
-            "no:cacheprovider",
-            *extra,
-            timeout=300,
-        )
+        """The checks of deployed hosts (mirrorfleet.checks) against this lab: the same
+        pytest run as `mirrorfleet verify`, with pytest's own output options."""
+        return self.run(*pytest_argv("inventories/lab.py"), "-q", *extra, timeout=300)
 
     def exec(self, host: str, *command: str, timeout: float = 120, input_text: str = ""):
         return self.run(

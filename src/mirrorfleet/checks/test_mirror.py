@@ -6,7 +6,8 @@ import json
 import re
 
 import pytest
-from sandboxing import SANDBOXED
+
+from mirrorfleet.checks.sandboxing import SANDBOXED
 
 INVENTORY_GROUP = "mirrors"
 
