@@ -19,8 +19,15 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from mirrorfleet.config import AgentConfig
 from mirrorfleet.errors import MirrorfleetError
 from mirrorfleet.probe.spotcheck import SpotCheckFailed, Unreachable, fetch
-from mirrorfleet.tree.changes import ChangeRecord, Delta, changes_path, merge, parse_record
-from mirrorfleet.tree.signed import MAX_DOCUMENT, BadSignature
+from mirrorfleet.tree.changes import (
+    MAX_RECORD,
+    ChangeRecord,
+    Delta,
+    changes_path,
+    merge,
+    parse_record,
+)
+from mirrorfleet.tree.signed import BadSignature
 
 log = logging.getLogger("mirrorfleet.agent")
 FETCHERS = 8
@@ -53,7 +60,7 @@ def read_feed(
     def one(serial: int) -> tuple[int, bytes, ChangeRecord]:
         url = base + changes_path(serial)
         try:
-            raw = fetch(url, timeout=config.rsync_timeout, limit=MAX_DOCUMENT)
+            raw = fetch(url, timeout=config.rsync_timeout, limit=MAX_RECORD)
         except (Unreachable, SpotCheckFailed) as exc:
             raise NoFeed(str(exc)) from None
         if raw is None:

@@ -27,6 +27,7 @@ from mirrorfleet.tree.signed import BadSignature, sign, verify
 
 CHANGES_DIR = f"{META_DIR}/changes"
 RECORD_VERSION = 2
+MAX_RECORD = 32 * 1024 * 1024  # about 250,000 paths; a publish naming more is incomplete
 SHA256_RE = re.compile(r"[0-9a-f]{64}")
 
 
