@@ -47,6 +47,8 @@ Host data keys (per host, or for every host in group_data/all.py):
   (tiers); unset: the origin.
 - sync_interval (int): a mirror's fallback sync period when no ping comes (300 s).
 - sync_bwlimit_kbps (int): rsync bandwidth limit in KiB/s, 0 for none.
+- audit_schedule (str): when a mirror runs its full sync, repairing files changed
+  behind the agent's back (systemd OnCalendar, "daily").
 - public_name (str): the name other hosts use to reach this one; default: the
   inventory name.
 - common_packages (list[str]): base packages every host gets.

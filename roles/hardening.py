@@ -33,7 +33,7 @@ def sandbox(
     """systemd hardening for mirrorfleet's daemons: they may write `writable` only.
 
     One list for every unit (the agent, the fallback sync, the monitor); each scores
-    below 4.0 ("OK") in `systemd-analyze security`, which tests/infra checks. What
+    below 4.0 ("OK") in `systemd-analyze security`, as mirrorfleet.checks tests. What
     stays open is what the daemons need: the network (AF_INET/AF_INET6 to listen and
     to fetch; AF_UNIX for rsync's socketpairs) with no fixed address list, since
     pings and upstreams come from anywhere in a fleet, and a 0022 umask: directories

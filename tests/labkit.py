@@ -26,6 +26,7 @@ from pathlib import Path
 import dns.resolver
 import pytest
 
+from mirrorfleet.cli.verify import pytest_argv
 from mirrorfleet.tree.stamp import Stamp, parse_stamp
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -89,20 +90,9 @@ class LabRun:
         return json.loads(proc.stdout)
 
     def infra_suite(self, *extra: str) -> subprocess.CompletedProcess:
-        """The operator's verification suite (tests/infra) against this lab."""
-        return self.run(
-            sys.executable,
-            "-m",
-            "pytest",
-            "tests/infra",
-            "--inventory",
-            "inventories/lab.py",
-            "-q",
-            "-p",
-            "no:cacheprovider",
-            *extra,
-            timeout=300,
-        )
+        """The checks of deployed hosts (mirrorfleet.checks) against this lab: the same
+        pytest run as `mirrorfleet verify`, with pytest's own output options."""
+        return self.run(*pytest_argv("inventories/lab.py"), "-q", *extra, timeout=300)
 
     def exec(self, host: str, *command: str, timeout: float = 120, input_text: str = ""):
         return self.run(
@@ -295,10 +285,20 @@ def unit_pids(lab: LabRun, host: str, unit: str) -> list[int]:
 
 # -- killing a sync in a chosen window --------------------------------------------------
 
-# What marks each rsync stage's command line (mirrorfleet.agent.sync.rsync_argv). The
-# last window, "move", has no rsync: it is after the content walk, before the stamp.
-SYNC_MARKERS = {"scan": "--existing", "pages": "--files-from", "content": "--include=/"}
-SYNC_WINDOWS = ("scan", "pages", "content", "move")
+# What marks each rsync stage's command line (mirrorfleet.agent.rsync.rsync_argv). The
+# last window, "move", has no rsync: it is after the last rsync, before the stamp.
+SYNC_MARKERS = {
+    "scan": "--existing",
+    "pages": "/pages.list",
+    "content": "--include=/",
+    "changed content": "/changed-content.list",
+    "changed pages": "/changed-pages.list",
+}
+# The windows of each way to sync (agent/full.py, agent/delta.py), in order.
+SYNC_WINDOWS = {
+    "full": ("scan", "pages", "content", "move"),
+    "delta": ("changed content", "changed pages", "move"),
+}
 
 
 def cmdlines(pids: list[int]) -> dict[int, str]:
@@ -335,13 +335,14 @@ def kill_sync_in(
     rng: random.Random,
     between: Callable[[], None] | None = None,
     timeout: float = 20,
+    mode: str = "full",
 ) -> str:
     """SIGKILL every process of a running sync (pids(): the agent and its rsync) in
     the given window; where the kill landed: the window, "after <window>" when the
     stage ended first, or "no sync seen". SIGSTOP holds the agent while its rsync
     runs on to the end: that is how a kill lands after the last rsync and before the
-    stamp. between(), if given, runs with the agent held between the scan and the
-    pages (a second writer upstream)."""
+    stamp. between(), if given, runs with the agent held after the first stage of its
+    mode (a second writer upstream)."""
 
     def hold_after(stage: str) -> int | None:
         agents = [p for p, c in cmdlines(pids()).items() if not c.startswith("rsync ")]
@@ -352,16 +353,17 @@ def kill_sync_in(
         poll(lambda: not stage_running(pids(), stage), timeout)
         return pid
 
-    writes = between is not None and window != "scan"
-    if writes and poll(lambda: stage_running(pids(), "scan"), timeout):
-        held = hold_after("scan")
+    first, last = SYNC_WINDOWS[mode][0], SYNC_WINDOWS[mode][-2]
+    writes = between is not None and window != first
+    if writes and poll(lambda: stage_running(pids(), first), timeout):
+        held = hold_after(first)
         between()
         if held is not None:
             os.kill(held, signal.SIGCONT)
-    stage = "content" if window == "move" else window
+    stage = last if window == "move" else window
     if not poll(lambda: stage_running(pids(), stage), timeout):
         return "no sync seen"
-    if window == "move" and (held := hold_after("content")) is not None:
+    if window == "move" and (held := hold_after(last)) is not None:
         os.kill(held, signal.SIGCONT)
     if rng.random() < 0.5:
         time.sleep(rng.uniform(0, 0.002))

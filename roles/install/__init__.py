@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Sequence
 from functools import cache
 from pathlib import Path
 
@@ -40,8 +41,10 @@ DEFAULTS = {
 
 
 # Left out of the host wheel: the test harness (loopback servers, a moto launcher that
-# patches moto, a headless browser driver) is for tests and benchmarks only.
-HOST_EXCLUDED_PACKAGE = "mirrorfleet.testing"
+# patches moto, a headless browser driver) is for tests and benchmarks only, and the
+# checks of deployed hosts run from the control node (`mirrorfleet verify`), never on
+# a host.
+HOST_EXCLUDED_PACKAGES = ("mirrorfleet.testing", "mirrorfleet.checks")
 
 
 @cache
@@ -67,7 +70,16 @@ def build_wheel() -> Path:
 
 
 def build_host_wheel(project: Path, out: Path) -> Path:
-    """Build the wheel hosts install into `out`: the package without its test harness."""
+    """Build the wheel hosts install into `out`: the package without its test harness
+    and without the checks of deployed hosts."""
+    return build_project_wheel(project, out, leave_out=HOST_EXCLUDED_PACKAGES)
+
+
+def build_project_wheel(project: Path, out: Path, leave_out: Sequence[str] = ()) -> Path:
+    """Build mirrorfleet's wheel from the checkout `project` into `out`, without the
+    subpackages named in `leave_out`. Offline when this Python can build it
+    (setuptools with bdist_wheel); else pip fetches the build backend, as `pip install`
+    would."""
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="mirrorfleet-wheel-") as tmp:
         # build from a copy: setuptools writes build/ and egg-info next to the source
@@ -81,7 +93,8 @@ def build_host_wheel(project: Path, out: Path) -> Path:
                 if n in BUILD_IGNORE or n.startswith(".") or n.endswith(".egg-info")
             ],
         )
-        _leave_out(source, HOST_EXCLUDED_PACKAGE)
+        for package in leave_out:
+            _leave_out(source, package)
         argv = [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(out)]
         proc = subprocess.run([*argv, "--no-build-isolation", str(source)], capture_output=True)
         if proc.returncode != 0:  # no setuptools here: let pip fetch the build backend

@@ -1,4 +1,4 @@
-"""A mirror: the sync agent (daemon + fallback timer), serving the tree it keeps."""
+"""A mirror: the sync agent (daemon, fallback timer, daily audit), serving the tree it keeps."""
 
 from __future__ import annotations
 
@@ -13,7 +13,13 @@ from mirrorfleet_roles import configs, fleet, hardening, install, serve_tree
 
 TEMPLATES = Path(__file__).parent / "templates"
 HEADER = "Managed by mirrorfleet (roles/mirror). Read by `mirrorfleet agent run|sync`."
-UNITS = ("mirrorfleet-agent.service", "mirrorfleet-sync.service", "mirrorfleet-sync.timer")
+UNITS = (
+    "mirrorfleet-agent.service",
+    "mirrorfleet-sync.service",
+    "mirrorfleet-sync.timer",
+    "mirrorfleet-audit.service",
+    "mirrorfleet-audit.timer",
+)
 DEFAULTS = {
     **fleet.SERVICE_DEFAULTS,
     **fleet.TREE_DEFAULTS,
@@ -21,6 +27,9 @@ DEFAULTS = {
     "mirror_upstream": None,
     # Fallback sync period when no ping comes (seconds).
     "sync_interval": AgentConfig.interval,
+    # When the full sync runs that repairs files damaged behind the agent's back
+    # (systemd OnCalendar); syncs by change record never look at unchanged files.
+    "audit_schedule": "daily",
     # rsync --bwlimit in KiB/s; 0: unlimited.
     "sync_bwlimit_kbps": AgentConfig.bwlimit_kbps,
 }
@@ -78,4 +87,10 @@ def apply() -> None:
         "Run the fallback sync timer",
         "Restart the timer on a new schedule",
         [units["mirrorfleet-sync.timer"]],
+    )
+    hardening.service(
+        "mirrorfleet-audit.timer",
+        "Run the audit timer",
+        "Restart the audit timer on a new schedule",
+        [units["mirrorfleet-audit.timer"]],
     )

@@ -28,6 +28,11 @@ PRESETS: dict[str, tuple[str, ...]] = {
 
 T = TypeVar("T")
 
+# PyPI makes roughly 10,000 serials a day (one per upload, yank or removal). The
+# origin keeps a change record per serial this long, so a mirror that was off for a
+# day catches up from the records instead of walking the whole tree.
+KEEP_RECORDS = 20_000
+
 AGENT_PORT = 8873  # the sync agent: POST /ping, GET /metrics, /status
 MONITOR_PORT = 8874  # the monitor daemon: POST /ping, GET /metrics, /status.json
 
@@ -65,6 +70,8 @@ class AgentConfig:
     rsync_timeout: int = 600
     retries: int = 3
     content: tuple[str, ...] = field(default=())
+    max_delta_serials: int = KEEP_RECORDS  # further behind: walk the whole tree
+    max_delta_paths: int = 100_000  # more changed paths than this: walk the whole tree
 
     @property
     def content_paths(self) -> tuple[str, ...]:

@@ -128,12 +128,12 @@ def test_pip_installs_from_the_mirror_that_pick_prints(lab, secrets) -> None:
 
 
 def test_the_infra_suite_passes_on_every_role(lab) -> None:
-    """tests/infra against this lab: common, origin, mirror, dns and monitor checks."""
+    """mirrorfleet.checks against this lab: common, origin, mirror, dns and monitor."""
     proc = lab.infra_suite("-rA")
     assert proc.returncode == 0, proc.stdout[-3000:]
     modules = ("test_common", "test_origin", "test_mirror", "test_serve_tree", "test_dns")
     for module in (*modules, "test_monitor"):
-        assert f"PASSED tests/infra/{module}.py::" in proc.stdout, module
+        assert f"PASSED src/mirrorfleet/checks/{module}.py::" in proc.stdout, module
     assert "skipped" not in proc.stdout.splitlines()[-1], proc.stdout[-1500:]
 
 
@@ -149,7 +149,7 @@ def test_mirrorfleet_verify_reports_in_junit(lab, tmp_path: Path) -> None:
     assert suite is not None
     assert int(suite.get("tests", 0)) >= 20 and suite.get("failures") == "0", suite.attrib
     cases = {case.get("classname", "") for case in suite.iter("testcase")}
-    assert "tests.infra.test_dns" in cases, cases
+    assert "mirrorfleet.checks.test_dns" in cases, cases
 
 
 def test_the_infra_suite_catches_a_readable_tsig_key(lab) -> None:
@@ -160,7 +160,7 @@ def test_the_infra_suite_catches_a_readable_tsig_key(lab) -> None:
         assert proc.returncode == 1, proc.stdout[-2000:]
         failed = [line.split(" - ")[0] for line in proc.stdout.splitlines() if "FAILED" in line]
         assert failed == [
-            "FAILED tests/infra/test_dns.py::test_keys_are_private_to_bind[ssh://dns2]"
+            "FAILED src/mirrorfleet/checks/test_dns.py::test_keys_are_private_to_bind[ssh://dns2]"
         ], failed
         assert "('bind', 420) == ('bind', 384)" in proc.stdout  # 0644, not 0600
     finally:

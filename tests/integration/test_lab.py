@@ -115,8 +115,8 @@ def test_infra_suite_catches_a_broken_host(lab) -> None:
     try:
         proc = lab.infra_suite()
         assert proc.returncode == 1
-        expected = "FAILED tests/infra/test_common.py::test_config_dir_is_closed_to_others"
-        assert f"{expected}[ssh://mirror2]" in proc.stdout
+        check = "src/mirrorfleet/checks/test_common.py::test_config_dir_is_closed_to_others"
+        assert f"FAILED {check}[ssh://mirror2]" in proc.stdout
         assert proc.stdout.count("FAILED") == 1
     finally:
         lab.pyinfra("deploy.py")  # the role puts it back

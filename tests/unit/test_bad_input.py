@@ -30,25 +30,23 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from mirrorfleet.agent import sync
 from mirrorfleet.client.choose import NoFreshMirror, choose
 from mirrorfleet.client.discovery import Discovery, Listed
-from mirrorfleet.client.projects import MAX_RECORD, ChangesUnavailable, fetch_changes
+from mirrorfleet.client.projects import ChangesUnavailable, fetch_changes
 from mirrorfleet.config import AgentConfig, OriginConfig
 from mirrorfleet.control.inventory import validate_groups
 from mirrorfleet.errors import MirrorfleetError
 from mirrorfleet.origin.publish import publish
 from mirrorfleet.probe.observe import Head, MirrorSpec, load_fleet_config, observe, record
 from mirrorfleet.probe.spotcheck import (
-    MAX_JOURNAL,
     MAX_PAGE,
     Candidate,
     SpotCheckFailed,
-    candidates_from_journal,
-    fetch_journal,
+    candidates_from_records,
     spot_check,
 )
 from mirrorfleet.testing.loopback import LoopbackUpstream
-from mirrorfleet.tree.changes import changes_path
+from mirrorfleet.tree.changes import MAX_RECORD, ChangeRecord, changes_path
 from mirrorfleet.tree.keys import SecretsDir, init_secrets, load_signing_key, public_key_text
-from mirrorfleet.tree.manifest import JOURNAL_PATH, shard_path
+from mirrorfleet.tree.manifest import shard_path
 from mirrorfleet.tree.signed import sign
 from mirrorfleet.tree.stamp import MAX_STAMP, STAMP_PATH, Stamp, read_local_stamp
 from mirrorfleet.zone import records
@@ -352,7 +350,7 @@ def test_bad_stamp_is_refused_everywhere_and_the_mirror_keeps_its_tree(
         choose(found, keys, rng=random.Random(0))
 
 
-# --- 3. Huge journal, manifest shard, index page, change record: bounded reads ---------
+# --- 3. Huge manifest shard, index page, change record: bounded reads --------- ---------
 
 
 def _sparse(path: Path, size: int = HUGE) -> None:
@@ -402,12 +400,16 @@ def test_huge_shard_or_page_is_a_bad_verdict_read_within_bounds(mirror_http, whi
     assert peak < 4 * MAX_PAGE  # the GiB behind it was never read
 
 
-def test_huge_journal_is_refused_within_bounds(mirror_http) -> None:
+def test_huge_change_record_is_refused_by_the_monitor_within_bounds(mirror_http) -> None:
     base, tree, _paths, keys = mirror_http
-    _sparse(tree / JOURNAL_PATH)
-    with pytest.raises(SpotCheckFailed, match=f"journal.json is larger than {MAX_JOURNAL} bytes"):
-        fetch_journal(base, keys, 5)
-    assert _peak(lambda: fetch_journal(base, keys, 5)) < 4 * MAX_JOURNAL
+    _sparse(tree / changes_path(3))
+
+    def read() -> object:
+        return candidates_from_records(base, keys, 5, head=3, since=2)
+
+    with pytest.raises(SpotCheckFailed, match=f"3.json is larger than {MAX_RECORD} bytes"):
+        read()
+    assert _peak(read) < 4 * MAX_RECORD
 
 
 def test_huge_change_record_is_refused_within_bounds(mirror_http) -> None:
@@ -496,7 +498,7 @@ def _hostile_shards(tree: Path, key: Ed25519PrivateKey, page: bytes) -> None:
         (tree / path).write_bytes(sign({"v": 1, "serial": 1, "projects": projects}, key))
 
 
-def test_project_names_from_the_journal_never_leave_the_tree(
+def test_project_names_from_the_records_never_leave_the_tree(
     mirror_http, origin_config: OriginConfig, caplog: pytest.LogCaptureFixture
 ) -> None:
     base, tree, paths, keys = mirror_http
@@ -505,9 +507,10 @@ def test_project_names_from_the_journal_never_leave_the_tree(
     secret.write_bytes(b"<html></html>\n")
     key = load_signing_key(origin_config.signing_key)
     _hostile_shards(tree, key, secret.read_bytes())
-    journal = sign({"v": 1, "serial": 1, "entries": [[1, 0, [*TRAVERSALS, "proj0"]]]}, key)
+    record = ChangeRecord(1, [*TRAVERSALS, "proj0"])
+    (tree / changes_path(1)).write_bytes(record.sign(key))
     with caplog.at_level(logging.WARNING, logger="mirrorfleet.spotcheck"):
-        pool = candidates_from_journal(journal, keys)
+        pool = candidates_from_records(base, keys, 5, head=1)
     assert pool == [Candidate("proj0", 1)]
     assert "'../../secret' is not a project name; not checked" in caplog.text
     hostile = [Candidate(name, 1) for name in TRAVERSALS]  # a pool made some other way

@@ -17,7 +17,7 @@ SRC = Path(__file__).resolve().parents[2] / "src"
 PACKAGE = "mirrorfleet"
 
 # Parts from the bottom up: a module may import its own part and any part of a lower
-# rank, never a part of the same rank or higher (cli and testing are the two tops).
+# rank, never a part of the same rank or higher (cli, testing and checks are the tops).
 RANKS = {
     "mirrorfleet": 0,  # the package's __init__ (its __version__)
     "mirrorfleet.errors": 0,
@@ -34,6 +34,7 @@ RANKS = {
     "mirrorfleet.control": 6,
     "mirrorfleet.lab": 6,
     "mirrorfleet.testing": 7,
+    "mirrorfleet.checks": 7,  # the checks of deployed hosts: pytest runs them
     "mirrorfleet.cli": 7,
 }
 
@@ -122,6 +123,8 @@ def test_the_graph_is_read() -> None:
     assert "mirrorfleet.zone.plan" in EDGES["mirrorfleet.zone.update"]
     assert "mirrorfleet.zone.providers.route53" in EDGES["mirrorfleet.zone.providers"]  # lazy
     assert "mirrorfleet.cli.client" in EDGES["mirrorfleet.cli"]  # from mirrorfleet.cli import
+    assert "mirrorfleet.checks.sandboxing" in EDGES["mirrorfleet.checks.test_mirror"]
+    assert "mirrorfleet.control.inventory" in EDGES["mirrorfleet.checks.conftest"]
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == ["a", "b", "c", "a"]
     assert find_cycle({"a": {"b"}, "b": set()}) is None
 
@@ -147,9 +150,13 @@ def test_imports_go_down_only() -> None:
     assert wrong == []
 
 
-@pytest.mark.parametrize("guarded", ["mirrorfleet.cli", "mirrorfleet.testing"])
+@pytest.mark.parametrize(
+    "guarded", ["mirrorfleet.cli", "mirrorfleet.testing", "mirrorfleet.checks"]
+)
 def test_nothing_outside_imports(guarded: str) -> None:
-    """The CLI sits on top and the test harness beside it: no runtime module uses either."""
+    """The CLI sits on top, the test harness and the host checks beside it: no runtime
+    module uses any of them. `mirrorfleet verify` finds the checks' folder with
+    importlib.util.find_spec and hands it to pytest; it does not import them."""
     wrong = sorted(
         f"{source} imports {target}"
         for source, targets in EDGES.items()

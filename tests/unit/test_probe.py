@@ -113,14 +113,16 @@ def test_fleet_config_loads(tmp_path: Path) -> None:
     assert config.mirrors == (MirrorSpec("m1", "m1.example", "http://m1/", weight=50, region="eu"),)
 
 
-def test_a_bad_journal_does_not_hide_the_head(served) -> None:
-    """Spot checks draw from the journal; the head counts even when it is broken."""
+def test_a_bad_change_record_does_not_hide_the_head(served) -> None:
+    """Spot checks draw from the change records; the head counts even when one is broken."""
     from mirrorfleet.probe.observe import fetch_head
-    from mirrorfleet.tree.manifest import JOURNAL_PATH
+    from mirrorfleet.tree.changes import changes_path
 
     base, root = served
     put_stamp(root, "origin", 7)
-    (root / "origin" / JOURNAL_PATH).write_text('{"signed": {}, "key": "x", "sig": "AA=="}')
+    record = root / "origin" / changes_path(7)
+    record.parent.mkdir(parents=True)
+    record.write_text('{"signed": {}, "key": "x", "sig": "AA=="}')
     config = FleetConfig(f"{base}/origin/", (public_key_text(KEY),), (), timeout=2)
     head = fetch_head(config)
     assert head.stamp.serial == 7 and head.pool == ()

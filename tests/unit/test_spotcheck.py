@@ -94,3 +94,25 @@ def test_a_wrong_page_without_a_sync_is_proof(mirror, secrets_dir: SecretsDir) -
     (root / PAGE).write_text("<html>not what the manifest says</html>\n")
     with pytest.raises(SpotCheckFailed, match="does not match its signed manifest entry"):
         check(base, secrets_dir)
+
+
+def test_the_pool_grows_by_the_new_records_only(mirror, secrets_dir: SecretsDir, origin_config):
+    """A moved head costs one record per new serial, not a re-read of the history."""
+    from mirrorfleet.probe.spotcheck import candidates_from_records
+    from mirrorfleet.tree.changes import ChangeRecord, changes_path
+    from mirrorfleet.tree.keys import load_signing_key
+
+    base, root, hooks = mirror
+    key = load_signing_key(origin_config.signing_key)
+    keys = [parse_public_key(secrets_dir.public_key.read_text())]
+    for serial, names in [(3, ["a", "b"]), (4, ["c", "a"]), (5, ["d"])]:
+        (root / changes_path(serial)).write_bytes(ChangeRecord(serial, names).sign(key))
+    read: list[str] = []
+    hooks.append(read.append)
+    first = candidates_from_records(base, keys, 5, head=4, since=2)
+    assert first == [Candidate("c", 4), Candidate("a", 4), Candidate("b", 3)]
+    assert read == [changes_path(4), changes_path(3)]
+    read.clear()
+    moved = candidates_from_records(base, keys, 5, head=5, since=4, pool=first)
+    assert [c.project for c in moved] == ["d", "c", "a", "b"]
+    assert read == [changes_path(5)]

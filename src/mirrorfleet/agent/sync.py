@@ -1,23 +1,13 @@
 """One sync of a mirror's tree from its upstream, never exposing a torn state.
 
 1. Fetch the upstream stamp over HTTP and verify its signature; stop if the serial
-   is the one we serve (no rsync file-list walk at all).
-2. Scan: a dry run lists what upstream no longer has. It ends before anything else
-   is read, and upstream rewrites an index before it drops a file the index named,
-   so no index fetched later can name what the scan lists.
-3. Pages: a dry run lists everything but content (index pages, .mirror/) that
-   differs from what we serve, and exactly those files are fetched into a staging
-   folder inside the tree. Nothing served changes yet.
-4. Content: the content paths, adds only. This walk starts after the pages were
-   read, so every file they link is on disk before any of them is served.
-5. Move the staged pages into place, deepest first (a page's index lives above it),
-   then delete what the scan listed. Neither step depends on rsync's sort order,
-   which puts Debian's `dists` before its `pool`.
-6. Put the verified stamp in place last: the stamp served is never newer than the
+   is the one we serve (no rsync at all).
+2. Catch up: by the change records when they can say what changed (delta.py: cost
+   follows the change), else by walking the whole tree (full.py: cost follows the
+   tree). A delta that finds upstream moved on under it tries again from the new
+   stamp, a few times, then walks.
+3. Put the verified stamp in place last: the stamp served is never newer than the
    content served.
-
-A sync killed at any point leaves a tree whose every index names files that exist;
-the next sync clears the staging folder and finishes the job.
 """
 
 from __future__ import annotations
@@ -25,10 +15,6 @@ from __future__ import annotations
 import fcntl
 import json
 import logging
-import os
-import re
-import shutil
-import subprocess
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -37,10 +23,13 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from mirrorfleet.agent.delta import Mismatch, apply_delta
+from mirrorfleet.agent.feed import NoFeed, read_feed
+from mirrorfleet.agent.full import full_sync
+from mirrorfleet.agent.rsync import SyncError, clear_leftovers
 from mirrorfleet.config import AgentConfig
-from mirrorfleet.errors import MirrorfleetError
 from mirrorfleet.notify.ping import send_ping
-from mirrorfleet.tree.files import META_DIR, TMP_SUFFIX, atomic_write, make_parents
+from mirrorfleet.tree.files import META_DIR, atomic_write
 from mirrorfleet.tree.keys import parse_public_key, read_secret
 from mirrorfleet.tree.signed import BadSignature
 from mirrorfleet.tree.stamp import (
@@ -53,18 +42,7 @@ from mirrorfleet.tree.stamp import (
 
 log = logging.getLogger("mirrorfleet.agent")
 
-RETRYABLE_RSYNC = {5, 10, 12, 30, 35}  # daemon refused, socket I/O, protocol stream, timeouts
-VANISHED = 24  # upstream changed while we read it: fine, the next sync catches up
-PARTIAL_DIR = ".rsync-partial"
-STAGING_DIR = ".mirrorfleet-next"  # pages fetched ahead of their content, served by nothing
-STAGES = {"scan": 1, "list": 2, "pages": 3, "content": 4}
-ITEM = 12  # --itemize-changes: 11 columns and a space, then the name
-DELETING = b"*deleting "
-PAGES_LIST = "pages.list"  # in state_dir: what the list stage found changed
-
-
-class SyncError(MirrorfleetError):
-    pass
+DELTA_ATTEMPTS = 3  # upstream publishing faster than a delta lands: then walk
 
 
 class NotPublished(SyncError):
@@ -80,6 +58,8 @@ class SyncResult:
     seconds: float = 0.0
     error: str = ""
     finished: float = 0.0
+    mode: str = ""  # "delta" (by the change records) | "full" (a walk of the tree)
+    why_full: str = ""  # why the records could not be used
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -108,156 +88,9 @@ def fetch_upstream_stamp(config: AgentConfig, keys: list[Ed25519PublicKey]) -> t
         raise (NotPublished if exc.missing else SyncError)(f"upstream {exc}") from None
 
 
-def rsync_argv(config: AgentConfig, stage: str) -> list[str]:
-    """The rsync command line of one stage (see the module docstring)."""
-    argv = [
-        "rsync",
-        "-rltp",
-        "--chmod=D755,F644",
-        "--safe-links",  # a symlink pointing out of the tree is never copied
-        "--no-motd",
-        "--stats",
-        f"--timeout={config.rsync_timeout}",
-        f"--partial-dir={PARTIAL_DIR}",
-        f"--exclude=.*{TMP_SUFFIX}",  # files upstream is still writing
-        f"--exclude=/{STAGING_DIR}/",  # an upstream mirror's own staging, or ours
-    ]
-    if config.bwlimit_kbps:
-        argv.append(f"--bwlimit={config.bwlimit_kbps}")
-    dest = config.tree
-    if stage == "content":
-        for path in config.content_paths:
-            argv.append(f"--include=/{path.strip('/')}/***")
-        argv.append("--exclude=*")
-    else:
-        argv += [f"--exclude=/{STAMP_PATH}", f"--exclude=/{META_DIR}/trace/{config.name}"]
-        if stage == "scan":
-            argv += ["--dry-run", "--delete", "--existing", "--ignore-existing", "-i"]
-        else:
-            argv += [f"--exclude=/{path.strip('/')}/" for path in config.content_paths]
-        if stage == "list":
-            argv += ["--dry-run", "-i"]
-        elif stage == "pages":  # exactly the listed files, into the staging folder
-            listed = config.state_dir / PAGES_LIST
-            argv += [f"--files-from={listed}", "--from0", "--ignore-missing-args"]
-            dest = config.tree / STAGING_DIR
-    return [*argv, f"{config.upstream_rsync.rstrip('/')}/", f"{dest}/"]
-
-
-def run_rsync(config: AgentConfig, stage: str) -> tuple[int, bytes]:
-    """Run one stage with retries and backoff; bytes received, and rsync's output
-    (bytes: file names are whatever bytes upstream uses)."""
-    argv = rsync_argv(config, stage)
-    for attempt in range(config.retries + 1):
-        proc = subprocess.run(argv, capture_output=True)
-        if proc.returncode in (0, VANISHED):
-            match = re.search(rb"Total bytes received: ([\d,.]+)", proc.stdout)
-            received = int(re.sub(rb"[,.]", b"", match.group(1))) if match else 0
-            return received, proc.stdout
-        lines = proc.stderr.decode(errors="replace").strip().splitlines() or ["no output"]
-        # the specific cause ("write failed ...: No space left on device") comes
-        # before rsync's generic summary line
-        detail = next((line for line in lines if line.startswith("rsync:")), lines[-1])
-        label = f"rsync stage {STAGES[stage]} ({stage})"
-        if proc.returncode not in RETRYABLE_RSYNC or attempt == config.retries:
-            raise SyncError(f"{label} failed ({proc.returncode}): {detail}")
-        delay = min(30, 2**attempt)
-        log.warning("%s failed (%s), retry in %ds", label, detail, delay)
-        time.sleep(delay)
-    raise AssertionError("unreachable")
-
-
-def deletions(scan_output: bytes) -> list[str]:
-    """Paths the scan found gone upstream, relative to the tree (folders end in /)."""
-    return [unescape(line[ITEM:]) for line in scan_output.splitlines() if line.startswith(DELETING)]
-
-
-def changed_files(list_output: bytes) -> list[str]:
-    """Files and symlinks the list stage would transfer (`>f…`, `cL…`), not folders."""
-    return [
-        unescape(line[ITEM:])
-        for line in list_output.splitlines()
-        if len(line) > ITEM and line[:1] in b">c" and line[1:2] in b"fL"
-    ]
-
-
-def unescape(name: bytes) -> str:
-    """rsync writes a byte it will not print (a newline, say) as \\#ooo, in octal."""
-    return os.fsdecode(re.sub(rb"\\#([0-7]{3})", lambda m: bytes([int(m[1], 8)]), name))
-
-
-def move_staged(tree: Path) -> int:
-    """Rename every staged file into the tree, deepest first; how many moved."""
-    staging = tree / STAGING_DIR
-    staged = sorted(
-        (
-            Path(root, name).relative_to(staging)
-            for root, _dirs, files in os.walk(staging)
-            for name in files
-        ),
-        key=lambda rel: (-len(rel.parts), rel.as_posix()),
-    )
-    for rel in staged:
-        make_parents(tree / rel, tree)
-        os.replace(staging / rel, tree / rel)
-    shutil.rmtree(staging, ignore_errors=True)
-    return len(staged)
-
-
-def delete_gone(tree: Path, gone: list[str]) -> None:
-    """Files first, then folders deepest first; a folder that gained files stays."""
-    for rel in (g for g in gone if not g.endswith("/")):
-        path = tree / rel
-        if path.is_symlink() or path.is_file():
-            path.unlink()
-    folders = sorted((g.rstrip("/") for g in gone if g.endswith("/")), key=len, reverse=True)
-    for rel in folders:
-        try:
-            (tree / rel).rmdir()
-        except FileNotFoundError:
-            pass
-        except OSError:  # not empty: upstream brought it back with new files
-            log.info("kept %s: it is not empty", rel)
-
-
-def clear_leftovers(tree: Path) -> None:
-    """What a killed sync left: its staging folder and half-written stamp or trace
-    (served by nothing, but they would pile up)."""
-    shutil.rmtree(tree / STAGING_DIR, ignore_errors=True)
-    for folder in (tree / META_DIR, tree / META_DIR / "trace"):
-        for leftover in folder.glob(f".*{TMP_SUFFIX}"):
-            leftover.unlink(missing_ok=True)
-
-
-def transfer(config: AgentConfig) -> int:
-    """Steps 2 to 5 of the module docstring; bytes received."""
-    started = time.monotonic()
-    gone = deletions(run_rsync(config, "scan")[1])
-    pages = changed_files(run_rsync(config, "list")[1])
-    received = 0
-    if pages:
-        config.state_dir.mkdir(parents=True, exist_ok=True)
-        listed = b"".join(os.fsencode(page) + b"\0" for page in pages)
-        (config.state_dir / PAGES_LIST).write_bytes(listed)
-        received += run_rsync(config, "pages")[0]
-    fetched = time.monotonic()
-    received += run_rsync(config, "content")[0]
-    walked = time.monotonic()
-    moved = move_staged(config.tree)
-    delete_gone(config.tree, gone)
-    log.info(
-        "%d pages staged in %.1fs, content walked in %.1fs, %d moved in and %d deleted in %.1fs",
-        len(pages),
-        fetched - started,
-        walked - fetched,
-        moved,
-        len(gone),
-        time.monotonic() - walked,
-    )
-    return received
-
-
-def sync_once(config: AgentConfig) -> SyncResult:
+def sync_once(config: AgentConfig, full: bool = False) -> SyncResult:
+    """full: walk the whole tree even at the head serial (the audit: it repairs what
+    was damaged behind the agent's back)."""
     started = time.monotonic()
     keys = [parse_public_key(k) for k in config.public_keys]
     result = SyncResult(status="error")
@@ -277,7 +110,7 @@ def sync_once(config: AgentConfig) -> SyncResult:
             result.status = "waiting"
             log.info("%s: nothing to sync yet", exc)
             return result
-        if local and upstream.serial == local.serial:
+        if local and upstream.serial == local.serial and not full:
             result.status = "unchanged"
             return result
         if local and upstream.serial < local.serial:
@@ -287,7 +120,7 @@ def sync_once(config: AgentConfig) -> SyncResult:
             )
         config.tree.mkdir(parents=True, exist_ok=True)
         log.info("syncing serial %s -> %d", result.previous, upstream.serial)
-        result.bytes = transfer(config)
+        upstream, raw = catch_up(config, keys, local, upstream, raw, result, full)
         atomic_write(config.tree / STAMP_PATH, raw, config.tree)
         result.status, result.serial = "synced", upstream.serial
         result.seconds = time.monotonic() - started
@@ -305,6 +138,45 @@ def sync_once(config: AgentConfig) -> SyncResult:
     finally:
         result.seconds = time.monotonic() - started
         result.finished = time.time()
+
+
+def catch_up(
+    config: AgentConfig,
+    keys: list[Ed25519PublicKey],
+    local: Stamp | None,
+    upstream: Stamp,
+    raw: bytes,
+    result: SyncResult,
+    full: bool,
+) -> tuple[Stamp, bytes]:
+    """Step 2 of the module docstring; the stamp (and its bytes) the tree now holds."""
+    result.why_full = "asked for" if full else "no local stamp" if local is None else ""
+    for _attempt in range(DELTA_ATTEMPTS if not result.why_full else 0):
+        assert local is not None
+        try:
+            feed = read_feed(config, keys, local.serial, upstream.serial)
+        except NoFeed as exc:
+            result.why_full = str(exc)
+            break
+        try:
+            result.bytes = apply_delta(config, feed)
+            result.mode = "delta"
+            return upstream, raw
+        except Mismatch as exc:
+            clear_leftovers(config.tree)  # the staged pages; the content added stays
+            newer, newer_raw = fetch_upstream_stamp(config, keys)
+            if newer.serial == upstream.serial:  # not moving: it does not hold what it signed
+                result.why_full = f"serial {upstream.serial}: {exc}"
+                log.warning("upstream %s", result.why_full)
+                break
+            log.info("upstream moved on to %d during the delta (%s)", newer.serial, exc)
+            upstream, raw = newer, newer_raw
+    else:
+        result.why_full = result.why_full or f"upstream kept moving ({DELTA_ATTEMPTS} deltas)"
+    log.info("full sync: %s", result.why_full)
+    result.bytes = full_sync(config)
+    result.mode = "full"
+    return upstream, raw
 
 
 def write_trace(config: AgentConfig, upstream: Stamp, result: SyncResult) -> None:

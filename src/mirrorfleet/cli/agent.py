@@ -39,9 +39,22 @@ def agent_run(config_path: Path) -> None:
 
 @agent.command(name="sync")
 @config_option("/etc/mirrorfleet/agent.toml")
+@click.option(
+    "--full",
+    is_flag=True,
+    help="Walk the whole tree, even at the head serial: repairs what was changed behind "
+    "the agent's back (the daily audit timer runs this).",
+)
+@click.option(
+    "--wait", is_flag=True, help="Wait for a running sync to end instead of reporting busy."
+)
 @json_option
-def agent_sync(config_path: Path, as_json: bool) -> None:
-    """Sync once now (the fallback timer runs this). Exits 1 if the sync failed."""
+def agent_sync(config_path: Path, full: bool, wait: bool, as_json: bool) -> None:
+    """Sync once now (the fallback timer runs this). Exits 1 if the sync failed.
+
+    By default it copies what the upstream's change records name since the serial
+    served here, and walks the whole tree only when they cannot say (see --json's
+    mode and why_full)."""
     import logging
 
     from mirrorfleet.agent.sync import SyncResult, sync_lock, sync_once
@@ -49,11 +62,13 @@ def agent_sync(config_path: Path, as_json: bool) -> None:
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     config = load_agent_config(config_path)
-    with sync_lock(config.state_dir, wait=False) as locked:
-        result = sync_once(config) if locked else SyncResult(status="busy")
+    with sync_lock(config.state_dir, wait=wait) as locked:
+        result = sync_once(config, full=full) if locked else SyncResult(status="busy")
     if as_json:
         emit_json(result.as_dict())
     else:
-        out.print(f"{result.status}: serial {result.serial} {result.error}".rstrip())
+        how = f" ({result.mode}{': ' + result.why_full if result.why_full else ''})"
+        detail = how if result.mode else ""
+        out.print(f"{result.status}: serial {result.serial}{detail} {result.error}".rstrip())
     if result.status == "error":
         sys.exit(1)

@@ -18,11 +18,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from mirrorfleet.content.pypi import normalize
 from mirrorfleet.errors import UserError
 from mirrorfleet.probe.spotcheck import SpotCheckFailed, Unreachable, fetch
-from mirrorfleet.tree.changes import changes_path, parse_changes
+from mirrorfleet.tree.changes import MAX_RECORD, changes_path, parse_changes
 from mirrorfleet.tree.signed import BadSignature
 
 MAX_BEHIND = 10  # serials a mirror may lag and still be checked per project
-MAX_RECORD = 4 * 1024 * 1024
 
 
 class ChangesUnavailable(UserError):

@@ -29,7 +29,7 @@ from mirrorfleet.probe.spotcheck import (
     Candidate,
     SpotCheckFailed,
     Unreachable,
-    fetch_journal,
+    candidates_from_records,
     spot_check,
 )
 from mirrorfleet.tree.keys import parse_public_key
@@ -122,7 +122,8 @@ class Head:
 def fetch_head(
     config: FleetConfig, previous: Head | None = None, spot_checks: int = SPOT_CHECKS
 ) -> Head:
-    """The origin's verified stamp, plus its journal when the serial moved."""
+    """The origin's verified stamp, plus the projects its new records name when the
+    serial moved."""
     keys = config.keys
     try:
         stamp, raw = fetch_stamp(config.origin_url, keys, config.timeout)
@@ -131,12 +132,17 @@ def fetch_head(
     if previous is not None and previous.stamp.serial == stamp.serial:
         return Head(stamp, raw, previous.pool)
     pool: tuple[Candidate, ...] = previous.pool if previous is not None else ()
+    since = previous.stamp.serial if previous is not None else 0
     if spot_checks:
         try:
-            pool = tuple(fetch_journal(config.origin_url, keys, config.timeout))
+            pool = tuple(
+                candidates_from_records(
+                    config.origin_url, keys, config.timeout, stamp.serial, since, pool
+                )
+            )
         except (Unreachable, SpotCheckFailed, BadSignature) as exc:
-            # the head still counts; spot checks draw from the last good journal
-            log.warning("origin journal: %s", exc)
+            # the head still counts; spot checks draw from the last good pool
+            log.warning("origin change records: %s", exc)
     return Head(stamp, raw, pool)
 
 

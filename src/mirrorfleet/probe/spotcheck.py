@@ -2,7 +2,7 @@
 
 A mirror could serve the right stamp over a broken tree (a failed disk, a half
 restore, an operator's rm). So the monitor also fetches a few projects the origin's
-journal names: the mirror's own signed manifest shard must list the project, the
+change records name: the mirror's own signed manifest shard must list the project, the
 project's index page must hash to the manifest's value, and one file the page
 links must hash to the page's `#sha256=` fragment. All reads are bounded.
 """
@@ -23,13 +23,16 @@ from urllib.parse import unquote, urldefrag, urljoin, urlsplit
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from mirrorfleet.errors import MirrorfleetError
-from mirrorfleet.tree.manifest import JOURNAL_PATH, parse_shard, shard_path
-from mirrorfleet.tree.signed import BadSignature, verify
+from mirrorfleet.tree.changes import MAX_RECORD, changes_path, parse_record
+from mirrorfleet.tree.manifest import parse_shard, shard_path
+from mirrorfleet.tree.signed import BadSignature
 
 log = logging.getLogger("mirrorfleet.spotcheck")
 MAX_PAGE = 8 * 1024 * 1024
-MAX_JOURNAL = 64 * 1024 * 1024
 POOL_SIZE = 1000  # recently changed projects the monitor samples from
+# Records read when the head moves, newest first: one per serial in steady state,
+# at most this many after a start or a long gap.
+POOL_RECORDS = 64
 LINK_RE = re.compile(r'href="([^"#]+)#sha256=([0-9a-f]{64})"')
 # A project is one path segment of simple/: no "/", "..", "%" (decoded by servers), "?".
 PROJECT_RE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?")
@@ -46,28 +49,7 @@ class Unreachable(MirrorfleetError):
 @dataclass(frozen=True)
 class Candidate:
     project: str
-    serial: int  # the serial that last changed it, by the origin's journal
-
-
-def candidates_from_journal(raw: bytes, keys: Sequence[Ed25519PublicKey]) -> list[Candidate]:
-    """The newest POOL_SIZE projects the origin's signed journal names, newest first."""
-    entries = verify(raw, keys).get("entries", [])
-    pool: dict[str, int] = {}
-    for entry in reversed(entries if isinstance(entries, list) else []):
-        try:
-            serial, names = int(entry[0]), entry[2]
-        except (TypeError, ValueError, IndexError, KeyError):
-            raise BadSignature("malformed journal entry") from None
-        for name in names if isinstance(names, list) else []:
-            if not isinstance(name, str) or name in pool:
-                continue
-            if not PROJECT_RE.fullmatch(name):  # it would point a check outside the tree
-                log.warning("journal entry %s: %r is not a project name; not checked", serial, name)
-                continue
-            pool[name] = serial
-        if len(pool) >= POOL_SIZE:
-            break
-    return [Candidate(name, serial) for name, serial in pool.items()]
+    serial: int  # the serial that last changed it, by the origin's records
 
 
 def fetch(url: str, timeout: float, limit: int) -> bytes | None:
@@ -87,11 +69,32 @@ def fetch(url: str, timeout: float, limit: int) -> bytes | None:
     return body
 
 
-def fetch_journal(
-    base_url: str, keys: Sequence[Ed25519PublicKey], timeout: float
+def candidates_from_records(
+    base_url: str,
+    keys: Sequence[Ed25519PublicKey],
+    timeout: float,
+    head: int,
+    since: int = 0,
+    pool: Sequence[Candidate] = (),
 ) -> list[Candidate]:
-    raw = fetch(urljoin(base_url, JOURNAL_PATH), timeout, MAX_JOURNAL)
-    return [] if raw is None else candidates_from_journal(raw, keys)
+    """The projects the records after `since` up to `head` name (at most the newest
+    POOL_RECORDS), newest first, ahead of the older pool; POOL_SIZE at most.
+
+    A missing record (pruned, or a serial that wrote none) is skipped; one that does
+    not verify raises BadSignature: the caller keeps its old pool."""
+    fresh: dict[str, int] = {}
+    for serial in range(head, max(since, head - POOL_RECORDS, 0), -1):
+        raw = fetch(urljoin(base_url, changes_path(serial)), timeout, MAX_RECORD)
+        if raw is None:
+            continue
+        for name in parse_record(raw, keys, serial).changed:
+            if not PROJECT_RE.fullmatch(name):  # it would point a check outside the tree
+                log.warning("record %s: %r is not a project name; not checked", serial, name)
+                continue
+            fresh.setdefault(name, serial)
+    for candidate in pool:
+        fresh.setdefault(candidate.project, candidate.serial)
+    return [Candidate(name, serial) for name, serial in list(fresh.items())[:POOL_SIZE]]
 
 
 def spot_check(
@@ -135,7 +138,7 @@ def _check_project(
     if shard_serial > serial:
         raise Unreachable(f"{shard_url} is newer than the stamp: the mirror is mid-sync")
     if project not in projects:
-        return  # removed again since the journal entry; nothing to hold
+        return  # removed again since that record; nothing to hold
     page_url = urljoin(base_url, f"simple/{project}/index.html")
     page = fetch(page_url, timeout, MAX_PAGE)
     if page is None:

@@ -1,7 +1,10 @@
 """Run the role checks against the hosts of any pyinfra inventory.
 
-    pytest tests/infra --inventory inventories/prod.py
-    pytest tests/infra --inventory inventories/lab.py
+    mirrorfleet verify inventories/prod.py
+    mirrorfleet verify inventories/lab.py --junit verify.xml -k dns
+
+(`mirrorfleet verify` runs pytest on this package's folder, see cli/verify.py; plain
+`pytest src/mirrorfleet/checks --inventory PATH` works too.)
 
 Each module names the inventory group it checks (INVENTORY_GROUP, or a tuple of
 groups for a role several groups run); its `host` fixture is parametrized over
@@ -28,7 +31,6 @@ from mirrorfleet.control.inventory import load_inventory, ssh_config_for
 
 INVENTORY_KEY = pytest.StashKey()
 WORKDIR_KEY = pytest.StashKey[Path]()
-DEFAULT_INVENTORY = Path(__file__).resolve().parents[2] / "inventories" / "lab.py"
 # `systemd-analyze security` calls 4.0 and below "OK" (or better); every
 # mirrorfleet unit must stay there (roles/fleet.py, sandbox()).
 MAX_EXPOSURE = 4.0
@@ -38,14 +40,17 @@ OVERALL_EXPOSURE_RE = re.compile(r"Overall exposure level for \S+: ([0-9.]+) (\w
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption(
         "--inventory",
-        default=os.environ.get("MIRRORFLEET_INVENTORY", str(DEFAULT_INVENTORY)),
-        help="pyinfra inventory file whose hosts to check (default: inventories/lab.py)",
+        default=os.environ.get("MIRRORFLEET_INVENTORY"),
+        help="pyinfra inventory file whose hosts to check (default: $MIRRORFLEET_INVENTORY)",
     )
 
 
 def pytest_configure(config: pytest.Config) -> None:
     if config.option.hosts is not None:
         return  # plain testinfra usage
+    if not config.option.inventory:
+        # installed, the checks know no checkout whose inventories/ to default to
+        raise pytest.UsageError("the checks need --inventory PATH (or --hosts)")
     inventory = load_inventory(config.option.inventory)
     config.stash[INVENTORY_KEY] = inventory
     if config.option.ssh_config is None:

@@ -6,7 +6,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from sandboxing import SANDBOXED
+
+from mirrorfleet.checks.sandboxing import SANDBOXED
 
 INVENTORY_GROUP = "monitor"
 

@@ -1,4 +1,4 @@
-"""A mirror: the sync agent and its timer, sandboxed, holding no signing key."""
+"""A mirror: the sync agent, its fallback and audit timers, sandboxed, holding no signing key."""
 
 from __future__ import annotations
 
@@ -6,14 +6,21 @@ import json
 import re
 
 import pytest
-from sandboxing import SANDBOXED
+
+from mirrorfleet.checks.sandboxing import SANDBOXED
 
 INVENTORY_GROUP = "mirrors"
 
 
 @pytest.mark.parametrize(
     "unit",
-    ["nginx", "rsync", "mirrorfleet-agent.service", "mirrorfleet-sync.timer"],
+    [
+        "nginx",
+        "rsync",
+        "mirrorfleet-agent.service",
+        "mirrorfleet-sync.timer",
+        "mirrorfleet-audit.timer",
+    ],
 )
 def test_unit_running_and_enabled(host, unit: str) -> None:
     assert host.service(unit).is_running
@@ -42,11 +49,22 @@ def test_agent_is_sandboxed(host, prop: str, expected: str) -> None:
 
 @pytest.mark.parametrize(
     "unit",
-    ["mirrorfleet-agent.service", "mirrorfleet-sync.service"],
+    ["mirrorfleet-agent.service", "mirrorfleet-sync.service", "mirrorfleet-audit.service"],
 )
 def test_unit_exposure_is_ok(unit_exposure, unit: str) -> None:
     exposure = unit_exposure(unit)
     assert exposure.level <= exposure.limit, f"systemd-analyze security {exposure}"
+
+
+def test_the_audit_runs_the_full_sync_on_its_schedule(host) -> None:
+    """A file damaged behind the agent's back is repaired within a day: the audit
+    timer is armed and its service walks the whole tree."""
+    command = host.check_output("systemctl show -p ExecStart --value mirrorfleet-audit.service")
+    assert "agent sync --full --wait" in command
+    timer = host.check_output("systemctl show -p TimersCalendar --value mirrorfleet-audit.timer")
+    assert "OnCalendar=" in timer
+    show = "systemctl show -p NextElapseUSecRealtime --value mirrorfleet-audit.timer"
+    assert host.check_output(show)  # armed: it has a next run
 
 
 def test_unauthenticated_ping_is_refused(host) -> None:
