@@ -21,15 +21,14 @@ from dataclasses import dataclass, field
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from mirrorfleet.config import KEEP_RECORDS
 from mirrorfleet.tree.files import META_DIR
 from mirrorfleet.tree.signed import BadSignature, sign, verify
 
 CHANGES_DIR = f"{META_DIR}/changes"
 RECORD_VERSION = 2
-# PyPI makes roughly 10,000 serials a day (one per upload, yank or removal); a
-# record per serial, kept this long, lets a mirror that was off for a day catch up
-# from the feed instead of walking the whole tree.
-KEEP_RECORDS = 20_000
+# KEEP_RECORDS (how many records the origin keeps) lives in config.py, the origin's
+# `keep_records` default, and is imported from there: config sits below tree/.
 SHA256_RE = re.compile(r"[0-9a-f]{64}")
 
 
