@@ -31,7 +31,6 @@ import time
 import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from email.parser import HeaderParser
 from pathlib import Path
 
 from mirrorfleet.tree.files import atomic_write, tmp_path
@@ -208,6 +207,8 @@ def _file_version(filename: str) -> str | None:
 
 
 def _wheel_requires_python(zf: zipfile.ZipFile) -> str | None:
+    from email.parser import HeaderParser  # here: the email package is slow to import
+
     for name in zf.namelist():
         if name.endswith(".dist-info/METADATA") and name.count("/") == 1:
             text = zf.read(name).decode("utf-8", "replace")
