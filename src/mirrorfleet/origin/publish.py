@@ -281,12 +281,13 @@ class _Change:
         rows = self.state.project_stats()
         row = next(rows, None)
         candidates = []
+        simple = os.fspath(self.tree / SIMPLE)  # strings: a Path per project costs 5x the stat
         for name in names:
             while row is not None and row[0] < name:
                 candidates.append(row[0])  # in the state, gone from simple/
                 row = next(rows, None)
             try:
-                st: Stat | None = stat_key(os.stat(self.tree / SIMPLE / name / PAGE))
+                st: Stat | None = stat_key(os.stat(f"{simple}/{name}/{PAGE}"))
             except (FileNotFoundError, NotADirectoryError):
                 st = None
             if row is not None and row[0] == name:
