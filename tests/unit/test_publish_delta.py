@@ -11,6 +11,8 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -24,8 +26,9 @@ from mirrorfleet.origin.publish import page_links, publish
 from mirrorfleet.origin.state import STATE_FILE, PublishState
 from mirrorfleet.tree import manifest
 from mirrorfleet.tree.changes import ChangeRecord, changes_path, parse_record
+from mirrorfleet.tree.files import atomic_write
 from mirrorfleet.tree.keys import SecretsDir, load_signing_key
-from mirrorfleet.tree.stamp import read_local_stamp
+from mirrorfleet.tree.stamp import STAMP_PATH, Stamp, read_local_stamp
 
 CLI = str(Path(sys.executable).with_name("mirrorfleet"))
 OWN = {".mirror/journal.json", ".mirror/trace/origin"}  # written by every publish
@@ -397,6 +400,22 @@ def test_a_second_publish_waits_for_the_first(
     finally:
         first.close()
     assert publish(config, ping=False, force=True).serial == 2
+
+
+def test_a_publish_that_waited_reads_the_stamp_written_meanwhile(config: OriginConfig) -> None:
+    """Two publishes never make one serial: the stamp is read under the state's lock."""
+    key = load_signing_key(config.signing_key)
+    holder = PublishState.open(config.state_dir)  # another publish, mid-way
+    results: list[int] = []
+    waiting = threading.Thread(
+        target=lambda: results.append(publish(config, ping=False, force=True).serial)
+    )
+    waiting.start()
+    time.sleep(0.5)  # it is blocked on the lock by now
+    atomic_write(config.tree / STAMP_PATH, Stamp.new(2, "origin").sign(key), config.tree)
+    holder.close()  # the other publish is done, at serial 2
+    waiting.join(timeout=30)
+    assert results == [3] and serial_of(config) == 3
 
 
 # -- links ---------------------------------------------------------------------------------

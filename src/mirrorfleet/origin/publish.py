@@ -383,13 +383,15 @@ def publish(
         raise UserError(f"tree {tree} does not exist")
     key = load_signing_key(config.signing_key)
     keys = [key.public_key()]
-    try:
-        current = read_local_stamp(tree, keys)
-    except BadSignature as exc:
-        raise _rotated(exc) from None
-    previous = current.serial if current else 0
+    # the state's lock first: a publish that waited for another reads the stamp that
+    # one wrote, never the one before it (two publishes, one serial)
     state = PublishState.open(config.state_dir, dry_run=dry_run)
     try:
+        try:
+            current = read_local_stamp(tree, keys)
+        except BadSignature as exc:
+            raise _rotated(exc) from None
+        previous = current.serial if current else 0
         return _publish(
             config, key, keys, state, previous, current is not None,
             force, ping, progress, changed, full, dry_run, started,
