@@ -389,6 +389,14 @@ def test_a_dry_run_without_state_makes_none(config: OriginConfig, tmp_path: Path
     assert not fresh.state_dir.exists()
 
 
+def test_a_broken_state_file_is_one_clear_error(config: OriginConfig) -> None:
+    (config.state_dir / STATE_FILE).write_bytes(b"not a database at all" * 100)
+    with pytest.raises(MirrorfleetError, match=r"cannot use the publish state .*move it aside"):
+        publish(config, ping=False)
+    (config.state_dir / STATE_FILE).unlink()
+    assert publish(config, ping=False).mode == "full"
+
+
 def test_a_second_publish_waits_for_the_first(
     config: OriginConfig, monkeypatch: pytest.MonkeyPatch
 ) -> None:

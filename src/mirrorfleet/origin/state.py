@@ -86,12 +86,15 @@ class PublishState:
         try:
             db = sqlite3.connect(path, timeout=LOCK_TIMEOUT, isolation_level=None)
             return cls._begin(db, path, not dry_run)
-        except sqlite3.OperationalError as exc:
+        except sqlite3.DatabaseError as exc:
             if "locked" in str(exc):
                 raise UserError(
                     f"another publish holds {path} (waited {LOCK_TIMEOUT:.0f} s)"
                 ) from None
-            raise UserError(f"cannot use the publish state {path}: {exc}") from None
+            raise UserError(
+                f"cannot use the publish state {path}: {exc}; move it aside "
+                "(the next publish then hashes every page again)"
+            ) from None
 
     @classmethod
     def _begin(cls, db: sqlite3.Connection, path: Path | None, write: bool) -> PublishState:
