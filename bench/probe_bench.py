@@ -144,7 +144,9 @@ def build_trees(work: Path) -> tuple[dict[str, Path], str, int]:
     current = work / "current"
     current.mkdir()
     names = pypi.generate(current, PROJECTS, versions=VERSIONS)
-    origin = OriginConfig("origin", current, secrets.signing_key, secrets.ping_secret)
+    origin = OriginConfig(
+        "origin", current, secrets.signing_key, secrets.ping_secret, state_dir=work / "state"
+    )
     first = publish(origin, ping=False)
     behind = work / "behind"
     shutil.copytree(current, behind, symlinks=True)

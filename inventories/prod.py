@@ -43,6 +43,10 @@ Host data keys (per host, or for every host in group_data/all.py):
 - monitor_status_port (int): the status page's nginx port (80).
 - tree (str): where the tree lives on origin and mirrors ("/srv/mirror").
 - preset ("pypi" | "debian"): which top-level paths are content, synced first.
+- origin_state_dir (str): on the origin, publish's own state, what the tree held at
+  the last publish ("/var/lib/mirrorfleet/origin").
+- origin_keep_records (int): change records the origin keeps in .mirror/changes/,
+  how far behind a mirror may fall and still catch up from them (20000).
 - mirror_upstream (str): on a mirror, another mirror's inventory name to sync from
   (tiers); unset: the origin.
 - sync_interval (int): a mirror's fallback sync period when no ping comes (300 s).

@@ -7,13 +7,22 @@ from pathlib import Path
 
 from pyinfra import host
 from pyinfra.api import deploy
+from pyinfra.operations import files
 
 from mirrorfleet.config import OriginConfig, load_origin_config
 from mirrorfleet.tree.keys import SecretsDir
 from mirrorfleet_roles import configs, fleet, install, serve_tree
 
 HEADER = "Managed by mirrorfleet (roles/origin). Used by `mirrorfleet origin publish`."
-DEFAULTS = {**fleet.SERVICE_DEFAULTS, **fleet.TREE_DEFAULTS}
+DEFAULTS = {
+    **fleet.SERVICE_DEFAULTS,
+    **fleet.TREE_DEFAULTS,
+    # publish's own state (what the tree held at the last publish), outside the tree.
+    "origin_state_dir": str(OriginConfig.state_dir),
+    # change records kept in .mirror/changes/: how far behind a mirror can catch up
+    # from the feed instead of syncing everything.
+    "origin_keep_records": OriginConfig.keep_records,
+}
 
 
 def config() -> OriginConfig:
@@ -27,6 +36,8 @@ def config() -> OriginConfig:
         ping_secret=config_dir / "ping.secret",
         ping=tuple(fleet.ping_url(m) for m in fleet.downstream_of(host))
         + tuple(fleet.monitor_ping_urls()),
+        state_dir=Path(host.data.origin_state_dir),
+        keep_records=int(host.data.origin_keep_records),
     )
 
 
@@ -37,6 +48,14 @@ def apply() -> None:
     serve_tree.apply()
     configs.put_secret(secrets.signing_key, "origin-signing.key")
     configs.put_secret(secrets.ping_secret, "ping.secret")
+    user = host.data.service_user
+    files.directory(
+        name="Create publish's state directory",
+        path=host.data.origin_state_dir,
+        user=user,
+        group=user,
+        mode="0750",
+    )
     configs.put_config(
         "Configure origin publishing",
         "origin.toml",

@@ -14,9 +14,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlparse
 
-import dns.exception
-import dns.name
-
 from mirrorfleet.errors import UserError
 
 # Top-level paths holding content: synced first and never deleted early. Everything
@@ -51,6 +48,10 @@ class OriginConfig:
     ping_secret: Path
     preset: str = "pypi"
     ping: tuple[str, ...] = ()
+    # publish's own state (publish.sqlite): what the tree held at the last publish,
+    # so the next one finds what changed without hashing the whole tree
+    state_dir: Path = Path("/var/lib/mirrorfleet/origin")
+    keep_records: int = KEEP_RECORDS  # change records kept in .mirror/changes/
 
 
 @dataclass(frozen=True)
@@ -189,6 +190,8 @@ def _check(config: Any, where: str) -> None:
         raise UserError(
             f"{where}: preset {config.preset!r} is unknown (known: {', '.join(PRESETS)})"
         )
+    if isinstance(config, OriginConfig) and config.keep_records < 1:
+        raise UserError(f"{where}: keep_records must be at least 1")
     urls = list(getattr(config, "ping", ())) + list(getattr(config, "notify", ()))
     if isinstance(config, AgentConfig):
         urls.append(config.upstream_http)
@@ -211,6 +214,9 @@ def _check(config: Any, where: str) -> None:
 
 
 def _check_dns(config: DnsConfig, where: str) -> None:
+    import dns.exception  # here, not at the top: `origin publish` starts faster without it
+    import dns.name
+
     if config.provider not in PROVIDERS:
         raise UserError(f"{where}: provider must be one of {', '.join(PROVIDERS)}")
     try:

@@ -64,6 +64,7 @@ class Fleet:
             signing_key=secrets.signing_key,
             ping_secret=secrets.ping_secret,
             preset=preset,
+            state_dir=tmp / "origin-state",
         )
         self.keys = [parse_public_key(secrets.public_key.read_text())]
         self.config = tmp / "agent.toml"

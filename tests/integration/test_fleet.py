@@ -118,6 +118,100 @@ def test_new_release_is_pushed_to_every_mirror(lab, public_key) -> None:
     assert b"demo_00007-1.0.1-py3-none-any.whl" in page
 
 
+def last_sync(lab, host: str) -> dict:
+    """The agent's own account of its last sync (GET /status on the host)."""
+    status = json.loads(lab.check(host, "curl", "-sf", "http://localhost:8873/status"))
+    return status["last"] or {}
+
+
+def add_release(lab, release: str) -> None:
+    lab.check("origin", *AS_SERVICE, "demo-content", "/srv/mirror", "--add", release)
+
+
+def test_pushed_releases_arrive_by_the_change_records_on_every_tier(lab) -> None:
+    """The release above reached mirror1 and mirror2 from the origin and mirror3 from
+    mirror1, each by the records alone: no walk of the tree."""
+    for host in MIRRORS:
+        last = last_sync(lab, host)
+        assert (last["status"], last["mode"], last["why_full"]) == ("synced", "delta", ""), host
+
+
+def test_a_mirror_several_serials_behind_catches_up_in_one_delta(lab, public_key) -> None:
+    lab.check("mirror2", "systemctl", "stop", "mirrorfleet-agent.service")
+    try:
+        start = serials(lab, public_key)["mirror2"]
+        for i in range(3):
+            add_release(lab, f"demo-0001{i}==2.0")
+            publish(lab)
+    finally:
+        lab.check("mirror2", "systemctl", "start", "mirrorfleet-agent.service")
+    head = start + 3
+    lab.wait_for(lambda: serials(lab, public_key)["mirror2"] == head, PROPAGATION_TIMEOUT)
+    last = last_sync(lab, "mirror2")
+    assert (last["previous"], last["serial"], last["mode"]) == (start, head, "delta"), last
+    page = urllib.request.urlopen(f"http://{lab.address('mirror2')}/simple/demo-00012/", timeout=5)
+    assert b"demo_00012-2.0-py3-none-any.whl" in page.read()
+
+
+def test_a_deleted_project_disappears_from_every_mirror(lab, public_key) -> None:
+    lab.check(
+        "origin", "rm", "-r", "/srv/mirror/simple/demo-00019", "/srv/mirror/packages/demo-00019"
+    )
+    result = publish(lab)
+    assert result["removed"] == ["demo-00019"], result
+    lab.wait_for(
+        lambda: set(serials(lab, public_key).values()) == {result["serial"]}, PROPAGATION_TIMEOUT
+    )
+    for host in MIRRORS:
+        gone = lab.exec(
+            host, "ls", "/srv/mirror/simple/demo-00019", "/srv/mirror/packages/demo-00019"
+        )
+        assert gone.returncode != 0 and gone.stdout == "", (host, gone.stdout)
+        assert last_sync(lab, host)["mode"] == "delta", host
+
+
+def test_a_missing_record_means_a_full_sync_that_ends_right(lab, public_key) -> None:
+    lab.check("mirror2", "systemctl", "stop", "mirrorfleet-agent.service")
+    record = ""
+    try:
+        add_release(lab, "demo-00004==2.0")
+        first = publish(lab)["serial"]
+        add_release(lab, "demo-00005==2.0")
+        head = publish(lab)["serial"]
+        record = f"/srv/mirror/.mirror/changes/{first}.json"
+        lab.check("origin", "mv", record, "/root/record.json")
+    finally:
+        lab.check("mirror2", "systemctl", "start", "mirrorfleet-agent.service")
+    try:
+        lab.wait_for(lambda: serials(lab, public_key)["mirror2"] == head, PROPAGATION_TIMEOUT)
+    finally:
+        if record:
+            lab.check("origin", "mv", "/root/record.json", record)
+    last = last_sync(lab, "mirror2")
+    assert last["mode"] == "full" and f"record {first} is missing upstream" in last["why_full"]
+    for project in ("demo-00004", "demo-00005"):
+        wheel = f"packages/{project}/{project.replace('-', '_')}-2.0-py3-none-any.whl"
+        assert lab.exec("mirror2", "test", "-f", f"/srv/mirror/{wheel}").returncode == 0
+
+
+def test_the_audit_repairs_a_file_deleted_behind_the_agents_back(lab, public_key) -> None:
+    wheel = "/srv/mirror/packages/demo-00003/demo_00003-1.0.0-py3-none-any.whl"
+    original = lab.check("mirror1", "sha256sum", wheel)
+    lab.check("mirror1", "rm", wheel)
+    lab.check("mirror1", "systemctl", "start", "mirrorfleet-audit.service")  # runs to its end
+    assert lab.check("mirror1", "sha256sum", wheel) == original
+    invocation = unit_show(lab, "mirror1", "mirrorfleet-audit.service", "InvocationID")
+    journal = lab.check(
+        "mirror1",
+        "journalctl",
+        f"_SYSTEMD_INVOCATION_ID={invocation['InvocationID']}",
+        "-o",
+        "cat",
+        "--no-pager",
+    )
+    assert "(full: asked for)" in journal, journal
+
+
 def unit_show(lab, host: str, unit: str, *props: str) -> dict[str, str]:
     """systemd's own record of a unit: property -> value."""
     out = lab.check(host, "systemctl", "show", "-p", ",".join(props), unit)

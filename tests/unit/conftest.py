@@ -48,6 +48,7 @@ def origin_config(tmp_path: Path, secrets_dir: SecretsDir) -> OriginConfig:
         tree=tree,
         signing_key=secrets_dir.signing_key,
         ping_secret=secrets_dir.ping_secret,
+        state_dir=tmp_path / "origin-state",
     )
 
 

@@ -298,7 +298,10 @@ def test_good_inventory_does_connect(
 
 
 def _flip(raw: bytes) -> bytes:
-    at = raw.index(b'"origin": "') + len(b'"origin": "')
+    """One bit of the signed origin name, however the envelope is laid out."""
+    match = re.search(rb'"origin": ?"', raw)
+    assert match is not None
+    at = match.end()
     return raw[:at] + bytes([raw[at] ^ 0x01]) + raw[at + 1 :]
 
 

@@ -69,17 +69,23 @@ def test_removed_project_is_recorded(origin_config: OriginConfig) -> None:
     assert "proj4" not in manifest.load_manifest(origin_config.tree, keys(origin_config))
 
 
-def test_tampered_shard_fails_loudly(origin_config: OriginConfig) -> None:
+def test_tampered_shard_fails_loudly(origin_config: OriginConfig, add_project) -> None:
+    """A publish reads only the shards its change touches: a tampered one stops the
+    publish that touches it, and a full publish (which reads them all)."""
     publish(origin_config)
-    shard = next((origin_config.tree / manifest.MANIFEST_DIR).iterdir())
+    shard = origin_config.tree / manifest.shard_path("proj2")
     doc = json.loads(shard.read_bytes())
-    first = next(iter(doc["signed"]["projects"]))
-    doc["signed"]["projects"][first][0] = 99
+    doc["signed"]["projects"]["proj2"][0] = 99
     shard.write_text(json.dumps(doc))
     with pytest.raises(BadSignature):
         manifest.load_manifest(origin_config.tree, keys(origin_config))
+    stamp = (origin_config.tree / ".mirror/stamp.json").read_bytes()
+    add_project(origin_config.tree, "proj2", "2.0")
     with pytest.raises(MirrorfleetError, match="does not verify with this signing key"):
         publish(origin_config)
+    with pytest.raises(MirrorfleetError, match="does not verify with this signing key"):
+        publish(origin_config, full=True)
+    assert (origin_config.tree / ".mirror/stamp.json").read_bytes() == stamp
 
 
 def test_publish_with_another_key_is_refused(origin_config: OriginConfig, tmp_path: Path) -> None:
@@ -90,6 +96,7 @@ def test_publish_with_another_key_is_refused(origin_config: OriginConfig, tmp_pa
         tree=origin_config.tree,
         signing_key=SecretsDir(tmp_path / "other").signing_key,
         ping_secret=origin_config.ping_secret,
+        state_dir=origin_config.state_dir,
     )
     with pytest.raises(MirrorfleetError, match="was the key rotated"):
         publish(other)

@@ -20,6 +20,7 @@ from pyinfra.context import ctx_host, ctx_inventory, ctx_state
 
 from mirrorfleet.config import (
     AGENT_PORT,
+    KEEP_RECORDS,
     MONITOR_PORT,
     AgentConfig,
     DnsConfig,
@@ -39,10 +40,10 @@ from mirrorfleet_roles import configs, mirror, monitor, origin
 KEY = "Dvej1LGrusScI/8kmGloiYHiyBYweJYU6ASQ1PHw2/g="
 
 
-def sample_inventory(**monitor_data: Any) -> Inventory:
+def sample_inventory(origin_data: dict[str, Any] | None = None, **monitor_data: Any) -> Inventory:
     """origin, a tier-1 and a tier-2 mirror, two BIND servers and the monitor."""
     hosts = {
-        "origin.example.org": {},
+        "origin.example.org": origin_data or {},
         "mirror-fra1.example.org": {"mirror_region": "eu", "mirror_weight": 50},
         "mirror-nyc1.example.org": {"mirror_upstream": "mirror-fra1.example.org"},
         "ns1.example.org": {"dns_role": "primary", "dns_address": "192.0.2.53"},
@@ -95,6 +96,27 @@ def test_origin_config(tmp_path: Path) -> None:
     )
     assert config.signing_key == Path("/etc/mirrorfleet/origin-signing.key")
     assert text.startswith("# Managed by a test.\nname = ")
+    # publish's state and the records kept reach the file, defaults included
+    assert 'state_dir = "/var/lib/mirrorfleet/origin"' in text.splitlines()
+    assert f"keep_records = {KEEP_RECORDS}" in text.splitlines()
+
+
+def test_origin_state_and_records_come_from_host_data(tmp_path: Path) -> None:
+    inventory = sample_inventory({"origin_state_dir": "/srv/st", "origin_keep_records": 500})
+    with on(inventory, "origin.example.org", origin.DEFAULTS):
+        config = origin.config()
+        text = round_trip(config, load_origin_config, tmp_path)
+    assert (config.state_dir, config.keep_records) == (Path("/srv/st"), 500)
+    assert "keep_records = 500" in text.splitlines()
+
+
+def test_a_bad_keep_records_stops_the_deploy() -> None:
+    bad = OriginConfig("o", Path("/t"), Path("/k"), Path("/p"), keep_records=0)
+    with (
+        on(sample_inventory(), "origin.example.org", origin.DEFAULTS),
+        pytest.raises(DeployError, match="keep_records must be at least 1"),
+    ):
+        configs.render(bad, "", load_origin_config)
 
 
 @pytest.mark.parametrize(
@@ -155,6 +177,8 @@ def test_role_defaults_are_the_daemons_defaults() -> None:
     assert monitor.DEFAULTS["monitor_interval"] == MonitorConfig.interval
     assert monitor.DEFAULTS["monitor_port"] == MonitorConfig("f", "p").listen_address[1]
     assert monitor.DEFAULTS["dns_record_ttl"] == DnsConfig.ttl
+    assert origin.DEFAULTS["origin_state_dir"] == str(OriginConfig.state_dir)
+    assert origin.DEFAULTS["origin_keep_records"] == OriginConfig.keep_records == KEEP_RECORDS
 
 
 def test_a_config_the_daemon_refuses_stops_the_deploy() -> None:

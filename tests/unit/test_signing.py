@@ -19,6 +19,14 @@ SECRET = b"s" * 64
 def test_sign_verify_roundtrip() -> None:
     raw = sign({"serial": 3, "b": [1, 2]}, KEY)
     assert verify(raw, [OTHER.public_key(), KEY.public_key()]) == {"serial": 3, "b": [1, 2]}
+    envelope = json.loads(raw)  # plain JSON: one key a line, "signed" as it was signed
+    assert sorted(envelope) == ["key", "sig", "signed"] and raw.endswith(b"}\n")
+    assert b'"signed": {"b":[1,2],"serial":3}\n' in raw
+
+
+def test_signed_text_survives_any_string() -> None:
+    doc = {"name": 'quote " backslash \\ newline \n é \u2028', "n": -1}
+    assert verify(sign(doc, KEY), [KEY.public_key()]) == doc
 
 
 def _tamper(raw: bytes, **changes: object) -> bytes:

@@ -43,13 +43,19 @@ class AgentMetrics:
             "mirrorfleet_agent_last_sync_bytes", "Bytes received by the last sync", registry=r
         )
         self.ok = Gauge("mirrorfleet_agent_last_sync_ok", "1 if the last sync worked", registry=r)
-        self.syncs = Counter("mirrorfleet_agent_syncs", "Syncs by result", ["result"], registry=r)
+        self.syncs = Counter(
+            "mirrorfleet_agent_syncs",
+            "Syncs by result, and by how they caught up: delta (the change records) or "
+            "full (a walk of the tree); empty when there was nothing to copy",
+            ["result", "mode"],
+            registry=r,
+        )
         self.pings = Counter(
             "mirrorfleet_agent_pings", "Pings received by verdict", ["verdict"], registry=r
         )
 
     def record(self, result: SyncResult) -> None:
-        self.syncs.labels(result.status).inc()
+        self.syncs.labels(result.status, result.mode).inc()
         self.last_sync.set(result.finished)
         self.duration.set(result.seconds)
         self.ok.set(0 if result.status == "error" else 1)

@@ -29,6 +29,12 @@ def test_publish_config_is_not_world_readable(host) -> None:
     assert (config.user, config.group, config.mode) == ("root", "mirrorfleet", 0o640)
 
 
+def test_publish_state_dir_belongs_to_the_service_user(host) -> None:
+    state = host.file("/var/lib/mirrorfleet/origin")
+    assert state.is_directory
+    assert (state.user, state.group, state.mode) == ("mirrorfleet", "mirrorfleet", 0o750)
+
+
 def test_mirrorfleet_command_works(host) -> None:
     assert host.run("mirrorfleet --version").stdout.startswith("mirrorfleet, version")
 

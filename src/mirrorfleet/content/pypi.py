@@ -31,7 +31,6 @@ import time
 import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from email.parser import HeaderParser
 from pathlib import Path
 
 from mirrorfleet.tree.files import atomic_write, tmp_path
@@ -208,6 +207,8 @@ def _file_version(filename: str) -> str | None:
 
 
 def _wheel_requires_python(zf: zipfile.ZipFile) -> str | None:
+    from email.parser import HeaderParser  # here: the email package is slow to import
+
     for name in zf.namelist():
         if name.endswith(".dist-info/METADATA") and name.count("/") == 1:
             text = zf.read(name).decode("utf-8", "replace")
@@ -306,24 +307,30 @@ def _project_json(project: str, files: list[_FileInfo]) -> bytes:
     return (json.dumps(doc, separators=(",", ":")) + "\n").encode()
 
 
-def write_project_index(tree: Path, project: str) -> None:
-    """(Re)write a project's HTML and JSON pages from the files in ``packages/<project>/``.
+def write_project_index(tree: Path, project: str) -> list[Path]:
+    """(Re)write a project's HTML and JSON pages from the files in ``packages/<project>/``;
+    return the pages written.
 
     ``upload-time`` is the file's mtime (when it landed here), so pages stay stable as
     long as files are not rewritten; identical pages are not rewritten either.
     """
-    _write_project_pages(Path(tree), normalize(project))
+    return _write_project_pages(Path(tree), normalize(project))
 
 
-def _write_project_pages(tree: Path, project: str, known: _Known | None = None) -> None:
+def _write_project_pages(tree: Path, project: str, known: _Known | None = None) -> list[Path]:
     files = _project_files(tree, project, known)
     page_dir = tree / "simple" / project
     page_dir.mkdir(parents=True, exist_ok=True)
     # JSON first, HTML last: project_index_pages() treats index.html as "the project exists".
-    atomic_write(
-        page_dir / JSON_PAGE, _project_json(project, files), durable=False, unless_same=True
-    )
-    atomic_write(page_dir / PAGE, _project_html(project, files), durable=False, unless_same=True)
+    pages = [
+        (page_dir / JSON_PAGE, _project_json(project, files)),
+        (page_dir / PAGE, _project_html(project, files)),
+    ]
+    return [path for path, data in pages if _write_page(path, data)]
+
+
+def _write_page(path: Path, data: bytes) -> bool:
+    return atomic_write(path, data, durable=False, unless_same=True)
 
 
 def project_index_pages(tree: Path) -> dict[str, Path]:
@@ -346,8 +353,9 @@ def project_index_pages(tree: Path) -> dict[str, Path]:
     return pages
 
 
-def write_root_index(tree: Path) -> None:
-    """(Re)write ``simple/index.html`` and ``index.v1_json`` listing every project page."""
+def write_root_index(tree: Path) -> list[Path]:
+    """(Re)write ``simple/index.html`` and ``index.v1_json`` listing every project page;
+    return the pages written (an unchanged page is left alone)."""
     tree = Path(tree)
     names = list(project_index_pages(tree))
     simple = tree / "simple"
@@ -364,30 +372,47 @@ def write_root_index(tree: Path) -> None:
     lines += [f'    <a href="{html.escape(n)}/">{html.escape(n)}</a><br/>' for n in names]
     lines += ["  </body>", "</html>", ""]
     doc = {"meta": {"api-version": API_VERSION}, "projects": [{"name": n} for n in names]}
-    atomic_write(
-        simple / JSON_PAGE,
-        (json.dumps(doc, separators=(",", ":")) + "\n").encode(),
-        durable=False,
-        unless_same=True,
-    )
-    atomic_write(simple / PAGE, "\n".join(lines).encode(), durable=False, unless_same=True)
+    pages = [
+        (simple / JSON_PAGE, (json.dumps(doc, separators=(",", ":")) + "\n").encode()),
+        (simple / PAGE, "\n".join(lines).encode()),
+    ]
+    return [path for path, data in pages if _write_page(path, data)]
 
 
-def add_release(tree: Path, project: str, version: str, payload_bytes: int = 0) -> Path:
-    """Add one wheel, then its project pages, then the root pages; return the wheel path.
+def add_release(
+    tree: Path,
+    project: str,
+    version: str,
+    payload_bytes: int = 0,
+    written: list[Path] | None = None,
+) -> Path:
+    """Add one wheel, then its project pages, then (for a new project) the root pages;
+    return the wheel path. `written` gets every path actually written, in order.
+
+    The root pages list every project, so rewriting them costs as much as the tree is
+    large: only a new project changes them, and only then are they rewritten.
 
     Re-adding an identical release changes nothing. A different file under an existing
     name is refused (FileExistsError): caches and lock files pin hashes, so a published
     file name must never change content.
     """
-    path = _add_wheel(Path(tree), project, version, payload_bytes)
-    write_project_index(tree, project)
-    write_root_index(tree)
+    tree = Path(tree)
+    out = [] if written is None else written
+    new = not (tree / "simple" / normalize(project) / PAGE).is_file()
+    path = _add_wheel(tree, project, version, payload_bytes, written=out)
+    out += write_project_index(tree, project)
+    if new:
+        out += write_root_index(tree)
     return path
 
 
 def _add_wheel(
-    tree: Path, project: str, version: str, payload_bytes: int, known: _Known | None = None
+    tree: Path,
+    project: str,
+    version: str,
+    payload_bytes: int,
+    known: _Known | None = None,
+    written: list[Path] | None = None,
 ) -> Path:
     data = _wheel_bytes(project, version, payload_bytes)
     if known is not None:
@@ -408,6 +433,8 @@ def _add_wheel(
             raise FileExistsError(f"{path} exists with different content; refusing to replace")
         return path
     atomic_write(path, data, durable=False)  # just checked: it is missing
+    if written is not None:
+        written.append(path)
     return path
 
 
@@ -418,11 +445,13 @@ def generate(
     payload_bytes: int = 0,
     prefix: str = "demo",
     progress: Callable[[int, int], None] | None = None,
+    written: list[Path] | None = None,
 ) -> list[str]:
     """Fill a tree with ``projects`` demo projects of ``versions`` releases each.
 
     Per project: its wheels, then its pages; the root pages once at the end, since
-    rewriting a root list per project would make generation quadratic.
+    rewriting a root list per project would make generation quadratic. `written` gets
+    every path actually written, in order.
     """
     tree = Path(tree)
     if projects < 0 or versions < 1:
@@ -431,11 +460,15 @@ def generate(
     for done, name in enumerate(names, 1):
         known: _Known = {}
         for v in range(versions):
-            _add_wheel(tree, name, f"1.0.{v}", payload_bytes, known)
-        _write_project_pages(tree, normalize(name), known)
+            _add_wheel(tree, name, f"1.0.{v}", payload_bytes, known, written)
+        pages = _write_project_pages(tree, normalize(name), known)
         if progress is not None:
             progress(done, projects)
-    write_root_index(tree)
+        if written is not None:
+            written += pages
+    root = write_root_index(tree)
+    if written is not None:
+        written += root
     return names
 
 
@@ -473,10 +506,11 @@ def _walk_checked(root: Path, top: Path) -> Iterator[tuple[Path, Path]]:
                 raise ValueError(f"refusing dangling symlink: {path}")
 
 
-def _link_or_copy(src: Path, dst: Path) -> None:
+def _link_or_copy(src: Path, dst: Path) -> bool:
+    """True if dst was (re)made; False when it already is src's file."""
     try:
         if os.path.samestat(src.stat(), dst.stat()):
-            return
+            return False
     except FileNotFoundError:
         pass
     dst.parent.mkdir(parents=True, exist_ok=True)
@@ -491,11 +525,13 @@ def _link_or_copy(src: Path, dst: Path) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+    return True
 
 
-def import_tree(source: Path, tree: Path) -> int:
+def import_tree(source: Path, tree: Path, written: list[Path] | None = None) -> int:
     """Bring an existing index (bandersnatch's ``web/`` or a bare ``simple/`` + ``packages/``)
-    into ``tree``; return the number of files imported.
+    into ``tree``; return the number of files imported. `written` gets the paths under
+    ``tree`` that were (re)made, in order: a file already linked is not.
 
     Hard links keep it instant and space-free on one filesystem; elsewhere it copies.
     Everything is checked before anything is written, so a refused source leaves no
@@ -523,5 +559,6 @@ def import_tree(source: Path, tree: Path) -> int:
 
     plan.sort(key=rank)  # stable: walk order within each group
     for rel, real in plan:
-        _link_or_copy(real, tree / rel)
+        if _link_or_copy(real, tree / rel) and written is not None:
+            written.append(tree / rel)
     return len(plan)

@@ -40,6 +40,7 @@ class LoopbackFleet:
             tree=root / "www" / "origin",
             signing_key=secrets.signing_key,
             ping_secret=secrets.ping_secret,
+            state_dir=root / "origin-state",
         )
         pypi.generate(self.origin.tree, projects)
         publish(self.origin, ping=False)

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from mirrorfleet.errors import MirrorfleetError
 from mirrorfleet.tree.files import META_DIR, atomic_write
 from mirrorfleet.tree.signed import BadSignature, sign, verify
 
@@ -48,12 +49,73 @@ def parse_shard(raw: bytes, keys: Sequence[Ed25519PublicKey]) -> tuple[int, Proj
 
 
 def load_manifest(tree: Path, keys: Sequence[Ed25519PublicKey]) -> ProjectState:
+    """Every shard: the whole tree's state (a full publish, the tests)."""
     state: ProjectState = {}
     directory = tree / MANIFEST_DIR
     if directory.is_dir():
         for path in sorted(directory.glob("??.json")):
             state.update(parse_shard(path.read_bytes(), keys)[1])
     return state
+
+
+def load_shard(
+    tree: Path, shard: str, keys: Sequence[Ed25519PublicKey]
+) -> tuple[int, ProjectState] | None:
+    """One shard, verified: (serial that wrote it, its projects); None if it is missing."""
+    try:
+        raw = (tree / shard_path(shard)).read_bytes()
+    except FileNotFoundError:
+        return None
+    return parse_shard(raw, keys)
+
+
+def shard_document(
+    shard: str, projects: Mapping[str, tuple[int, str]], serial: int, key: Ed25519PrivateKey
+) -> bytes:
+    doc = {
+        "v": 1,
+        "serial": serial,
+        "shard": shard,
+        "projects": {name: [s, h] for name, (s, h) in sorted(projects.items())},
+    }
+    return sign(doc, key)
+
+
+class MissingShard(MirrorfleetError):
+    """A shard the tree had is gone: rewriting it from one change would drop the rest."""
+
+
+def update_shards(
+    tree: Path,
+    keys: Sequence[Ed25519PublicKey],
+    key: Ed25519PrivateKey,
+    serial: int,
+    changed: Mapping[str, str],
+    removed: Iterable[str],
+    existing: Container[str] = (),
+) -> dict[str, bytes]:
+    """The new bytes of the shards a change touches, reading only those shards: shard
+    id -> signed shard. `changed` maps project -> sha256 of its page, all set to
+    `serial`; `removed` projects are dropped. A shard named in `existing` must be there
+    (MissingShard). Writes nothing."""
+    by_shard: dict[str, list[tuple[str, str | None]]] = {}
+    for project, digest in changed.items():
+        by_shard.setdefault(shard_of(project), []).append((project, digest))
+    for project in removed:
+        by_shard.setdefault(shard_of(project), []).append((project, None))
+    out: dict[str, bytes] = {}
+    for shard, edits in sorted(by_shard.items()):
+        loaded = load_shard(tree, shard, keys)
+        if loaded is None and shard in existing:
+            raise MissingShard(f"manifest shard {shard_path(shard)} is missing from the tree")
+        projects = dict(loaded[1]) if loaded else {}
+        for project, digest in edits:
+            if digest is None:
+                projects.pop(project, None)
+            else:
+                projects[project] = (serial, digest)
+        out[shard] = shard_document(shard, projects, serial, key)
+    return out
 
 
 @dataclass
@@ -87,16 +149,25 @@ def apply_update(
         new.pop(project, None)
     for project in update.changed:
         new[project] = (update.serial, hashes[project])
+    for shard, raw in full_shards(new, update, key).items():
+        atomic_write(tree / shard_path(shard), raw, tree)
+    return new
+
+
+def full_shards(
+    new: ProjectState, update: ManifestUpdate, key: Ed25519PrivateKey
+) -> dict[str, bytes]:
+    """The signed shards `update` touches, from the whole new state; writes nothing."""
     touched = {shard_of(p) for p in (*update.changed, *update.removed)}
-    by_shard: dict[str, dict[str, list[Any]]] = {s: {} for s in touched}
-    for project, (serial, digest) in new.items():
+    by_shard: dict[str, dict[str, tuple[int, str]]] = {s: {} for s in touched}
+    for project, entry in new.items():
         shard = shard_of(project)
         if shard in by_shard:
-            by_shard[shard][project] = [serial, digest]
-    for shard, projects in sorted(by_shard.items()):
-        doc = {"v": 1, "serial": update.serial, "shard": shard, "projects": projects}
-        atomic_write(tree / shard_path(shard), sign(doc, key), tree)
-    return new
+            by_shard[shard][project] = entry
+    return {
+        shard: shard_document(shard, projects, update.serial, key)
+        for shard, projects in sorted(by_shard.items())
+    }
 
 
 def load_journal(tree: Path, keys: Sequence[Ed25519PublicKey]) -> list[list[Any]]:
@@ -115,13 +186,27 @@ def append_journal(
     key: Ed25519PrivateKey,
 ) -> list[list[Any]]:
     """Keep the newest entries only, bounded in count and in names listed."""
-    entries = [*entries, [update.serial, int(time.time()), [*update.changed, *update.removed]]]
+    entries, raw = journal_document(entries, update, key)
+    atomic_write(tree / JOURNAL_PATH, raw, tree)
+    return entries
+
+
+def journal_document(
+    entries: list[list[Any]], update: ManifestUpdate, key: Ed25519PrivateKey
+) -> tuple[list[list[Any]], bytes]:
+    """The journal with update's entry appended, signed; writes nothing. An entry for
+    this serial or a later one (left by a publish that died before its stamp) goes."""
+    kept = [e for e in entries if not (isinstance(e, list) and e and _int(e[0]) >= update.serial)]
+    entries = [*kept, [update.serial, int(time.time()), [*update.changed, *update.removed]]]
     entries = entries[-JOURNAL_MAX_ENTRIES:]
     while len(entries) > 1 and sum(len(e[2]) for e in entries) > JOURNAL_MAX_NAMES:
         entries.pop(0)
     doc = {"v": 1, "serial": update.serial, "entries": entries}
-    atomic_write(tree / JOURNAL_PATH, sign(doc, key), tree)
-    return entries
+    return entries, sign(doc, key)
+
+
+def _int(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else -1
 
 
 def hash_pages(pages: Iterable[tuple[str, Path]]) -> dict[str, str]:

@@ -30,12 +30,13 @@ def canonical(data: Mapping[str, Any]) -> bytes:
 
 
 def sign(data: Mapping[str, Any], key: Ed25519PrivateKey) -> bytes:
-    envelope = {
-        "signed": dict(data),
-        "key": key_id(key.public_key()),
-        "sig": base64.b64encode(key.sign(canonical(data))).decode(),
-    }
-    return json.dumps(envelope, sort_keys=True, indent=1).encode() + b"\n"
+    """The envelope, one key a line; "signed" is the canonical JSON that was signed,
+    as it is (one C-encoded pass: a journal of 100,000 names signs in milliseconds,
+    where pretty-printing it took a tenth of a second)."""
+    body = canonical(data)
+    kid = json.dumps(key_id(key.public_key()))
+    sig = json.dumps(base64.b64encode(key.sign(body)).decode())
+    return f'{{\n "key": {kid},\n "sig": {sig},\n "signed": '.encode() + body + b"\n}\n"
 
 
 def verify(raw: bytes, keys: Sequence[Ed25519PublicKey]) -> dict[str, Any]:

@@ -7,8 +7,6 @@ client can check the signature of either.
 from __future__ import annotations
 
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -85,6 +83,9 @@ def fetch_stamp(
     base_url: str, keys: Sequence[Ed25519PublicKey], timeout: float = 10
 ) -> tuple[Stamp, bytes]:
     """A served tree's stamp over HTTP, verified: what agents and the monitor both see."""
+    import urllib.error  # here: `origin publish` reads only local stamps and starts faster
+    import urllib.request
+
     url = f"{base_url.rstrip('/')}/{STAMP_PATH}"
     request = urllib.request.Request(url, headers={"Cache-Control": "no-cache"})
     try:
