@@ -53,10 +53,14 @@ def work_dir(prefix: str) -> Iterator[Path]:
 
 
 def new_origin(work: Path, tree: Path, name: str = "origin") -> tuple[OriginConfig, SecretsDir]:
-    """An origin config for `tree` with a fresh key pair and ping secret in work/secrets."""
+    """An origin config for `tree` with a fresh key pair and ping secret in work/secrets,
+    and publish's own state in work/origin-state (not the host's /var/lib)."""
     init_secrets(work / "secrets")
     secrets = SecretsDir(work / "secrets")
-    return OriginConfig(name, tree, secrets.signing_key, secrets.ping_secret), secrets
+    config = OriginConfig(
+        name, tree, secrets.signing_key, secrets.ping_secret, state_dir=work / "origin-state"
+    )
+    return config, secrets
 
 
 def agent_config(

@@ -61,7 +61,7 @@ import bandersnatch_tree as bt
 from harness import Measured, agent_config, cli, median, new_origin, run_measured
 
 import mirrorfleet
-from mirrorfleet.agent.sync import STAGES, rsync_argv
+from mirrorfleet.agent.rsync import STAGES, rsync_argv
 from mirrorfleet.config import PRESETS, AgentConfig, dumps
 from mirrorfleet.testing.loopback import LoopbackUpstream
 from mirrorfleet.tree.files import META_DIR
@@ -217,7 +217,7 @@ class SizeBench:
         tree, gen = bt.cached_tree(self.folder.parent, self.params, say)
         info["generated"] = {k: gen[k] for k in ("projects", "pages", "generate_s", "disk_bytes")}
         info["origin_reset_s"] = self._reset(self.origin_tree, tree)
-        for scratch in ("state", "secrets"):  # the last run's keys and agent state
+        for scratch in ("state", "secrets", "origin-state"):  # the last run's keys and states
             shutil.rmtree(self.work / scratch, ignore_errors=True)
         (self.work / "state").mkdir()
         self.origin, self.secrets = new_origin(self.work, self.origin_tree)
@@ -298,6 +298,11 @@ class SizeBench:
             raise SystemExit(f"publish did not make one new serial: {result}")
         if samples is not None:
             samples.add(measured, result.get("seconds"))
+            record = result.get("record") or {}
+            for key, value in (("mode", result.get("mode")), ("complete", record.get("complete"))):
+                seen = samples.extra.setdefault(key, [])
+                if value is not None and value not in seen:
+                    seen.append(value)
         return [
             f"{META_DIR}/{p}" for p in changed_since(before, snapshot(self.origin_tree / META_DIR))
         ]
@@ -314,14 +319,13 @@ class SizeBench:
         if result["status"] != "synced":
             raise SystemExit(f"agent sync: {result}")
         samples.add(measured, result.get("seconds"))
-        for key, value in result.items():  # whatever else the agent says (a mode, say)
-            if key not in ("status", "serial", "previous", "seconds", "finished", "error", "bytes"):
-                samples.extra.setdefault(key, value)
-        log = [
-            line for line in measured.stderr.splitlines() if "staged" in line or "walked" in line
-        ]
-        samples.extra.setdefault("agent_log", log[-1:])
-        samples.extra.setdefault("bytes", result.get("bytes"))
+        for key, value in result.items():  # whatever else it says: its mode, why full
+            if key not in ("status", "serial", "previous", "seconds", "finished", "error"):
+                seen = samples.extra.setdefault(key, [])
+                if value not in seen:
+                    seen.append(value)
+        log = [line for line in measured.stderr.splitlines() if "syncing serial" not in line]
+        samples.extra["agent_log"] = log  # the last sync's: where its time went
 
     def raw(self, samples: Samples) -> None:
         samples.add(
@@ -364,7 +368,7 @@ class SizeBench:
         agent = Samples(
             "agent sync (default mode)"
             + ("" if self.code.agent_full else ": the full sync on this code")
-        )
+        )  # the mode each sync took is in its summary ("mode", "why_full")
         full = Samples("agent sync --full") if self.code.agent_full else agent
         raw, limit = (
             Samples("rsync -a --delete (whole tree)"),
@@ -392,9 +396,10 @@ class SizeBench:
                     meta = self.publish(listing, publish)
                     contest(written + meta)
                     self.check(written + meta)
+            floors = self.floors()
             gap = self.gap()
             say("checking the mirror against the origin (rsync --dry-run, whole tree)")
-            differences, folder_times = self.differences()
+            differences, file_times, folder_times = self.differences()
         pristine = self._pristine()
         if self.args.clean:
             say(f"removing the working copies {self.work}")
@@ -412,13 +417,32 @@ class SizeBench:
             "gap": gap,
             "mirror_equals_origin": differences == [],
             "differences": differences[:10],
+            "files_same_bytes_other_mtime": [len(file_times), *file_times[:3]],
             "folders_differing_in_mtime_only": folder_times,
+            "floors": floors,
             "generated_tree_untouched": pristine,
             "loadavg_before_after": [round(load_before[0], 2), round(os.getloadavg()[0], 2)],
             "size_total_s": round(time.perf_counter() - started, 1),
         }
         result["ratios"] = ratios(result)
         return result
+
+    def floors(self) -> dict[str, float]:
+        """What the commands cost with nothing to do, at this size: the agent finding
+        its serial current (one stamp GET), and a publish of an empty change list."""
+        toml = self.work / "agent.toml"
+        noop = run_measured([*cli(), "agent", "sync", "--config", str(toml), "--json"])
+        if json.loads(noop.stdout)["status"] != "unchanged":
+            raise SystemExit(f"a second agent sync was not a no-op: {noop.stdout}")
+        out = {"agent_noop_wall_s": round(noop.wall_s, 4)}
+        if self.code.publish_changed:
+            empty = self.work / "empty.txt"
+            empty.write_text("")
+            argv = [*cli(), "origin", "publish", "--config", str(self.origin_toml), "--no-ping"]
+            nothing = run_measured([*argv, "--json", "--changed", str(empty)])
+            out["publish_nothing_wall_s"] = round(nothing.wall_s, 4)
+            out["publish_nothing_work_s"] = round(json.loads(nothing.stdout)["seconds"], 4)
+        return out
 
     def gap(self) -> dict[str, object]:
         out: dict[str, object] = {"serials": GAP}
@@ -435,14 +459,18 @@ class SizeBench:
                 self.limit(paths, samples)
             self.check(paths)
             out[f"{who}_wall_s"] = round(samples.wall[0], 4)
+            if who == "agent":
+                out["agent_mode"] = samples.extra.get("mode")
+                out["agent_why_full"] = samples.extra.get("why_full")
             out[f"{who}_paths"] = len(set(paths))
         out["agent_over_limit"] = round(out["agent_wall_s"] / out["limit_wall_s"], 1)
         return out
 
-    def differences(self) -> tuple[list[str], int]:
-        """What a full rsync would still change (itemized), ignoring the agent's trace;
-        and how many folders differ in mtime only (a `--files-from` copy and the
-        agent's staging leave a folder's own mtime behind: nothing serves it)."""
+    def differences(self) -> tuple[list[str], list[str], int]:
+        """What a full rsync would still change (itemized), ignoring the agent's trace:
+        (real differences, files with the same bytes and another mtime, count of
+        folders differing in mtime only). A `--files-from` copy and the agent's
+        staging leave a folder's own mtime behind; nothing serves it."""
         out = subprocess.run(
             [
                 "rsync",
@@ -460,7 +488,15 @@ class SizeBench:
         )
         lines = [line for line in out.stdout.splitlines() if line.strip()]
         folder_times = [line for line in lines if re.match(r"\.d\.\.t\.* ", line)]
-        return [line for line in lines if line not in folder_times], len(folder_times)
+        file_times = [
+            line[12:]
+            for line in lines
+            if re.match(r">f\.\.t\.* ", line)
+            and (self.origin_tree / line[12:]).read_bytes()
+            == (self.mirror / line[12:]).read_bytes()
+        ]
+        real = [line for line in lines if line not in folder_times and line[12:] not in file_times]
+        return real, file_times, len(folder_times)
 
     def _pristine(self) -> bool:
         """No release leaked into the generated tree through a shared inode."""
@@ -478,8 +514,10 @@ def ratios(r: dict) -> dict[str, object]:
 
     agent, limit, raw = wall("agent"), wall("limit"), wall("raw_rsync")
     full = wall("agent_full") or agent
+    work = r["agent"].get("work_s")
     out = {
         "agent_over_limit": round(agent / limit, 1),
+        "agent_work_over_limit": round(work / limit, 1) if work else None,
         "agent_over_full": round(agent / full, 2),
         "agent_over_raw": round(agent / raw, 2),
         "full_over_raw": round(full / raw, 2),
