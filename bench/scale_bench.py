@@ -192,6 +192,7 @@ class Samples:
             out["wall_samples"] = [round(w, 4) for w in self.wall]
         if self.work:
             out["work_s"] = round(median(self.work), 4)
+            out["work_samples"] = [round(w, 4) for w in self.work]
         if self.rss:
             out["peak_rss_mib"] = round(max(self.rss) / 1024, 1)
         return {**out, **self.extra}
@@ -401,9 +402,6 @@ class SizeBench:
             say("checking the mirror against the origin (rsync --dry-run, whole tree)")
             differences, file_times, folder_times = self.differences()
         pristine = self._pristine()
-        if self.args.clean:
-            say(f"removing the working copies {self.work}")
-            subprocess.run(["rm", "-rf", "--one-file-system", str(self.work)], check=True)
         result = {
             "files": self.params.files,
             **info,
@@ -425,6 +423,10 @@ class SizeBench:
             "size_total_s": round(time.perf_counter() - started, 1),
         }
         result["ratios"] = ratios(result)
+        say(f"{self.params.files:,} files done: {json.dumps(result)}")  # kept if a later size fails
+        if self.args.clean:
+            say(f"removing the working copies {self.work}")
+            subprocess.run(["rm", "-rf", "--one-file-system", str(self.work)], check=True)
         return result
 
     def floors(self) -> dict[str, float]:
