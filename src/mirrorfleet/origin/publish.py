@@ -55,6 +55,7 @@ from mirrorfleet.tree.signed import BadSignature
 from mirrorfleet.tree.stamp import STAMP_PATH, Stamp, read_local_stamp
 
 CHANGED_LIST, STAT, FULL = "changed-list", "stat", "full"
+MAX_RECORD_PATHS = 200_000  # twice an agent's max_delta_paths; well inside MAX_RECORD
 PAGE = "index.html"
 PENDING = "pending.json"
 PROGRESS_EVERY = 50_000  # projects between progress lines of a full re-hash
@@ -543,7 +544,9 @@ def _documents(
     _entries, journal_raw = manifest.journal_document(journal, update, key)
     stamp = Stamp.new(serial, config.name)
     trace = _json({"name": config.name, "serial": serial, "ts": stamp.ts, "upstream": None})
-    complete = mode != FULL
+    # a record naming more paths than an agent would copy one by one is no use to
+    # it, and would not fit the size every reader accepts: say "sync everything"
+    complete = mode != FULL and len(change.written) + len(change.removed) <= MAX_RECORD_PATHS
     written: list[Written] = []
     if complete:
         own = [(manifest.shard_path(s), raw) for s, raw in shards.items()]
