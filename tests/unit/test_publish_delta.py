@@ -233,9 +233,7 @@ def test_the_first_publish_and_a_full_one_are_incomplete(config: OriginConfig) -
     assert record(config, publish(config, ping=False).serial).complete  # stat mode again
 
 
-def test_a_change_too_big_to_list_is_recorded_incomplete(
-    config: OriginConfig, monkeypatch
-) -> None:
+def test_a_change_too_big_to_list_is_recorded_incomplete(config: OriginConfig, monkeypatch) -> None:
     """An import of a whole tree: the record says "sync everything", not a list no
     agent would copy one by one and no reader would accept."""
     monkeypatch.setattr(publish_module, "MAX_RECORD_PATHS", 3)
