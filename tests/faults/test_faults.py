@@ -172,7 +172,10 @@ def test_sigkill_in_every_window_of_a_sync_never_serves_a_torn_tree(
             watcher = threading.Thread(target=strike, daemon=True)
             watcher.start()
             releases = {p: f"3.{run}.{i}" for p in PROJECTS}
-            serial = add_releases(lab, releases, payload=1_000_000)
+            # a delta's content stage copies only these files: big enough that the
+            # watcher sees it run (a 1 MB one came and went unseen once in 10)
+            payload = 4_000_000 if window == "changed content" else 1_000_000
+            serial = add_releases(lab, releases, payload=payload)
             reader.published[serial] = [wheel_path(p, v) for p, v in releases.items()]
             watcher.join(30)
             where = kill.get("where", "no sync seen")
