@@ -282,21 +282,26 @@ class _Change:
         rows = self.state.project_stats()
         row = next(rows, None)
         candidates = []
-        simple = os.fspath(self.tree / SIMPLE)  # strings: a Path per project costs 5x the stat
-        for name in names:
-            while row is not None and row[0] < name:
-                candidates.append(row[0])  # in the state, gone from simple/
-                row = next(rows, None)
-            try:
-                st: Stat | None = stat_key(os.stat(f"{simple}/{name}/{PAGE}"))
-            except (FileNotFoundError, NotADirectoryError):
-                st = None
-            if row is not None and row[0] == name:
-                if st != row[1]:
-                    candidates.append(name)
-                row = next(rows, None)
-            elif st is not None:
-                candidates.append(name)  # new
+        # relative to an open simple/, as plain strings: a Path per project cost 5x the stat
+        simple = os.open(self.tree / SIMPLE, os.O_RDONLY | os.O_DIRECTORY) if names else None
+        try:
+            for name in names:
+                while row is not None and row[0] < name:
+                    candidates.append(row[0])  # in the state, gone from simple/
+                    row = next(rows, None)
+                try:
+                    st: Stat | None = stat_key(os.stat(f"{name}/{PAGE}", dir_fd=simple))
+                except (FileNotFoundError, NotADirectoryError):
+                    st = None
+                if row is not None and row[0] == name:
+                    if st != row[1]:
+                        candidates.append(name)
+                    row = next(rows, None)
+                elif st is not None:
+                    candidates.append(name)  # new
+        finally:
+            if simple is not None:
+                os.close(simple)
         while row is not None:
             candidates.append(row[0])
             row = next(rows, None)
