@@ -143,14 +143,16 @@ def bad_verdicts(lab: LabRun) -> float:
 
 # -- the agent killed mid-sync ---------------------------------------------------------
 
-WINDOWS = SYNC_WINDOWS["full"]
+# A pushed release is synced by its change records: those are the windows a ping
+# opens. The full sync's windows are aimed at on loopback (test_sync_windows.py).
+WINDOWS = SYNC_WINDOWS["delta"]
 
 
 def test_sigkill_in_every_window_of_a_sync_never_serves_a_torn_tree(
     lab, key, healthy, report
 ) -> None:
-    """Kills aimed in turn at each window of a sync (labkit.SYNC_WINDOWS): the
-    deletion scan, the pages staged, the content walk, and the moves between the
+    """Kills aimed in turn at each window of a pushed sync (labkit.SYNC_WINDOWS):
+    the changed content fetched, the changed pages staged, and the moves between the
     last rsync and the stamp."""
     rng = random.Random(SEED)
     run = int(time.time())  # new versions on every run, even on a kept lab
@@ -165,12 +167,15 @@ def test_sigkill_in_every_window_of_a_sync_never_serves_a_torn_tree(
 
             def strike(window: str = window, kill: dict = kill) -> None:
                 pids = functools.partial(unit_pids, lab, "mirror1", AGENT)
-                kill["where"] = kill_sync_in(window, pids, rng)
+                kill["where"] = kill_sync_in(window, pids, rng, mode="delta")
 
             watcher = threading.Thread(target=strike, daemon=True)
             watcher.start()
             releases = {p: f"3.{run}.{i}" for p in PROJECTS}
-            serial = add_releases(lab, releases, payload=1_000_000)
+            # a delta's content stage copies only these files: big enough that the
+            # watcher sees it run (a 1 MB one came and went unseen once in 10)
+            payload = 4_000_000 if window == "changed content" else 1_000_000
+            serial = add_releases(lab, releases, payload=payload)
             reader.published[serial] = [wheel_path(p, v) for p, v in releases.items()]
             watcher.join(30)
             where = kill.get("where", "no sync seen")

@@ -262,6 +262,36 @@ def test_add_release_writes_wheel_then_project_then_root(
     assert [p.name for p in replaces[1:]] == ["index.v1_json", "index.html"]  # root unchanged
 
 
+def test_add_release_rewrites_the_root_pages_for_a_new_project_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The root pages list every project: reading them back costs as much as the tree
+    is large, so a release of a known project does not touch them at all."""
+    pypi.generate(tmp_path, 3)
+    calls: list[Path] = []
+    real = pypi.write_root_index
+    monkeypatch.setattr(pypi, "write_root_index", lambda tree: calls.append(tree) or real(tree))
+    written: list[Path] = []
+    pypi.add_release(tmp_path, "demo-00001", "2.0", written=written)
+    assert calls == []
+    assert [p.relative_to(tmp_path).as_posix() for p in written] == [
+        "packages/demo-00001/demo_00001-2.0-py3-none-any.whl",
+        "simple/demo-00001/index.v1_json",
+        "simple/demo-00001/index.html",
+    ]
+    written.clear()
+    pypi.add_release(tmp_path, "Fresh.One", "1.0", written=written)
+    assert calls == [tmp_path]
+    assert [p.relative_to(tmp_path).as_posix() for p in written][-2:] == [
+        "simple/index.v1_json",
+        "simple/index.html",
+    ]
+    assert "fresh-one" in (tmp_path / "simple/index.html").read_text()
+    written.clear()
+    pypi.add_release(tmp_path, "Fresh.One", "1.0", written=written)
+    assert written == []  # nothing new, nothing written
+
+
 def test_add_release_is_idempotent(tmp_path: Path, replaces: list[Path]) -> None:
     wheel = pypi.add_release(tmp_path, "demo", "1.0.0", payload_bytes=10)
     before = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in tmp_path.rglob("*") if p.is_file()}

@@ -233,6 +233,19 @@ def test_the_first_publish_and_a_full_one_are_incomplete(config: OriginConfig) -
     assert record(config, publish(config, ping=False).serial).complete  # stat mode again
 
 
+def test_a_change_too_big_to_list_is_recorded_incomplete(config: OriginConfig, monkeypatch) -> None:
+    """An import of a whole tree: the record says "sync everything", not a list no
+    agent would copy one by one and no reader would accept."""
+    monkeypatch.setattr(publish_module, "MAX_RECORD_PATHS", 3)
+    add(config, "demo-00001", "2.0")  # a wheel and two pages: 3 paths, still listed
+    assert record(config, publish(config, ping=False).serial).complete
+    add(config, "demo-00001", "3.0")
+    add(config, "demo-00002", "3.0")
+    rec = record(config, publish(config, ping=False).serial)
+    assert not rec.complete and rec.written == [] and rec.removed == []
+    assert rec.changed == ["demo-00001", "demo-00002"]
+
+
 def test_a_tree_published_without_state_is_published_in_full(config: OriginConfig) -> None:
     """A tree an older version published (no state): full, against the signed manifest."""
     (config.state_dir / STATE_FILE).unlink()

@@ -55,6 +55,7 @@ from mirrorfleet.tree.signed import BadSignature
 from mirrorfleet.tree.stamp import STAMP_PATH, Stamp, read_local_stamp
 
 CHANGED_LIST, STAT, FULL = "changed-list", "stat", "full"
+MAX_RECORD_PATHS = 200_000  # twice an agent's max_delta_paths; well inside MAX_RECORD
 PAGE = "index.html"
 PENDING = "pending.json"
 PROGRESS_EVERY = 50_000  # projects between progress lines of a full re-hash
@@ -281,21 +282,26 @@ class _Change:
         rows = self.state.project_stats()
         row = next(rows, None)
         candidates = []
-        simple = os.fspath(self.tree / SIMPLE)  # strings: a Path per project costs 5x the stat
-        for name in names:
-            while row is not None and row[0] < name:
-                candidates.append(row[0])  # in the state, gone from simple/
-                row = next(rows, None)
-            try:
-                st: Stat | None = stat_key(os.stat(f"{simple}/{name}/{PAGE}"))
-            except (FileNotFoundError, NotADirectoryError):
-                st = None
-            if row is not None and row[0] == name:
-                if st != row[1]:
-                    candidates.append(name)
-                row = next(rows, None)
-            elif st is not None:
-                candidates.append(name)  # new
+        # relative to an open simple/, as plain strings: a Path per project cost 5x the stat
+        simple = os.open(self.tree / SIMPLE, os.O_RDONLY | os.O_DIRECTORY) if names else None
+        try:
+            for name in names:
+                while row is not None and row[0] < name:
+                    candidates.append(row[0])  # in the state, gone from simple/
+                    row = next(rows, None)
+                try:
+                    st: Stat | None = stat_key(os.stat(f"{name}/{PAGE}", dir_fd=simple))
+                except (FileNotFoundError, NotADirectoryError):
+                    st = None
+                if row is not None and row[0] == name:
+                    if st != row[1]:
+                        candidates.append(name)
+                    row = next(rows, None)
+                elif st is not None:
+                    candidates.append(name)  # new
+        finally:
+            if simple is not None:
+                os.close(simple)
         while row is not None:
             candidates.append(row[0])
             row = next(rows, None)
@@ -543,7 +549,9 @@ def _documents(
     _entries, journal_raw = manifest.journal_document(journal, update, key)
     stamp = Stamp.new(serial, config.name)
     trace = _json({"name": config.name, "serial": serial, "ts": stamp.ts, "upstream": None})
-    complete = mode != FULL
+    # a record naming more paths than an agent would copy one by one is no use to
+    # it, and would not fit the size every reader accepts: say "sync everything"
+    complete = mode != FULL and len(change.written) + len(change.removed) <= MAX_RECORD_PATHS
     written: list[Written] = []
     if complete:
         own = [(manifest.shard_path(s), raw) for s, raw in shards.items()]
