@@ -321,7 +321,9 @@ def test_a_tree_with_missing_files_is_never_fresh(lab) -> None:
         never_fresh_after(lab, "mirror1", since)
     finally:
         lab.check("mirror1", "systemctl", "start", *AGENT_UNITS)
-    publish(lab, "--force")  # the next sync brings every file back
+    # a sync by the records copies only what changed upstream: the repair is the
+    # audit's walk (the daily timer's service, started here)
+    lab.check("mirror1", "systemctl", "start", "mirrorfleet-audit.service")
     lab.wait_for(lambda: listed(lab) == {"mirror1": 10, "mirror2": 10}, SETTLE)
 
 
