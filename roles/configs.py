@@ -63,3 +63,9 @@ def put_secret(src: Path, filename: str) -> OperationMeta:
         group=user,
         mode="0600",
     )
+
+
+def put_state_dir(name: str, path: str) -> OperationMeta:
+    """A daemon's state folder: the service user's alone (0750)."""
+    user = host.data.service_user
+    return files.directory(name=name, path=path, user=user, group=user, mode="0750")

@@ -6,7 +6,6 @@ from pathlib import Path
 
 from pyinfra import host
 from pyinfra.api import deploy
-from pyinfra.operations import files
 
 from mirrorfleet.config import AgentConfig, load_agent_config
 from mirrorfleet_roles import configs, fleet, hardening, install, serve_tree
@@ -62,19 +61,12 @@ def apply() -> None:
     agent = config(secrets.public_key.read_text().strip())
     installed = install.apply()
     serve_tree.apply()
-    user = host.data.service_user
 
     secret = configs.put_secret(secrets.ping_secret, "ping.secret")
     config_op = configs.put_config(
         "Configure the sync agent", "agent.toml", configs.render(agent, HEADER, load_agent_config)
     )
-    files.directory(
-        name="Create the agent's state directory",
-        path=host.data.service_home,
-        user=user,
-        group=user,
-        mode="0750",
-    )
+    configs.put_state_dir("Create the agent's state directory", host.data.service_home)
     units = hardening.units(TEMPLATES, UNITS, f"{host.data.tree} {host.data.service_home}")
     hardening.service(
         "mirrorfleet-agent.service",

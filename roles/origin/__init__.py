@@ -7,7 +7,6 @@ from pathlib import Path
 
 from pyinfra import host
 from pyinfra.api import deploy
-from pyinfra.operations import files
 
 from mirrorfleet.config import OriginConfig, load_origin_config
 from mirrorfleet.tree.keys import SecretsDir
@@ -48,14 +47,7 @@ def apply() -> None:
     serve_tree.apply()
     configs.put_secret(secrets.signing_key, "origin-signing.key")
     configs.put_secret(secrets.ping_secret, "ping.secret")
-    user = host.data.service_user
-    files.directory(
-        name="Create publish's state directory",
-        path=host.data.origin_state_dir,
-        user=user,
-        group=user,
-        mode="0750",
-    )
+    configs.put_state_dir("Create publish's state directory", host.data.origin_state_dir)
     configs.put_config(
         "Configure origin publishing",
         "origin.toml",
