@@ -4,7 +4,7 @@
                                           [--spot-checks 2] [--json]
 
 One real PyPI-style tree (50 demo projects, small wheels) is published twice by the
-origin code with a fresh signing key, so the stamp, journal and manifest shards are
+origin code with a fresh signing key, so the stamp, change records and manifest shards are
 genuinely signed. A ThreadingHTTPServer in a child process serves it on 127.0.0.1:
 `/origin/` and `/m<N>/` map onto a tree, so one server stands in for the whole
 fleet, and the CPU time measured in this process is the monitor's alone.

@@ -1,4 +1,4 @@
-"""Origin publish: serials, the sharded manifest, the journal, the stamp."""
+"""Origin publish: serials, the sharded manifest, the change records, the stamp."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from mirrorfleet.config import OriginConfig
 from mirrorfleet.errors import MirrorfleetError
 from mirrorfleet.origin.publish import publish
 from mirrorfleet.tree import manifest
+from mirrorfleet.tree.changes import changes_path, parse_record
 from mirrorfleet.tree.keys import TSIG_KEYS, SecretsDir, init_secrets, load_signing_key
 from mirrorfleet.tree.signed import BadSignature
 from mirrorfleet.tree.stamp import read_local_stamp
@@ -54,11 +55,11 @@ def test_one_changed_project_rewrites_one_shard(origin_config: OriginConfig, add
     assert rewritten == [f"{manifest.shard_of('proj3')}.json"]
     state = manifest.load_manifest(origin_config.tree, keys(origin_config))
     assert state["proj3"][0] == 2 and state["proj1"][0] == 1
-    journal = manifest.load_journal(origin_config.tree, keys(origin_config))
-    assert [(serial, names) for serial, _ts, names in journal] == [
-        (1, [f"proj{i}" for i in range(5)]),
-        (2, ["proj3"]),
+    records = [
+        parse_record((origin_config.tree / changes_path(n)).read_bytes(), keys(origin_config), n)
+        for n in (1, 2)
     ]
+    assert [r.changed for r in records] == [[f"proj{i}" for i in range(5)], ["proj3"]]
 
 
 def test_removed_project_is_recorded(origin_config: OriginConfig) -> None:

@@ -31,7 +31,7 @@ from mirrorfleet.tree.keys import SecretsDir, load_signing_key
 from mirrorfleet.tree.stamp import STAMP_PATH, Stamp, read_local_stamp
 
 CLI = str(Path(sys.executable).with_name("mirrorfleet"))
-OWN = {".mirror/journal.json", ".mirror/trace/origin"}  # written by every publish
+OWN = {".mirror/trace/origin"}  # written by every publish
 
 
 @pytest.fixture
@@ -351,8 +351,6 @@ def test_a_crash_before_the_stamp_redoes_the_same_serial(
     assert rec.changed == ["demo-00001"]
     assert paths(rec) == {*wrote, *OWN, manifest.shard_path("demo-00001")}
     check_against_disk(config, rec)
-    journal = manifest.load_journal(config.tree, keys(config))
-    assert [entry[0] for entry in journal] == [1, 2]
     assert not (config.state_dir / "pending.json").exists()
     assert not publish(config, ping=False).published  # and the state has it now
 
@@ -391,7 +389,7 @@ def test_a_dry_run_writes_nothing(config: OriginConfig) -> None:
     before = snapshot()
     result = publish(config, ping=False, dry_run=True)
     assert (result.serial, result.dry_run, result.published) == (2, True, False)
-    assert result.changed == ["demo-00002"] and result.written == 6  # wheel, 2 pages, 3 own
+    assert result.changed == ["demo-00002"] and result.written == 5  # wheel, 2 pages, 2 own
     assert snapshot() == before
     assert publish(config, ping=False).serial == 2
 
@@ -514,3 +512,16 @@ def test_origin_import_lists_what_it_wrote(config: OriginConfig, tmp_path: Path)
     ]
     again = _cli("origin", "import", str(source.parent), "--config", str(toml), "--list-changed")
     assert again.returncode == 0 and again.stdout == ""
+
+
+def test_the_retired_journal_is_removed_and_recorded_as_removed(config: OriginConfig) -> None:
+    """Trees published by older versions carry .mirror/journal.json; the next serial
+    deletes it and says so, so every mirror's delta drops it too."""
+    journal = config.tree / ".mirror/journal.json"
+    atomic_write(journal, b"{}", config.tree)
+    wrote = add(config, "demo-00002", "2.0")
+    dry = publish(config, ping=False, changed=listed(config, wrote), dry_run=True)
+    assert dry.removed_paths == 1 and journal.exists()
+    result = publish(config, ping=False, changed=listed(config, wrote))
+    assert record(config, result.serial).removed == [".mirror/journal.json"]
+    assert not journal.exists()

@@ -75,6 +75,8 @@ class Agent:
         self.wake = threading.Event()
         self.stopping = threading.Event()
         self.last: SyncResult | None = None
+        # An "unchanged" check right after a catch-up would hide how the catch-up went.
+        self.last_synced: SyncResult | None = None
         self.syncing = False
 
     def request_sync(self) -> None:
@@ -95,6 +97,8 @@ class Agent:
                 finally:
                     self.syncing = False
             self.last = result
+            if result.status == "synced":
+                self.last_synced = result
             self.metrics.record(result)
             log.info("sync %s: %s", result.status, json.dumps(result.as_dict()))
 
@@ -108,6 +112,7 @@ class Agent:
             "syncing": self.syncing,
             "pending": self.wake.is_set(),
             "last": self.last.as_dict() if self.last else None,
+            "last_synced": self.last_synced.as_dict() if self.last_synced else None,
         }
 
 

@@ -18,7 +18,7 @@ state, and its page's links with the links it had: new links to files on disk ar
 written content, old links to files gone are removed content. simple/'s own pages
 are stat'ed every time.
 
-Order matters: manifest shards, journal, trace, the record, then the stamp, each file
+Order matters: manifest shards, trace, the record, then the stamp, each file
 atomic; the state is committed after the stamp. A mirror that copies the tree
 mid-publish gets an older stamp, never a stamp ahead of the content it describes,
 and a publish that dies before its commit is done again by the next one (at the same
@@ -62,6 +62,10 @@ PROGRESS_EVERY = 50_000  # projects between progress lines of a full re-hash
 
 _HREF_RE = re.compile(rb"""href\s*=\s*(?:"([^"]*)"|'([^']*)')""", re.IGNORECASE)
 _SCHEME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
+
+# The change journal (one signed list of every serial's projects) that publishes wrote
+# before the change records replaced it.
+RETIRED = (f"{META_DIR}/journal.json",)
 
 
 @dataclass
@@ -360,7 +364,6 @@ class _Docs:
     """Everything a publish writes into the tree, made before any of it is written."""
 
     shards: dict[str, bytes]
-    journal: bytes
     trace: bytes
     record: ChangeRecord
     record_bytes: bytes
@@ -466,12 +469,12 @@ def _publish(
             shards = manifest.update_shards(
                 tree, keys, key, serial, change.pages, change.gone, state.shards()
             )
-        journal = manifest.load_journal(tree, keys)
     except BadSignature as exc:
         raise _rotated(exc) from None
     except manifest.MissingShard as exc:
         raise UserError(f"{exc}; run `mirrorfleet origin publish --full` to rebuild") from None
-    docs = _documents(config, key, serial, update, change, shards, journal, mode)
+    retired = _retire(tree, change)
+    docs = _documents(config, key, serial, update, change, shards, mode)
     result.serial, result.changed, result.removed = serial, update.changed, update.removed
     result.written, result.removed_paths = len(docs.record.written), len(docs.record.removed)
     result.complete = docs.record.complete
@@ -482,10 +485,11 @@ def _publish(
         _write_pending(pending, serial, update, docs.record)
     for shard, raw in docs.shards.items():
         atomic_write(tree / manifest.shard_path(shard), raw, tree)
-    atomic_write(tree / manifest.JOURNAL_PATH, docs.journal, tree)
     atomic_write(tree / META_DIR / "trace" / config.name, docs.trace, tree)
     atomic_write(tree / changes_path(serial), docs.record_bytes, tree)
     atomic_write(tree / STAMP_PATH, docs.stamp, tree)
+    for rel in retired:
+        (tree / rel).unlink(missing_ok=True)
     _prune(tree, serial, config.keep_records, sweep=mode == FULL)
     known = _shards_on_disk(tree) if mode == FULL else state.shards() | set(shards)
     _keep_state(state, change, tree, serial, known, pending)
@@ -543,10 +547,8 @@ def _documents(
     update: manifest.ManifestUpdate,
     change: _Change,
     shards: dict[str, bytes],
-    journal: list,
     mode: str,
 ) -> _Docs:
-    _entries, journal_raw = manifest.journal_document(journal, update, key)
     stamp = Stamp.new(serial, config.name)
     trace = _json({"name": config.name, "serial": serial, "ts": stamp.ts, "upstream": None})
     # a record naming more paths than an agent would copy one by one is no use to
@@ -555,7 +557,7 @@ def _documents(
     written: list[Written] = []
     if complete:
         own = [(manifest.shard_path(s), raw) for s, raw in shards.items()]
-        own += [(manifest.JOURNAL_PATH, journal_raw), (f"{META_DIR}/trace/{config.name}", trace)]
+        own.append((f"{META_DIR}/trace/{config.name}", trace))
         for path, raw in own:
             change.write(Written(check_path(path), len(raw), hashlib.sha256(raw).hexdigest()))
         written = sorted(change.written.values(), key=lambda w: w.path)
@@ -567,7 +569,7 @@ def _documents(
         complete=complete,
         keep=config.keep_records,
     )
-    return _Docs(shards, journal_raw, trace, record, record.sign(key), stamp.sign(key))
+    return _Docs(shards, trace, record, record.sign(key), stamp.sign(key))
 
 
 def _keep_state(
@@ -637,6 +639,15 @@ def _prune(tree: Path, serial: int, keep: int, sweep: bool) -> None:
         number = _record_serial(name)
         if number is not None and number <= serial - keep:
             (tree / CHANGES_DIR / name).unlink(missing_ok=True)
+
+
+def _retire(tree: Path, change: _Change) -> list[str]:
+    """Files older versions wrote that nothing reads any more; each goes in the record
+    as removed, so mirrors drop it too."""
+    found = [rel for rel in RETIRED if os.path.lexists(tree / rel)]
+    for rel in found:
+        change.remove(rel)
+    return found
 
 
 def _record_serial(name: str) -> int | None:

@@ -1,5 +1,6 @@
 """Per-project state, signed and sharded: which serial last changed each project,
-and the hash of its index page. Plus a bounded journal of what each serial changed.
+and the hash of its index page. What each serial changed is in its change record
+(tree/changes.py).
 
 Sharding by a hash of the project name keeps each file small at PyPI's ~600k
 projects (256 shards of a few thousand entries), so a client checking one project
@@ -9,11 +10,9 @@ fetches one small file, and a publish rewrites only the shards it touched.
 from __future__ import annotations
 
 import hashlib
-import time
 from collections.abc import Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
@@ -22,9 +21,6 @@ from mirrorfleet.tree.files import META_DIR, atomic_write
 from mirrorfleet.tree.signed import BadSignature, sign, verify
 
 MANIFEST_DIR = f"{META_DIR}/manifest"
-JOURNAL_PATH = f"{META_DIR}/journal.json"
-JOURNAL_MAX_ENTRIES = 1000
-JOURNAL_MAX_NAMES = 100_000
 
 # project -> (serial that last changed it, sha256 of its index page)
 ProjectState = dict[str, tuple[int, str]]
@@ -168,45 +164,6 @@ def full_shards(
         shard: shard_document(shard, projects, update.serial, key)
         for shard, projects in sorted(by_shard.items())
     }
-
-
-def load_journal(tree: Path, keys: Sequence[Ed25519PublicKey]) -> list[list[Any]]:
-    try:
-        raw = (tree / JOURNAL_PATH).read_bytes()
-    except FileNotFoundError:
-        return []
-    entries = verify(raw, keys).get("entries", [])
-    return entries if isinstance(entries, list) else []
-
-
-def append_journal(
-    tree: Path,
-    entries: list[list[Any]],
-    update: ManifestUpdate,
-    key: Ed25519PrivateKey,
-) -> list[list[Any]]:
-    """Keep the newest entries only, bounded in count and in names listed."""
-    entries, raw = journal_document(entries, update, key)
-    atomic_write(tree / JOURNAL_PATH, raw, tree)
-    return entries
-
-
-def journal_document(
-    entries: list[list[Any]], update: ManifestUpdate, key: Ed25519PrivateKey
-) -> tuple[list[list[Any]], bytes]:
-    """The journal with update's entry appended, signed; writes nothing. An entry for
-    this serial or a later one (left by a publish that died before its stamp) goes."""
-    kept = [e for e in entries if not (isinstance(e, list) and e and _int(e[0]) >= update.serial)]
-    entries = [*kept, [update.serial, int(time.time()), [*update.changed, *update.removed]]]
-    entries = entries[-JOURNAL_MAX_ENTRIES:]
-    while len(entries) > 1 and sum(len(e[2]) for e in entries) > JOURNAL_MAX_NAMES:
-        entries.pop(0)
-    doc = {"v": 1, "serial": update.serial, "entries": entries}
-    return entries, sign(doc, key)
-
-
-def _int(value: Any) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) else -1
 
 
 def hash_pages(pages: Iterable[tuple[str, Path]]) -> dict[str, str]:
