@@ -8,6 +8,7 @@ the records it writes in test_origin_publish.py and end to end in the lab.
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 from dataclasses import replace
 from pathlib import Path
@@ -92,6 +93,18 @@ def test_one_serial_copies_exactly_what_its_record_names(
     assert (synced.tree / changes_path(serial)).read_bytes() == (
         origin_config.tree / changes_path(serial)
     ).read_bytes()
+
+
+def test_records_keep_upstreams_mtime_so_the_audit_does_not_copy_them_again(
+    synced: AgentConfig, origin_config: OriginConfig, add_project
+) -> None:
+    """rsync's quick check compares size and whole-second mtime: a record written
+    with the agent's own time would be copied again by every walk, all 20,000."""
+    rel = changes_path(publish_paths(origin_config, release(origin_config, add_project, "p", "2")))
+    upstream = origin_config.tree / rel
+    os.utime(upstream, (1_000_000_000, 1_000_000_000))  # far from now: a copy's time differs
+    assert sync.sync_once(synced).mode == "delta"
+    assert int((synced.tree / rel).stat().st_mtime) == 1_000_000_000
 
 
 @pytest.mark.parametrize("behind", [1, 2, 5])

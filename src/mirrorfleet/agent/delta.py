@@ -19,6 +19,7 @@ folder except the staging folder.
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -62,8 +63,11 @@ def apply_delta(config: AgentConfig, feed: Feed) -> int:
     if pages:
         received += _fetch(config, "changed pages", pages)
         _check(tree / STAGING_DIR, (delta.written[p] for p in pages))
-    for serial, raw in sorted(feed.raw.items()):
-        atomic_write(tree / STAGING_DIR / changes_path(serial), raw, tree)
+    for serial, fetched in sorted(feed.raw.items()):
+        staged = tree / STAGING_DIR / changes_path(serial)
+        atomic_write(staged, fetched.body, tree)
+        if fetched.modified is not None:  # else the audit's walk copies it once more
+            os.utime(staged, (fetched.modified, fetched.modified))
     move_staged(tree)
     remove(tree, delta.removed)
     prune_records(tree, delta.since, delta.until, feed.keep)

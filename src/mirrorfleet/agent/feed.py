@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from mirrorfleet.config import AgentConfig
 from mirrorfleet.errors import MirrorfleetError
-from mirrorfleet.probe.spotcheck import SpotCheckFailed, Unreachable, fetch
+from mirrorfleet.probe.spotcheck import Fetched, SpotCheckFailed, Unreachable, fetch_file
 from mirrorfleet.tree.changes import (
     MAX_RECORD,
     ChangeRecord,
@@ -39,7 +39,7 @@ class Feed:
     mirror below it can sync from it the same way)."""
 
     delta: Delta
-    raw: dict[int, bytes]
+    raw: dict[int, Fetched]
     keep: int  # records upstream keeps, by its newest record: ours prune alike
 
 
@@ -57,16 +57,16 @@ def read_feed(
         )
     base = config.upstream_http.rstrip("/") + "/"
 
-    def one(serial: int) -> tuple[int, bytes, ChangeRecord]:
+    def one(serial: int) -> tuple[int, Fetched, ChangeRecord]:
         url = base + changes_path(serial)
         try:
-            raw = fetch(url, timeout=config.rsync_timeout, limit=MAX_RECORD)
+            raw = fetch_file(url, timeout=config.rsync_timeout, limit=MAX_RECORD)
         except (Unreachable, SpotCheckFailed) as exc:
             raise NoFeed(str(exc)) from None
         if raw is None:
             raise NoFeed(f"record {serial} is missing upstream")
         try:
-            return serial, raw, parse_record(raw, keys, serial)
+            return serial, raw, parse_record(raw.body, keys, serial)
         except BadSignature as exc:
             raise NoFeed(f"record {serial} rejected: {exc}") from None
 

@@ -18,6 +18,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
 from urllib.parse import unquote, urldefrag, urljoin, urlsplit
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -52,12 +53,26 @@ class Candidate:
     serial: int  # the serial that last changed it, by the origin's records
 
 
+@dataclass(frozen=True)
+class Fetched:
+    body: bytes
+    modified: float | None  # Last-Modified, in seconds since the epoch
+
+
 def fetch(url: str, timeout: float, limit: int) -> bytes | None:
     """The body, or None on 404; Unreachable for anything that is not an answer."""
+    fetched = fetch_file(url, timeout, limit)
+    return fetched.body if fetched else None
+
+
+def fetch_file(url: str, timeout: float, limit: int) -> Fetched | None:
+    """fetch, with the file's Last-Modified: a copy that keeps it looks unchanged to
+    rsync's quick check (size and whole-second mtime) on the next walk."""
     request = urllib.request.Request(url, headers={"Cache-Control": "no-cache"})
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
             body = response.read(limit + 1)
+            modified = _http_date(response.headers.get("Last-Modified"))
     except urllib.error.HTTPError as exc:
         if exc.code in (404, 410):
             return None
@@ -66,7 +81,14 @@ def fetch(url: str, timeout: float, limit: int) -> bytes | None:
         raise Unreachable(f"{url}: {exc}") from None
     if len(body) > limit:
         raise SpotCheckFailed(f"{url} is larger than {limit} bytes")
-    return body
+    return Fetched(body, modified)
+
+
+def _http_date(value: str | None) -> float | None:
+    try:
+        return parsedate_to_datetime(value).timestamp() if value else None
+    except (TypeError, ValueError):
+        return None  # a bad date only costs the next walk a copy
 
 
 def candidates_from_records(
