@@ -4,11 +4,13 @@ monitor wrote for a fleet of served trees, read back with dnspython exactly as
 
 from __future__ import annotations
 
+import configparser
 import json
 import os
 import random
 import subprocess
 import sys
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -324,9 +326,10 @@ def test_pip_config_points_pip_at_the_pick_and_keeps_other_settings(world, tmp_p
     argv += ["--port", str(bind.primary.port), "--key", key_text(world), "--seed", "1"]
     shown = subprocess.run(argv, capture_output=True, text=True, timeout=60)
     assert shown.returncode == 0, shown.stderr
-    assert (
-        f"index-url = {fleet.base}/m" in shown.stdout and "trusted-host = 127.0.0.1" in shown.stdout
-    )
+    pip_conf = configparser.ConfigParser()
+    pip_conf.read_string(shown.stdout)  # as pip reads it: the [global] line kept
+    assert pip_conf["global"]["index-url"].startswith(f"{fleet.base}/m")
+    assert pip_conf["global"]["trusted-host"] == "127.0.0.1"
     written = subprocess.run(
         [*argv, "--write"],
         capture_output=True,
@@ -339,6 +342,13 @@ def test_pip_config_points_pip_at_the_pick_and_keeps_other_settings(world, tmp_p
     assert "timeout = 30" in text and f"index-url = {fleet.base}/m" in text
     env = subprocess.run([*argv, "--format", "env"], capture_output=True, text=True, timeout=60)
     assert "export PIP_INDEX_URL=" in env.stdout and "export UV_DEFAULT_INDEX=" in env.stdout
+    assert "export UV_INSECURE_HOST=127.0.0.1" in env.stdout  # the mirrors are plain HTTP
+    uv = subprocess.run([*argv, "--format", "uv"], capture_output=True, text=True, timeout=60)
+    uv_toml = tomllib.loads(uv.stdout)
+    assert uv_toml["allow-insecure-host"] == ["127.0.0.1"]
+    assert [i["url"].startswith(f"{fleet.base}/m") and i["default"] for i in uv_toml["index"]] == [
+        True
+    ]
 
 
 def anchor_file(world) -> Path:

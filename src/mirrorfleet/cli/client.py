@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import ipaddress
+import json
 import os
 import random
 from collections.abc import Callable
@@ -317,6 +318,15 @@ def pip_settings(index: str) -> dict[str, str]:
     return settings
 
 
+def uv_toml(index: str, insecure_host: str | None) -> str:
+    """uv.toml: the mirror as uv's default index. uv moves to another index only on
+    a 401, 403 or 404 (its `first-index` strategy), never because an index lags, so
+    a mirror that falls behind after this pick stays in use until you pick again."""
+    lines = [f"allow-insecure-host = [{json.dumps(insecure_host)}]"] if insecure_host else []
+    lines += ["[[index]]", f"url = {json.dumps(index)}", "default = true"]
+    return "\n".join(lines)
+
+
 def pip_config_file() -> Path:
     """pip's per-user file: $PIP_CONFIG_FILE, else the XDG location pip reads."""
     explicit = os.environ.get("PIP_CONFIG_FILE")
@@ -386,17 +396,18 @@ def pip_config(
     if as_json:
         emit_json({"index_url": index, "fallbacks": fallbacks, "pip": settings})
         return
+    insecure = settings.get("trusted-host")
     if fmt == "env":
-        out.print(f"export PIP_INDEX_URL={index}", soft_wrap=True)
-        if "trusted-host" in settings:
-            out.print(f"export PIP_TRUSTED_HOST={settings['trusted-host']}", soft_wrap=True)
-        out.print(f"export UV_DEFAULT_INDEX={index}", soft_wrap=True)
+        lines = [f"export PIP_INDEX_URL={index}", f"export UV_DEFAULT_INDEX={index}"]
+        if insecure:
+            lines += [f"export PIP_TRUSTED_HOST={insecure}", f"export UV_INSECURE_HOST={insecure}"]
     elif fmt == "uv":
-        out.print(f'[[index]]\nurl = "{index}"\ndefault = true', soft_wrap=True)
+        lines = [uv_toml(index, insecure)]
     else:
         lines = ["[global]", *(f"{k} = {v}" for k, v in settings.items())]
         lines += [f"# next picks: {' '.join(fallbacks)}"] if fallbacks else []
-        out.print("\n".join(lines), soft_wrap=True)
+    # markup off: rich would take "[global]" and "[[index]]" for its own tags
+    out.print("\n".join(lines), soft_wrap=True, markup=False)
 
 
 COMMANDS = (pick, list_mirrors, check, pip_config)

@@ -103,7 +103,7 @@ def dns_show(config_path: Path, as_json: bool) -> None:
         return
     for row in rows:
         for value in row["values"]:
-            out.print(f"{row['name']:40} {row['ttl']:>6} {row['rdtype']:5} {value}")
+            out.print(f"{row['name']:40} {row['ttl']:>6} {row['rdtype']:5} {value}", markup=False)
 
 
 def _print_plan(summary: dict[str, Any], as_json: bool, messages: int | None) -> None:
