@@ -299,7 +299,7 @@ def test_escaping_round_trips() -> None:
     ],
 )
 def test_malformed_html_is_refused(page: bytes, message: str) -> None:
-    with pytest.raises(PageError, match="simple/f/index.html") as excinfo:
+    with pytest.raises(PageError, match=r"simple/f/index\.html") as excinfo:
         pages.parse_html(page, "f", source="simple/f/index.html")
     assert message in str(excinfo.value)
     assert isinstance(excinfo.value, ValueError)  # the CLI's one-line path
@@ -342,7 +342,7 @@ def entry(**changes: object) -> list[dict]:
     ],
 )
 def test_malformed_json_is_refused(data: bytes, message: str) -> None:
-    with pytest.raises(PageError, match="simple/f/index.v1_json") as excinfo:
+    with pytest.raises(PageError, match=r"simple/f/index\.v1_json") as excinfo:
         pages.parse_json(data, "f", source="simple/f/index.v1_json")
     assert message in str(excinfo.value)
 

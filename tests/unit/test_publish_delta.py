@@ -465,6 +465,26 @@ def test_page_links() -> None:
     }
 
 
+def test_page_links_take_advertised_metadata() -> None:
+    """PEP 658/714: a client fetches <file>.metadata where an anchor advertises it, so
+    the record must carry it like the file (a quoted ">" does not end the tag)."""
+    page = (
+        b'<a href="../../packages/p/a.whl" data-core-metadata="sha256=ab">a</a>'
+        b'<a data-requires-python=">=3" data-dist-info-metadata=true href="../../packages/p/b.whl">'
+        b"b</a>"
+        b'<a href="../../packages/p/c.whl" data-core-metadata="false">c</a>'
+        b'<a href="../../packages/p/d.tar.gz">d</a>'
+    )
+    assert page_links(page, "p", ("packages",)) == {
+        "packages/p/a.whl",
+        "packages/p/a.whl.metadata",
+        "packages/p/b.whl",
+        "packages/p/b.whl.metadata",
+        "packages/p/c.whl",
+        "packages/p/d.tar.gz",
+    }
+
+
 # -- through the command line ------------------------------------------------------------------
 
 
