@@ -14,7 +14,9 @@ import os
 import re
 import subprocess
 import sys
+import tarfile
 import threading
+import tomllib
 import zipfile
 from collections.abc import Iterator
 from html.parser import HTMLParser
@@ -99,11 +101,24 @@ def test_unnormalized_name_lands_under_normalized_dirs(tmp_path: Path) -> None:
 # ---------------------------------------------------------------- pages
 
 
+def expected_versions(i: int) -> list[str]:
+    """The first project also has the yanked release (and an sdist of 1.0.0)."""
+    return [*VERSIONS, pypi.YANKED_VERSION] if i == 0 else VERSIONS
+
+
+def expected_files(i: int) -> list[str]:
+    dist = f"demo_{i:05d}"
+    names = [f"{dist}-{v}-py3-none-any.whl" for v in expected_versions(i)]
+    if i == 0:
+        names.insert(1, f"{dist}-{pypi.SDIST_VERSION}.tar.gz")  # sorted by version, then name
+    return names
+
+
 @pytest.mark.parametrize("i", range(N_PROJECTS))
 def test_project_html_hashes_match_files(tree: Path, i: int) -> None:
     page = tree / "simple" / f"demo-{i:05d}" / "index.html"
     links = anchors(page)
-    assert len(links) == len(VERSIONS)
+    assert [urldefrag(a["href"] or "")[0].rsplit("/", 1)[1] for a in links] == expected_files(i)
     for link in links:
         url, frag = urldefrag(link["href"] or "")
         assert url.startswith("../../packages/demo-")
@@ -111,7 +126,25 @@ def test_project_html_hashes_match_files(tree: Path, i: int) -> None:
         assert target.is_file()
         assert frag == f"sha256={sha256(target)}"
         assert link["data-requires-python"] == ">=3.8"  # unescaped from &gt;=3.8
+        metadata = target.with_name(target.name + ".metadata")
+        if target.name.endswith(".whl"):
+            # PEP 658/714: both names, equal, the hash of <file>.metadata, which is
+            # exactly the wheel's METADATA
+            assert link["data-core-metadata"] == f"sha256={sha256(metadata)}"
+            assert link["data-dist-info-metadata"] == link["data-core-metadata"]
+            with zipfile.ZipFile(target) as zf:
+                dist, version = target.name.split("-")[:2]
+                inside = zf.read(f"{dist}-{version}.dist-info/METADATA")
+            assert metadata.read_bytes() == inside
+        else:
+            assert "data-core-metadata" not in link and not metadata.exists()
+        yanked = version_of(target.name) == pypi.YANKED_VERSION
+        assert link.get("data-yanked", "absent") == (pypi.YANK_REASON if yanked else "absent")
     assert "&gt;=3.8" in page.read_text()
+
+
+def version_of(filename: str) -> str:
+    return filename.split("-")[1].removesuffix(".tar.gz")
 
 
 @pytest.mark.parametrize("i", range(N_PROJECTS))
@@ -121,7 +154,7 @@ def test_project_json_agrees_with_html(tree: Path, i: int) -> None:
     doc = json.loads((page_dir / "index.v1_json").read_text())
     assert doc["meta"] == {"api-version": "1.1"}
     assert doc["name"] == name
-    assert doc["versions"] == VERSIONS
+    assert doc["versions"] == expected_versions(i)
     from_html = {
         urldefrag(a["href"] or "")[0]: urldefrag(a["href"] or "")[1]
         for a in anchors(page_dir / "index.html")
@@ -134,6 +167,15 @@ def test_project_json_agrees_with_html(tree: Path, i: int) -> None:
         assert f["size"] == target.stat().st_size
         assert f["requires-python"] == ">=3.8"
         assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", f["upload-time"])
+        # PEP 714: JSON carries only the new key (pip 22.3 to 23.1 fail on the old one)
+        assert "dist-info-metadata" not in f
+        if target.name.endswith(".whl"):
+            metadata = target.with_name(target.name + ".metadata")
+            assert f["core-metadata"] == {"sha256": sha256(metadata)}
+        else:
+            assert "core-metadata" not in f
+        yanked = version_of(f["filename"]) == pypi.YANKED_VERSION
+        assert f.get("yanked", False) == (pypi.YANK_REASON if yanked else False)
 
 
 def test_root_lists_every_project(tree: Path) -> None:
@@ -204,7 +246,9 @@ def test_generation_is_deterministic(tmp_path: Path) -> None:
         pypi.generate(root, 3, versions=2, payload_bytes=1000)
     files_a = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file())
     assert files_a == sorted(p.relative_to(b) for p in b.rglob("*") if p.is_file())
-    assert len(files_a) == 3 * 2 + 3 * 2 + 2
+    # per project: 2 wheels and their .metadata, 2 pages; the first project also has
+    # an sdist and a yanked wheel with its .metadata; 2 root pages
+    assert len(files_a) == 3 * (2 * 2 + 2) + 3 + 2
     for rel in files_a:
         if rel.name == "index.v1_json" and rel.parent.name != "simple":
             # upload-time is each file's mtime: equal only if both trees were made in one second
@@ -215,6 +259,67 @@ def test_generation_is_deterministic(tmp_path: Path) -> None:
             assert docs[0] == docs[1]
         else:
             assert (a / rel).read_bytes() == (b / rel).read_bytes(), rel
+
+
+def test_the_sdist_is_buildable_and_deterministic(tmp_path: Path) -> None:
+    one = pypi.make_sdist(tmp_path / "a", "Demo.Thing", "1.0.0")
+    two = pypi.make_sdist(tmp_path / "b", "Demo.Thing", "1.0.0")
+    assert one.name == "demo_thing-1.0.0.tar.gz"
+    assert one.read_bytes() == two.read_bytes()
+    with tarfile.open(one) as tf:
+        assert sorted(tf.getnames()) == [
+            "demo_thing-1.0.0/PKG-INFO",
+            "demo_thing-1.0.0/demo_thing/__init__.py",
+            "demo_thing-1.0.0/pyproject.toml",
+        ]
+        pyproject = tomllib.loads(tf.extractfile("demo_thing-1.0.0/pyproject.toml").read().decode())
+        info = tf.extractfile("demo_thing-1.0.0/PKG-INFO").read().decode()
+    assert pyproject["build-system"]["build-backend"] == "setuptools.build_meta"
+    assert pyproject["project"] == {
+        "name": "Demo.Thing",
+        "version": "1.0.0",
+        "description": "Demo package Demo.Thing generated by mirrorfleet",
+        "requires-python": ">=3.8",
+    }
+    assert "Version: 1.0.0" in info.splitlines()
+
+
+def test_the_sdist_builds_a_wheel(tmp_path: Path) -> None:
+    sdist = pypi.make_sdist(tmp_path, "demo-00000", "1.0.0")
+    with tarfile.open(sdist) as tf:
+        tf.extractall(tmp_path / "src", filter="data")
+    src = tmp_path / "src" / "demo_00000-1.0.0"
+    code = "import setuptools.build_meta as b, sys; print(b.build_wheel(sys.argv[1]))"
+    proc = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "out")],
+        cwd=src,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    built = tmp_path / "out" / proc.stdout.strip().splitlines()[-1]
+    with zipfile.ZipFile(built) as zf:
+        assert '__version__ = "1.0.0"' in zf.read("demo_00000/__init__.py").decode()
+
+
+def test_yank_is_kept_across_rewrites(tmp_path: Path) -> None:
+    pypi.add_release(tmp_path, "y", "1.0")
+    pypi.add_release(tmp_path, "y", "2.0")
+    written: list[Path] = []
+    pypi.yank(tmp_path, "y", "2.0", "bad build", written=written)
+    assert [p.name for p in written] == ["index.v1_json", "index.html"]
+    pypi.add_release(tmp_path, "y", "2.1")  # the pages are rewritten from the files
+    doc = json.loads((tmp_path / "simple/y/index.v1_json").read_text())
+    assert {f["filename"]: f.get("yanked") for f in doc["files"]} == {
+        "y-1.0-py3-none-any.whl": None,
+        "y-2.0-py3-none-any.whl": "bad build",
+        "y-2.1-py3-none-any.whl": None,
+    }
+    assert 'data-yanked="bad build"' in (tmp_path / "simple/y/index.html").read_text()
+    with pytest.raises(ValueError, match=r"no release 9\.0"):
+        pypi.yank(tmp_path, "y", "9.0")
 
 
 def test_different_wheels_differ(tmp_path: Path) -> None:
@@ -251,6 +356,7 @@ def test_add_release_writes_wheel_then_project_then_root(
     wheel = pypi.add_release(tmp_path, "demo-00001", "1.0.0")
     assert replaces == [
         wheel,
+        wheel.with_name(wheel.name + ".metadata"),
         tmp_path / "simple/demo-00001/index.v1_json",
         tmp_path / "simple/demo-00001/index.html",
         tmp_path / "simple/index.v1_json",
@@ -259,7 +365,8 @@ def test_add_release_writes_wheel_then_project_then_root(
     replaces.clear()
     pypi.add_release(tmp_path, "demo-00001", "1.0.1")
     assert replaces[0].name == "demo_00001-1.0.1-py3-none-any.whl"
-    assert [p.name for p in replaces[1:]] == ["index.v1_json", "index.html"]  # root unchanged
+    assert replaces[1].name == "demo_00001-1.0.1-py3-none-any.whl.metadata"
+    assert [p.name for p in replaces[2:]] == ["index.v1_json", "index.html"]  # root unchanged
 
 
 def test_add_release_rewrites_the_root_pages_for_a_new_project_only(
@@ -276,6 +383,7 @@ def test_add_release_rewrites_the_root_pages_for_a_new_project_only(
     assert calls == []
     assert [p.relative_to(tmp_path).as_posix() for p in written] == [
         "packages/demo-00001/demo_00001-2.0-py3-none-any.whl",
+        "packages/demo-00001/demo_00001-2.0-py3-none-any.whl.metadata",
         "simple/demo-00001/index.v1_json",
         "simple/demo-00001/index.html",
     ]
@@ -319,99 +427,6 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
-
-
-# ---------------------------------------------------------------- import_tree
-
-
-def _fake_bandersnatch(root: Path) -> Path:
-    web = root / "web"
-    pkg = web / "packages/8f/1d/0123abcd/foo-1.0-py3-none-any.whl"
-    pkg.parent.mkdir(parents=True)
-    pkg.write_bytes(b"wheel bytes")
-    digest = hashlib.sha256(b"wheel bytes").hexdigest()
-    (web / "simple/foo").mkdir(parents=True)
-    (web / "simple/foo/index.html").write_text(
-        f'<a href="../../packages/8f/1d/0123abcd/{pkg.name}#sha256={digest}">{pkg.name}</a>\n'
-    )
-    (web / "simple/foo/index.v1_json").write_text("{}\n")
-    (web / "simple/index.html").write_text('<a href="foo/">foo</a>\n')
-    (web / "simple/index.v1_json").write_text("{}\n")
-    (web / "json").mkdir()
-    (web / "json/foo").write_text("{}")  # not part of the simple index: not imported
-    return web
-
-
-@pytest.mark.parametrize("bare", [False, True], ids=["bandersnatch-web", "bare"])
-def test_import_tree_links_files(tmp_path: Path, replaces: list[Path], bare: bool) -> None:
-    web = _fake_bandersnatch(tmp_path / "src")
-    source = web if bare else tmp_path / "src"
-    dest = tmp_path / "dest"
-    assert pypi.import_tree(source, dest) == 5
-    rel = sorted(str(p.relative_to(dest)) for p in dest.rglob("*") if p.is_file())
-    assert rel == [
-        "packages/8f/1d/0123abcd/foo-1.0-py3-none-any.whl",
-        "simple/foo/index.html",
-        "simple/foo/index.v1_json",
-        "simple/index.html",
-        "simple/index.v1_json",
-    ]
-    for r in rel:  # same filesystem: hard links, not copies
-        assert os.path.samefile(web / r, dest / r)
-    kinds = [
-        p.relative_to(dest).parts[0] + ("/" if len(p.relative_to(dest).parts) > 2 else "")
-        for p in replaces
-    ]
-    assert kinds == ["packages/", "simple/", "simple/", "simple", "simple"]  # content, pages, root
-    assert pypi.project_index_pages(dest) == {"foo": dest / "simple/foo/index.html"}
-    assert pypi.import_tree(source, dest) == 5  # again: nothing breaks, nothing duplicated
-
-
-def test_import_tree_follows_symlinks_inside_source(tmp_path: Path) -> None:
-    web = _fake_bandersnatch(tmp_path / "src")
-    (web / "simple/alias").symlink_to("foo")
-    (web / "packages/latest.whl").symlink_to("8f/1d/0123abcd/foo-1.0-py3-none-any.whl")
-    dest = tmp_path / "dest"
-    assert pypi.import_tree(tmp_path / "src", dest) == 8
-    assert (dest / "simple/alias/index.html").is_file()
-    assert not (dest / "packages/latest.whl").is_symlink()
-    assert (dest / "packages/latest.whl").read_bytes() == b"wheel bytes"
-
-
-@pytest.mark.parametrize("where", ["simple/evil", "packages/evil.whl", "simple/foo/evil"])
-def test_import_tree_refuses_symlink_outside(tmp_path: Path, where: str) -> None:
-    outside = tmp_path / "outside"
-    outside.mkdir()
-    (outside / "secret").write_text("secret")
-    web = _fake_bandersnatch(tmp_path / "src")
-    (web / where).symlink_to(outside / "secret")
-    dest = tmp_path / "dest"
-    with pytest.raises(ValueError, match="outside the source") as excinfo:
-        pypi.import_tree(tmp_path / "src", dest)
-    assert where in str(excinfo.value)
-    assert not dest.exists()  # checked before anything is written
-
-
-def test_import_tree_refuses_symlinked_top_outside(tmp_path: Path) -> None:
-    web = _fake_bandersnatch(tmp_path / "src")
-    os.rename(web / "packages", tmp_path / "moved")
-    (web / "packages").symlink_to(tmp_path / "moved")
-    with pytest.raises(ValueError, match="outside the source"):
-        pypi.import_tree(tmp_path / "src", tmp_path / "dest")
-
-
-@pytest.mark.parametrize("name", ["..evil", "foo..whl", "a..b"])
-def test_import_tree_refuses_dotdot_names(tmp_path: Path, name: str) -> None:
-    web = _fake_bandersnatch(tmp_path / "src")
-    (web / "packages" / name).write_text("x")
-    with pytest.raises(ValueError, match=re.escape(name)):
-        pypi.import_tree(tmp_path / "src", tmp_path / "dest")
-    assert not (tmp_path / "dest").exists()
-
-
-def test_import_tree_needs_a_simple_dir(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="simple"):
-        pypi.import_tree(tmp_path, tmp_path / "dest")
 
 
 # ---------------------------------------------------------------- the real pip
@@ -462,3 +477,11 @@ def test_pip_installs_and_upgrades_from_the_tree(served: tuple[Path, str], tmp_p
     pypi.add_release(root, "demo-00003", "1.0.1")
     _run(*pip, "-U", "demo-00003")
     assert _run(*version).stdout.strip() == "1.0.1"
+
+    # the first project: 1.1.0 is yanked, so pip takes 1.0.0 (the wheel, not the sdist)
+    _run(*pip, "demo-00000")
+    first = [py, "-c", "import demo_00000; print(demo_00000.__version__)"]
+    assert _run(*first).stdout.strip() == "1.0.0"
+    pinned = _run(*pip, "demo-00000==1.1.0")  # PEP 592: a pin may still take it, warned
+    assert _run(*first).stdout.strip() == "1.1.0"
+    assert pypi.YANK_REASON in pinned.stdout + pinned.stderr

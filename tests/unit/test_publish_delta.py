@@ -101,14 +101,16 @@ def listed(config: OriginConfig, lines: list[str]) -> ChangeList:
 def test_a_listed_release_is_recorded_exactly(config: OriginConfig, say: str) -> None:
     wrote = add(config, "demo-00001", "2.0")
     wheel = "packages/demo-00001/demo_00001-2.0-py3-none-any.whl"
-    assert wrote == [wheel, "simple/demo-00001/index.v1_json", "simple/demo-00001/index.html"]
+    pages = ["simple/demo-00001/index.v1_json", "simple/demo-00001/index.html"]
+    assert wrote == [wheel, f"{wheel}.metadata", *pages]
     result = publish(
         config, ping=False, changed=listed(config, wrote if say == "paths" else ["Demo_00001"])
     )
     assert (result.serial, result.mode, result.changed) == (2, "changed-list", ["demo-00001"])
     rec = record(config, 2)
     assert rec.complete and rec.changed == ["demo-00001"] and rec.removed == []
-    # the name alone finds the wheel too: the page's new link
+    # the name alone finds the wheel too (the page's new link), and its advertised
+    # .metadata, which a client fetches like the wheel
     assert paths(rec) == {*wrote, *OWN, manifest.shard_path("demo-00001")}
     check_against_disk(config, rec)
     assert (result.written, result.removed_paths) == (len(rec.written), 0)
@@ -187,6 +189,8 @@ def test_stat_finds_a_removed_project(config: OriginConfig) -> None:
         "simple/demo-00002/index.v1_json",
         "packages/demo-00002/demo_00002-1.0.0-py3-none-any.whl",
         "packages/demo-00002/demo_00002-1.0.1-py3-none-any.whl",
+        "packages/demo-00002/demo_00002-1.0.0-py3-none-any.whl.metadata",
+        "packages/demo-00002/demo_00002-1.0.1-py3-none-any.whl.metadata",
     }
     assert paths(rec) == {
         *(p.relative_to(config.tree).as_posix() for p in root),
@@ -236,8 +240,8 @@ def test_the_first_publish_and_a_full_one_are_incomplete(config: OriginConfig) -
 def test_a_change_too_big_to_list_is_recorded_incomplete(config: OriginConfig, monkeypatch) -> None:
     """An import of a whole tree: the record says "sync everything", not a list no
     agent would copy one by one and no reader would accept."""
-    monkeypatch.setattr(publish_module, "MAX_RECORD_PATHS", 3)
-    add(config, "demo-00001", "2.0")  # a wheel and two pages: 3 paths, still listed
+    monkeypatch.setattr(publish_module, "MAX_RECORD_PATHS", 4)
+    add(config, "demo-00001", "2.0")  # a wheel, its .metadata, two pages: 4, still listed
     assert record(config, publish(config, ping=False).serial).complete
     add(config, "demo-00001", "3.0")
     add(config, "demo-00002", "3.0")
@@ -389,7 +393,8 @@ def test_a_dry_run_writes_nothing(config: OriginConfig) -> None:
     before = snapshot()
     result = publish(config, ping=False, dry_run=True)
     assert (result.serial, result.dry_run, result.published) == (2, True, False)
-    assert result.changed == ["demo-00002"] and result.written == 5  # wheel, 2 pages, 2 own
+    # wheel, its .metadata, 2 pages, 2 own
+    assert result.changed == ["demo-00002"] and result.written == 6
     assert snapshot() == before
     assert publish(config, ping=False).serial == 2
 
@@ -458,6 +463,26 @@ def test_page_links() -> None:
     }
 
 
+def test_page_links_take_advertised_metadata() -> None:
+    """PEP 658/714: a client fetches <file>.metadata where an anchor advertises it, so
+    the record must carry it like the file (a quoted ">" does not end the tag)."""
+    page = (
+        b'<a href="../../packages/p/a.whl" data-core-metadata="sha256=ab">a</a>'
+        b'<a data-requires-python=">=3" data-dist-info-metadata=true href="../../packages/p/b.whl">'
+        b"b</a>"
+        b'<a href="../../packages/p/c.whl" data-core-metadata="false">c</a>'
+        b'<a href="../../packages/p/d.tar.gz">d</a>'
+    )
+    assert page_links(page, "p", ("packages",)) == {
+        "packages/p/a.whl",
+        "packages/p/a.whl.metadata",
+        "packages/p/b.whl",
+        "packages/p/b.whl.metadata",
+        "packages/p/c.whl",
+        "packages/p/d.tar.gz",
+    }
+
+
 # -- through the command line ------------------------------------------------------------------
 
 
@@ -505,10 +530,11 @@ def test_origin_import_lists_what_it_wrote(config: OriginConfig, tmp_path: Path)
     assert first.returncode == 0, first.stderr
     assert first.stdout.splitlines() == [
         "packages/imported/imported-1.0-py3-none-any.whl",
-        "simple/imported/index.html",
+        "packages/imported/imported-1.0-py3-none-any.whl.metadata",
         "simple/imported/index.v1_json",
-        "simple/index.html",
+        "simple/imported/index.html",
         "simple/index.v1_json",
+        "simple/index.html",
     ]
     again = _cli("origin", "import", str(source.parent), "--config", str(toml), "--list-changed")
     assert again.returncode == 0 and again.stdout == ""

@@ -112,7 +112,7 @@ def origin_import(source: Path, config_path: Path, list_changed: bool, as_json: 
     """
     from mirrorfleet.cli.content import print_paths
     from mirrorfleet.config import load_origin_config
-    from mirrorfleet.content.pypi import import_tree
+    from mirrorfleet.content.importer import import_tree
 
     config = load_origin_config(config_path)
     written: list[Path] = []

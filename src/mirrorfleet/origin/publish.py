@@ -61,6 +61,13 @@ PENDING = "pending.json"
 PROGRESS_EVERY = 50_000  # projects between progress lines of a full re-hash
 
 _HREF_RE = re.compile(rb"""href\s*=\s*(?:"([^"]*)"|'([^']*)')""", re.IGNORECASE)
+# An anchor's start tag, quoted values and all (a quoted value may hold a raw ">").
+_ANCHOR_RE = re.compile(rb"""<a\s(?:[^>"']|"[^"]*"|'[^']*')*>""", re.IGNORECASE)
+# PEP 658/714: the anchor advertises <file>.metadata (any value but "false").
+_METADATA_RE = re.compile(
+    rb"""\sdata-(?:core|dist-info)-metadata(?:\s*=\s*(?:"([^"]*)"|'([^']*)'|([^\s>]*)))?""",
+    re.IGNORECASE,
+)
 _SCHEME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
 
 # The change journal (one signed list of every serial's projects) that publishes wrote
@@ -89,13 +96,17 @@ class PublishResult:
 
 
 def page_links(page: bytes, project: str, content: Iterable[str]) -> frozenset[str]:
-    """The tree-relative content paths a project page links (`href="../../packages/..."`,
-    resolved from `simple/<project>/`). Absolute URLs, anything outside the content
-    folders or the tree, and what a record may not name are left out."""
+    """The tree-relative content paths a project page's anchors link (`href=
+    "../../packages/..."`, resolved from `simple/<project>/`), with `<file>.metadata`
+    where an anchor advertises it (PEP 658/714). Absolute URLs, anything outside the
+    content folders or the tree, and what a record may not name are left out."""
     tops = tuple(content)
     base = f"{SIMPLE}/{project}"
     found = set()
-    for match in _HREF_RE.finditer(page):
+    for tag in _ANCHOR_RE.finditer(page):
+        match = _HREF_RE.search(tag.group(0))
+        if match is None:
+            continue
         raw = match.group(1) if match.group(1) is not None else match.group(2)
         href = html.unescape(raw.decode("utf-8", "replace"))
         href = href.split("#", 1)[0].split("?", 1)[0]
@@ -104,11 +115,23 @@ def page_links(page: bytes, project: str, content: Iterable[str]) -> frozenset[s
         path = posixpath.normpath(posixpath.join(base, unquote(href)))
         if path.split("/", 1)[0] not in tops:
             continue  # also "..": outside the tree
-        try:
-            found.add(check_path(path))
-        except BadSignature:
-            continue
+        paths = [path]
+        if _advertises_metadata(tag.group(0)):
+            paths.append(path + ".metadata")  # a client fetches it: it is content too
+        for item in paths:
+            try:
+                found.add(check_path(item))
+            except BadSignature:
+                continue
     return frozenset(found)
+
+
+def _advertises_metadata(tag: bytes) -> bool:
+    match = _METADATA_RE.search(tag)
+    if match is None:
+        return False
+    value = next((g for g in match.groups() if g is not None), None)
+    return value is None or value.strip().lower() != b"false"
 
 
 class _Change:
