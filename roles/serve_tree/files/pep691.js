@@ -2,90 +2,125 @@
 //
 // nginx's own `map` can match an Accept header but cannot weigh it, and today's
 // clients weigh: pip asks for JSON at q=1 and HTML at q=0.1 and 0.01, uv at 1, 0.2
-// and 0.01, a browser for HTML at 1 and anything at 0.8. The rule is Warehouse's,
-// which every client is written against: each offer gets the q of the most
-// specific range that matches it; the highest q wins, ties go to the server's
-// order (JSON first); nothing acceptable, or no Accept at all, gets text/html.
-// `?format=<type>` overrides the header (PEP 691 allows it; Warehouse honours it).
+// and 0.01, a browser for HTML at 1 and anything at 0.8.
 //
-// The same rule, with the same cases, is src/mirrorfleet/content/negotiate.py,
-// which the monitor uses to know what a mirror must answer.
+// The rule is src/mirrorfleet/content/negotiate.py's `choose_page`, which the
+// monitor probes with; tests/unit/test_nginx_site.py runs one table of cases
+// through both. Each form is a file of the project's folder, served with its own
+// type, and only a form whose file exists is offered:
+//   index.v1_json  application/vnd.pypi.simple.v1+json (only to a client naming it)
+//   index.v1_html  application/vnd.pypi.simple.v1+html
+//   index.html     text/html
+// A form takes the q of the most specific range matching it; the highest q wins;
+// on a tie a form the client named beats one a wildcard matched, then JSON, PEP
+// 691's HTML, text/html (text/html first among wildcard matches). No Accept is
+// `*/*`. Nothing acceptable: 406. No page at all: 404, as for any missing file.
 
-var OFFERS = [
-    ['application/vnd.pypi.simple.v1+json', 'index.v1_json'],
-    ['application/vnd.pypi.simple.v1+html', 'index.v1_html'],
-    ['text/html', 'index.html'],
+var fs = require('fs');
+
+var JSON_TYPE = 'application/vnd.pypi.simple.v1+json';
+var V1_HTML_TYPE = 'application/vnd.pypi.simple.v1+html';
+var ALIASES = {};
+ALIASES[JSON_TYPE] = 'application/vnd.pypi.simple.latest+json';
+ALIASES[V1_HTML_TYPE] = 'application/vnd.pypi.simple.latest+html';
+// [type, file, rank among named matches, rank among wildcard-only matches]
+var FORMS = [
+    [JSON_TYPE, 'index.v1_json', 3, -1],
+    [V1_HTML_TYPE, 'index.v1_html', 2, 0],
+    ['text/html', 'index.html', 1, 1],
 ];
-var HTML = OFFERS[2];
-var MAX_RANGES = 64;  // a longer header is not a client's: its first ranges decide
+var MAX_HEADER = 8192;
+var MAX_ENTRIES = 64;
+var Q = /^(0(\.\d{0,3})?|1(\.0{0,3})?)$/;
 
 function ranges(accept) {
+    if (!accept || !accept.trim()) {
+        return [{type: '*', subtype: '*', q: 1}];
+    }
     var out = [];
-    var parts = accept.split(',').slice(0, MAX_RANGES);
-    for (var i = 0; i < parts.length; i++) {
-        var fields = parts[i].split(';');
-        var type = fields[0].trim().toLowerCase();
-        if (type.indexOf('/') < 0) {
+    var items = accept.slice(0, MAX_HEADER).split(',').slice(0, MAX_ENTRIES);
+    for (var i = 0; i < items.length; i++) {
+        var params = items[i].split(';');
+        var media = params[0].trim().toLowerCase();
+        var slash = media.indexOf('/');
+        var kind = media.slice(0, slash);
+        var sub = media.slice(slash + 1);
+        if (slash < 0 || !kind || !sub || (kind === '*' && sub !== '*')) {
             continue;
         }
         var q = 1;
-        for (var j = 1; j < fields.length; j++) {
-            var eq = fields[j].indexOf('=');
-            if (eq > 0 && fields[j].slice(0, eq).trim().toLowerCase() === 'q') {
-                var value = fields[j].slice(eq + 1).trim();
-                q = /^(0(\.\d{0,3})?|1(\.0{0,3})?)$/.test(value) ? parseFloat(value) : 0;
+        for (var j = 1; j < params.length; j++) {
+            var eq = params[j].indexOf('=');
+            var key = (eq < 0 ? params[j] : params[j].slice(0, eq)).trim().toLowerCase();
+            if (key === 'q') {
+                var value = eq < 0 ? '' : params[j].slice(eq + 1).trim();
+                q = Q.test(value) ? parseFloat(value) : null;
+                break;
             }
         }
-        out.push({type: type, q: q});
+        if (q !== null) {
+            out.push({type: kind, subtype: sub, q: q});
+        }
     }
     return out;
 }
 
-function quality(accepted, offer) {
-    var major = offer.split('/')[0] + '/*';
-    var best = -1;
-    var specificity = -1;
+// [q, named]: the q of the most specific range matching `type`.
+function quality(accepted, type) {
+    var kind = type.split('/')[0];
+    var rank = 0;
+    var q = 0;
     for (var i = 0; i < accepted.length; i++) {
-        var range = accepted[i];
-        var s = range.type === offer ? 2 : range.type === major ? 1 : range.type === '*/*' ? 0 : -1;
-        if (s > specificity || (s === specificity && s >= 0 && range.q > best)) {
-            specificity = s;
-            best = range.q;
+        var r = accepted[i];
+        var full = r.type + '/' + r.subtype;
+        var s = full === type || full === ALIASES[type] ? 3
+            : r.type === kind && r.subtype === '*' ? 2
+            : r.type === '*' ? 1 : 0;
+        if (s > rank || (s === rank && s > 0 && r.q > q)) {
+            rank = s;
+            q = r.q;
         }
     }
-    return specificity < 0 ? 0 : best;
+    return [rank ? q : 0, rank === 3];
 }
 
-function choose(r) {
-    // a "+" left unescaped in the query reads as a space
-    var format = typeof r.args.format === 'string' ? r.args.format.replace(/ /g, '+') : '';
-    if (format) {
-        for (var k = 0; k < OFFERS.length; k++) {
-            if (OFFERS[k][0] === format) {
-                return OFFERS[k];
-            }
-        }
+function exists(r, file) {
+    try {
+        fs.accessSync(r.variables.document_root + r.uri + file);
+        return true;
+    } catch (e) {
+        return false;
     }
-    var accept = r.headersIn.Accept;
-    if (!accept) {
-        return HTML;
-    }
-    var accepted = ranges(accept);
-    var chosen = HTML;
-    var top = 0;
-    for (var i = 0; i < OFFERS.length; i++) {
-        var q = quality(accepted, OFFERS[i][0]);
-        if (q > top) {
-            top = q;
-            chosen = OFFERS[i];
-        }
-    }
-    return chosen;
 }
 
-// The page to serve: nginx's `index` falls back to index.html when it is missing.
+// The file answering a request for a /simple/ folder; '' for 406.
 function page(r) {
-    return choose(r)[1];
+    var accepted = ranges(r.headersIn.Accept);
+    var best = null;
+    var any = false;
+    for (var i = 0; i < FORMS.length; i++) {
+        var form = FORMS[i];
+        if (!exists(r, form[1])) {
+            continue;
+        }
+        any = true;
+        var got = quality(accepted, form[0]);
+        var q = got[0];
+        var named = got[1];
+        if (q <= 0 || (form[0] === JSON_TYPE && !named)) {
+            continue;
+        }
+        var key = [q, named ? 1 : 0, named ? form[2] : form[3]];
+        if (best === null || key[0] > best.key[0]
+            || (key[0] === best.key[0] && (key[1] > best.key[1]
+                || (key[1] === best.key[1] && key[2] > best.key[2])))) {
+            best = {key: key, file: form[1]};
+        }
+    }
+    if (!any) {
+        return 'index.html';  // not a project: nginx answers 404
+    }
+    return best === null ? '' : best.file;
 }
 
 export default {page};
