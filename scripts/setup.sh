@@ -7,6 +7,7 @@ cd "$(dirname "$0")/.."
 packages=(debootstrap systemd-container iproute2 openssh-client rsync curl bind9 bind9-dnsutils python3 python3-venv)
 packages+=(chromium)  # headless tests of the monitor's status page
 packages+=(libfaketime)  # the fault suite runs a lab host's agent an hour fast
+packages+=(nginx libnginx-mod-http-js)  # the mirrors' nginx site, run on loopback by the unit tests
 packages+=("$@")  # extra packages, e.g. vagrant for the test suite
 
 missing=()

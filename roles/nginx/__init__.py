@@ -7,6 +7,7 @@ Each site's template stays with the role that serves it; this role owns nginx.""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from pyinfra.operations import files, server
@@ -15,14 +16,29 @@ from pyinfra.operations.util import any_changed
 from mirrorfleet_roles import hardening
 
 TEMPLATES = Path(__file__).parent / "templates"
+SCRIPTS = "/etc/nginx/mirrorfleet"  # njs modules (libnginx-mod-http-js)
 SANDBOX = TEMPLATES / "nginx-sandbox.conf.j2"
 
 
-def site(conf: str, template: Path, what: str) -> None:
-    """sites-available/<conf> from template, enabled; nginx's default site disabled."""
+def site(conf: str, template: Path, what: str, scripts: Sequence[Path] = ()) -> None:
+    """sites-available/<conf> from template, enabled; nginx's default site disabled.
+
+    scripts: njs modules the site imports, installed in SCRIPTS; the template gets
+    each one's path as `<stem>_js`, and a change to any of them reloads nginx."""
     available = f"/etc/nginx/sites-available/{conf}"
+    paths = {f"{script.stem}_js": f"{SCRIPTS}/{script.name}" for script in scripts}
+    installed_scripts = [
+        files.put(
+            name=f"Install the {what} site's {script.name}",
+            src=str(script),
+            dest=paths[f"{script.stem}_js"],
+            mode="0644",
+            create_remote_dir=True,
+        )
+        for script in scripts
+    ]
     installed = files.template(
-        name=f"Configure the {what} site", src=str(template), dest=available, mode="0644"
+        name=f"Configure the {what} site", src=str(template), dest=available, mode="0644", **paths
     )
     enabled = files.link(
         name=f"Enable the {what} site", path=f"/etc/nginx/sites-enabled/{conf}", target=available
@@ -30,11 +46,10 @@ def site(conf: str, template: Path, what: str) -> None:
     default = files.link(
         name="Disable nginx's default site", path="/etc/nginx/sites-enabled/default", present=False
     )
-    changed = any_changed(installed, enabled, default)
+    triggers = [*installed_scripts, installed, enabled, default]
+    changed = any_changed(*triggers)
     server.shell(name="Check the nginx configuration", commands=["nginx -t -q"], _if=changed)
-    hardening.service(
-        "nginx.service", "Run nginx", "Reload nginx", [installed, enabled, default], reload=True
-    )
+    hardening.service("nginx.service", "Run nginx", "Reload nginx", triggers, reload=True)
     sandbox()
 
 

@@ -13,6 +13,7 @@ from mirrorfleet_roles import hardening, nginx
 from mirrorfleet_roles.fleet import SERVICE_DEFAULTS, TREE_DEFAULTS
 
 TEMPLATES = Path(__file__).parent / "templates"
+PEP691_JS = Path(__file__).parent / "files" / "pep691.js"  # /simple/'s negotiation
 DEFAULTS = {
     **SERVICE_DEFAULTS,
     **TREE_DEFAULTS,
@@ -27,7 +28,11 @@ DEFAULTS = {
 
 @deploy("mirrorfleet serve tree", data_defaults=DEFAULTS)
 def apply() -> None:
-    apt.packages(name="Install nginx and rsync", packages=["nginx", "rsync"], no_recommends=True)
+    apt.packages(
+        name="Install nginx, its njs module and rsync",
+        packages=["nginx", "libnginx-mod-http-js", "rsync"],
+        no_recommends=True,
+    )
     files.directory(
         name="Create the tree",
         path=host.data.tree,
@@ -36,7 +41,7 @@ def apply() -> None:
         mode="0755",
     )
 
-    nginx.site("mirrorfleet.conf", TEMPLATES / "nginx-site.conf.j2", "mirror")
+    nginx.site("mirrorfleet.conf", TEMPLATES / "nginx-site.conf.j2", "mirror", scripts=[PEP691_JS])
 
     rsyncd = files.template(
         name="Configure the read-only rsync module",

@@ -12,6 +12,32 @@ def test_nginx_config_is_valid(host) -> None:
     assert host.run("nginx -t -q").rc == 0
 
 
+@pytest.mark.parametrize(
+    ("accept", "content_type"),
+    [
+        # pip's own header: JSON (or HTML where a tree has no JSON page), never a 403
+        (
+            "application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html; "
+            "q=0.1, text/html; q=0.01",
+            "application/vnd.pypi.simple.v1+json|text/html",
+        ),
+        ("text/html", "text/html"),
+    ],
+)
+def test_the_simple_root_is_negotiated(host, accept: str, content_type: str) -> None:
+    """PEP 691 by roles/serve_tree/files/pep691.js, as the deployed nginx runs it. A
+    tree not published yet has no root page: a 404, but never the 403 of a page
+    chosen that is not there."""
+    got = host.check_output(
+        f"curl -s -o /dev/null -w '%{{http_code}} %{{content_type}}' -H 'Accept: {accept}' "
+        "http://localhost/simple/"
+    )
+    status, _, served = got.partition(" ")
+    assert status in ("200", "404"), got
+    if status == "200":
+        assert served.split(";")[0] in content_type.split("|"), got
+
+
 def test_rsync_module_refuses_uploads(host) -> None:
     upload = host.run("rsync /etc/hostname rsync://localhost/mirror/uploaded")
     assert upload.rc != 0

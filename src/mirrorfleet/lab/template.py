@@ -43,6 +43,7 @@ BASE_PACKAGES = (
 ROLE_PACKAGES = (
     "systemd-timesyncd",
     "nginx",
+    "libnginx-mod-http-js",  # PEP 691 negotiation (roles/serve_tree/files/pep691.js)
     "rsync",
     "bind9",
     "bind9-dnsutils",
