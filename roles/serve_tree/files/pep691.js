@@ -5,16 +5,16 @@
 // and 0.01, a browser for HTML at 1 and anything at 0.8.
 //
 // The rule is src/mirrorfleet/content/negotiate.py's `choose_page`, which the
-// monitor probes with; tests/unit/test_nginx_site.py runs one table of cases
-// through both. Each form is a file of the project's folder, served with its own
-// type, and only a form whose file exists is offered:
-//   index.v1_json  application/vnd.pypi.simple.v1+json (only to a client naming it)
-//   index.v1_html  application/vnd.pypi.simple.v1+html
-//   index.html     text/html
-// A form takes the q of the most specific range matching it; the highest q wins;
-// on a tie a form the client named beats one a wildcard matched, then JSON, PEP
-// 691's HTML, text/html (text/html first among wildcard matches). No Accept is
-// `*/*`. Nothing acceptable: 406. No page at all: 404, as for any missing file.
+// monitor probes with; tests/unit/test_nginx_site.py runs its cases through both:
+//   JSON (index.v1_json) only to a client naming it; PEP 691's HTML and text/html
+//   from the same page file (index.html, else bandersnatch's index.v1_html);
+//   each form takes the q of the most specific range matching it; the highest q
+//   wins; on a tie a form the client named beats one a wildcard matched, then
+//   JSON, PEP 691's HTML, text/html (text/html first among wildcard matches);
+//   no Accept is `*/*`; nothing acceptable: 406. A folder with no page: 404.
+//
+// The answer is an internal path, /.pep691/<form>/<path in the tree>, that the
+// site serves with that form's Content-Type.
 
 var fs = require('fs');
 
@@ -23,12 +23,10 @@ var V1_HTML_TYPE = 'application/vnd.pypi.simple.v1+html';
 var ALIASES = {};
 ALIASES[JSON_TYPE] = 'application/vnd.pypi.simple.latest+json';
 ALIASES[V1_HTML_TYPE] = 'application/vnd.pypi.simple.latest+html';
-// [type, file, rank among named matches, rank among wildcard-only matches]
-var FORMS = [
-    [JSON_TYPE, 'index.v1_json', 3, -1],
-    [V1_HTML_TYPE, 'index.v1_html', 2, 0],
-    ['text/html', 'index.html', 1, 1],
-];
+var JSON_PAGE = 'index.v1_json';
+var HTML_PAGES = ['index.html', 'index.v1_html'];
+// what a normalized project name (PEP 503) and simple/ itself are made of
+var SAFE_URI = /^\/simple\/([a-z0-9][a-z0-9._-]*\/)?$/;
 var MAX_HEADER = 8192;
 var MAX_ENTRIES = 64;
 var Q = /^(0(\.\d{0,3})?|1(\.0{0,3})?)$/;
@@ -93,34 +91,55 @@ function exists(r, file) {
     }
 }
 
-// The file answering a request for a /simple/ folder; '' for 406.
+function better(a, b) {
+    for (var i = 0; i < a.length; i++) {
+        if (a[i] !== b[i]) {
+            return a[i] > b[i];
+        }
+    }
+    return false;
+}
+
+// The internal path answering a request for a /simple/ folder; '' for 406.
 function page(r) {
+    if (!SAFE_URI.test(r.uri)) {
+        return '/.pep691/none';  // no project is named so: 404
+    }
     var accepted = ranges(r.headersIn.Accept);
+    var html = null;
+    for (var h = 0; h < HTML_PAGES.length && html === null; h++) {
+        html = exists(r, HTML_PAGES[h]) ? HTML_PAGES[h] : null;
+    }
+    var json = exists(r, JSON_PAGE);
+    if (!json && html === null) {
+        return '/.pep691/html' + r.uri + 'index.html';  // not a project: 404
+    }
+    // [q, named, rank, form, file]
+    var candidates = [];
+    var got;
+    if (json) {
+        got = quality(accepted, JSON_TYPE);
+        if (got[1] && got[0] > 0) {
+            candidates.push([got[0], 1, 3, 'json', JSON_PAGE]);
+        }
+    }
+    if (html !== null) {
+        got = quality(accepted, V1_HTML_TYPE);
+        if (got[0] > 0) {
+            candidates.push([got[0], got[1] ? 1 : 0, got[1] ? 2 : 0, 'v1_html', html]);
+        }
+        got = quality(accepted, 'text/html');
+        if (got[0] > 0) {
+            candidates.push([got[0], got[1] ? 1 : 0, 1, 'html', html]);
+        }
+    }
     var best = null;
-    var any = false;
-    for (var i = 0; i < FORMS.length; i++) {
-        var form = FORMS[i];
-        if (!exists(r, form[1])) {
-            continue;
-        }
-        any = true;
-        var got = quality(accepted, form[0]);
-        var q = got[0];
-        var named = got[1];
-        if (q <= 0 || (form[0] === JSON_TYPE && !named)) {
-            continue;
-        }
-        var key = [q, named ? 1 : 0, named ? form[2] : form[3]];
-        if (best === null || key[0] > best.key[0]
-            || (key[0] === best.key[0] && (key[1] > best.key[1]
-                || (key[1] === best.key[1] && key[2] > best.key[2])))) {
-            best = {key: key, file: form[1]};
+    for (var i = 0; i < candidates.length; i++) {
+        if (best === null || better(candidates[i].slice(0, 3), best.slice(0, 3))) {
+            best = candidates[i];
         }
     }
-    if (!any) {
-        return 'index.html';  // not a project: nginx answers 404
-    }
-    return best === null ? '' : best.file;
+    return best === null ? '' : '/.pep691/' + best[3] + r.uri + best[4];
 }
 
 export default {page};

@@ -19,7 +19,7 @@ def test_nginx_config_is_valid(host) -> None:
         (
             "application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html; "
             "q=0.1, text/html; q=0.01",
-            "application/vnd.pypi.simple.v1+json|text/html",
+            "application/vnd.pypi.simple.v1+json|application/vnd.pypi.simple.v1+html",
         ),
         ("text/html", "text/html"),
     ],
