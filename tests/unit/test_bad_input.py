@@ -35,14 +35,9 @@ from mirrorfleet.config import AgentConfig, OriginConfig
 from mirrorfleet.control.inventory import validate_groups
 from mirrorfleet.errors import MirrorfleetError
 from mirrorfleet.origin.publish import publish
+from mirrorfleet.probe.fetch import MAX_PAGE, SpotCheckFailed
 from mirrorfleet.probe.observe import Head, MirrorSpec, load_fleet_config, observe, record
-from mirrorfleet.probe.spotcheck import (
-    MAX_PAGE,
-    Candidate,
-    SpotCheckFailed,
-    candidates_from_records,
-    spot_check,
-)
+from mirrorfleet.probe.spotcheck import Candidate, candidates_from_records, spot_check
 from mirrorfleet.testing.loopback import LoopbackUpstream
 from mirrorfleet.tree.changes import MAX_RECORD, ChangeRecord, changes_path
 from mirrorfleet.tree.keys import SecretsDir, init_secrets, load_signing_key, public_key_text
@@ -534,7 +529,9 @@ def test_a_page_linking_out_of_the_tree_is_not_followed(
     (tree / shard_path("proj0")).write_bytes(sign(doc, key))
     pool = [Candidate("proj0", 1)]
     assert spot_check(base, 1, pool, keys, 2, 1, 1024, random.Random(0)) == 1
-    assert paths == ["/m/" + shard_path("proj0"), "/m/simple/proj0/index.html"]
+    # the shard, the signed page, the folder as pip and as uv ask; nothing outside
+    folder = "/m/simple/proj0/"
+    assert paths == ["/m/" + shard_path("proj0"), f"{folder}index.html", folder, folder]
 
 
 def test_change_record_names_are_data_never_urls(mirror_http, origin_config: OriginConfig) -> None:

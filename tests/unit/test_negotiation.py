@@ -18,7 +18,14 @@ from negotiation_cases import (
     UV,
 )
 
-from mirrorfleet.content.negotiate import MAX_ENTRIES, V1_HTML, V1_JSON, choose_page
+from mirrorfleet.content.negotiate import (
+    MAX_ENTRIES,
+    PIP_ACCEPT,
+    UV_ACCEPT,
+    V1_HTML,
+    V1_JSON,
+    choose_page,
+)
 
 
 @pytest.mark.parametrize(("accept", "available", "expected"), CASES)
@@ -71,3 +78,7 @@ def test_the_answer_is_always_a_page_that_exists() -> None:
         for accept in headers:
             answer = choose_page(accept, available)
             assert answer is None or answer[0] in available, (accept, available)
+
+
+def test_the_monitor_asks_with_the_clients_own_headers() -> None:
+    assert (PIP_ACCEPT, UV_ACCEPT) == (PIP, UV)

@@ -16,7 +16,8 @@ import pytest
 
 from mirrorfleet.config import OriginConfig
 from mirrorfleet.origin.publish import publish
-from mirrorfleet.probe.spotcheck import Candidate, SpotCheckFailed, Unreachable, spot_check
+from mirrorfleet.probe.fetch import SpotCheckFailed, Unreachable
+from mirrorfleet.probe.spotcheck import Candidate, spot_check
 from mirrorfleet.tree.keys import SecretsDir, parse_public_key
 from mirrorfleet.tree.manifest import shard_path
 

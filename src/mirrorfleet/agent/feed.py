@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from mirrorfleet.config import AgentConfig
 from mirrorfleet.errors import MirrorfleetError
-from mirrorfleet.probe.spotcheck import Fetched, SpotCheckFailed, Unreachable, fetch_file
+from mirrorfleet.probe.fetch import Fetched, SpotCheckFailed, Unreachable, fetch_file
 from mirrorfleet.tree.changes import (
     MAX_RECORD,
     ChangeRecord,

@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from mirrorfleet.content.pypi import normalize
 from mirrorfleet.errors import UserError
-from mirrorfleet.probe.spotcheck import SpotCheckFailed, Unreachable, fetch
+from mirrorfleet.probe.fetch import SpotCheckFailed, Unreachable, fetch
 from mirrorfleet.tree.changes import MAX_RECORD, changes_path, parse_changes
 from mirrorfleet.tree.signed import BadSignature
 

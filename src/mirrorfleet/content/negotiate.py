@@ -38,7 +38,9 @@ __all__ = [
     "HTML_PAGES",
     "JSON_PAGE",
     "MAX_ENTRIES",
+    "PIP_ACCEPT",
     "TEXT_HTML",
+    "UV_ACCEPT",
     "V1_HTML",
     "V1_JSON",
     "choose_page",
@@ -49,6 +51,11 @@ V1_HTML = "application/vnd.pypi.simple.v1+html"
 TEXT_HTML = "text/html"
 _LATEST_JSON = "application/vnd.pypi.simple.latest+json"
 _LATEST_HTML = "application/vnd.pypi.simple.latest+html"
+
+# What the clients send (pip: src/pip/_internal/index/collector.py; uv: its registry
+# client), so the monitor can ask as they do.
+PIP_ACCEPT = f"{V1_JSON}, {V1_HTML}; q=0.1, {TEXT_HTML}; q=0.01"
+UV_ACCEPT = f"{V1_JSON}, {V1_HTML};q=0.2, {TEXT_HTML};q=0.01"
 
 JSON_PAGE = "index.v1_json"
 # HTML page files, the first that exists is served: ours and bandersnatch's name it

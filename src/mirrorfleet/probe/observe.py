@@ -25,13 +25,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from mirrorfleet.config import build
 from mirrorfleet.errors import UserError
-from mirrorfleet.probe.spotcheck import (
-    Candidate,
-    SpotCheckFailed,
-    Unreachable,
-    candidates_from_records,
-    spot_check,
-)
+from mirrorfleet.probe.fetch import SpotCheckFailed, Unreachable
+from mirrorfleet.probe.spotcheck import Candidate, candidates_from_records, spot_check
 from mirrorfleet.tree.keys import parse_public_key
 from mirrorfleet.tree.signed import BadSignature
 from mirrorfleet.tree.stamp import Stamp, StampUnavailable, fetch_stamp

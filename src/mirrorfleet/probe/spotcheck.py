@@ -3,33 +3,32 @@
 A mirror could serve the right stamp over a broken tree (a failed disk, a half
 restore, an operator's rm). So the monitor also fetches a few projects the origin's
 change records name: the mirror's own signed manifest shard must list the project, the
-project's index page must hash to the manifest's value, and one file the page
-links must hash to the page's `#sha256=` fragment. All reads are bounded.
+project's index page must hash to the manifest's value, pip and uv must get that
+page's files from the project's folder (clients.py), and one file the page links
+must hash to the page's `#sha256=` fragment. All reads are bounded.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
-import posixpath
 import random
 import re
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass
-from email.utils import parsedate_to_datetime
-from urllib.parse import unquote, urldefrag, urljoin, urlsplit
+from urllib.parse import urldefrag, urljoin
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from mirrorfleet.errors import MirrorfleetError
+from mirrorfleet.probe.clients import check_as_clients
+from mirrorfleet.probe.fetch import MAX_PAGE, SpotCheckFailed, Unreachable, fetch, within
 from mirrorfleet.tree.changes import MAX_RECORD, changes_path, parse_record
 from mirrorfleet.tree.manifest import parse_shard, shard_path
 from mirrorfleet.tree.signed import BadSignature
 
 log = logging.getLogger("mirrorfleet.spotcheck")
-MAX_PAGE = 8 * 1024 * 1024
 POOL_SIZE = 1000  # recently changed projects the monitor samples from
 # Records read when the head moves, newest first: one per serial in steady state,
 # at most this many after a start or a long gap.
@@ -39,56 +38,10 @@ LINK_RE = re.compile(r'href="([^"#]+)#sha256=([0-9a-f]{64})"')
 PROJECT_RE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?")
 
 
-class SpotCheckFailed(MirrorfleetError):
-    """The tree does not hold what its signed manifest says it holds."""
-
-
-class Unreachable(MirrorfleetError):
-    """A read failed for a reason that says nothing about the tree (timeout, 5xx)."""
-
-
 @dataclass(frozen=True)
 class Candidate:
     project: str
     serial: int  # the serial that last changed it, by the origin's records
-
-
-@dataclass(frozen=True)
-class Fetched:
-    body: bytes
-    modified: float | None  # Last-Modified, in seconds since the epoch
-
-
-def fetch(url: str, timeout: float, limit: int) -> bytes | None:
-    """The body, or None on 404; Unreachable for anything that is not an answer."""
-    fetched = fetch_file(url, timeout, limit)
-    return fetched.body if fetched else None
-
-
-def fetch_file(url: str, timeout: float, limit: int) -> Fetched | None:
-    """fetch, with the file's Last-Modified: a copy that keeps it looks unchanged to
-    rsync's quick check (size and whole-second mtime) on the next walk."""
-    request = urllib.request.Request(url, headers={"Cache-Control": "no-cache"})
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            body = response.read(limit + 1)
-            modified = _http_date(response.headers.get("Last-Modified"))
-    except urllib.error.HTTPError as exc:
-        if exc.code in (404, 410):
-            return None
-        raise Unreachable(f"{url}: HTTP {exc.code}") from None
-    except (OSError, ValueError) as exc:
-        raise Unreachable(f"{url}: {exc}") from None
-    if len(body) > limit:
-        raise SpotCheckFailed(f"{url} is larger than {limit} bytes")
-    return Fetched(body, modified)
-
-
-def _http_date(value: str | None) -> float | None:
-    try:
-        return parsedate_to_datetime(value).timestamp() if value else None
-    except (TypeError, ValueError):
-        return None  # a bad date only costs the next walk a copy
 
 
 def candidates_from_records(
@@ -170,13 +123,14 @@ def _check_project(
             # the sync's rename pass ran between our two reads: not proof of anything
             raise Unreachable(f"{shard_url} changed while it was read: the mirror is mid-sync")
         raise SpotCheckFailed(f"{page_url} does not match its signed manifest entry")
+    check_as_clients(base_url, project, page, timeout, rng)
     links = [
         (urldefrag(urljoin(page_url, href.replace("&amp;", "&"))).url, digest)
         for href, digest in LINK_RE.findall(page.decode("utf-8", "replace"))
     ]
     # a link off the mirror's tree (another host, or ../ above it) is not the mirror's to
     # serve: never fetched
-    links = [(url, digest) for url, digest in links if _within(base_url, url)]
+    links = [(url, digest) for url, digest in links if within(base_url, url)]
     if not links:
         return
     file_url, digest = rng.choice(links)
@@ -190,15 +144,6 @@ def _newer_shard(url: str, serial: int, keys: Sequence[Ed25519PublicKey], timeou
         return raw is not None and parse_shard(raw, keys)[0] > serial
     except BadSignature:
         return False
-
-
-def _within(base_url: str, url: str) -> bool:
-    base, target = urlsplit(base_url), urlsplit(url)
-    prefix = base.path if base.path.endswith("/") else base.path.rsplit("/", 1)[0] + "/"
-    path = posixpath.normpath(unquote(target.path))
-    return (target.scheme, target.netloc) == (base.scheme, base.netloc) and (path + "/").startswith(
-        prefix
-    )
 
 
 def _check_file(url: str, digest: str, timeout: float, max_file: int) -> None:

@@ -1,0 +1,73 @@
+"""Bounded reads of a mirror's files over HTTP, and what a failed read means: the
+tree is wrong (SpotCheckFailed) or the mirror could not say (Unreachable). The
+monitor's spot checks, the agent's change feed and the client all read this way."""
+
+from __future__ import annotations
+
+import posixpath
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
+from urllib.parse import unquote, urlsplit
+
+from mirrorfleet.errors import MirrorfleetError
+
+MAX_PAGE = 8 * 1024 * 1024  # an index page or a manifest shard
+
+
+class SpotCheckFailed(MirrorfleetError):
+    """The tree does not hold what its signed manifest says it holds."""
+
+
+class Unreachable(MirrorfleetError):
+    """A read failed for a reason that says nothing about the tree (timeout, 5xx)."""
+
+
+@dataclass(frozen=True)
+class Fetched:
+    body: bytes
+    modified: float | None  # Last-Modified, in seconds since the epoch
+
+
+def fetch(url: str, timeout: float, limit: int) -> bytes | None:
+    """The body, or None on 404; Unreachable for anything that is not an answer."""
+    fetched = fetch_file(url, timeout, limit)
+    return fetched.body if fetched else None
+
+
+def fetch_file(url: str, timeout: float, limit: int) -> Fetched | None:
+    """fetch, with the file's Last-Modified: a copy that keeps it looks unchanged to
+    rsync's quick check (size and whole-second mtime) on the next walk."""
+    request = urllib.request.Request(url, headers={"Cache-Control": "no-cache"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            body = response.read(limit + 1)
+            modified = _http_date(response.headers.get("Last-Modified"))
+    except urllib.error.HTTPError as exc:
+        if exc.code in (404, 410):
+            return None
+        raise Unreachable(f"{url}: HTTP {exc.code}") from None
+    except (OSError, ValueError) as exc:
+        raise Unreachable(f"{url}: {exc}") from None
+    if len(body) > limit:
+        raise SpotCheckFailed(f"{url} is larger than {limit} bytes")
+    return Fetched(body, modified)
+
+
+def _http_date(value: str | None) -> float | None:
+    try:
+        return parsedate_to_datetime(value).timestamp() if value else None
+    except (TypeError, ValueError):
+        return None  # a bad date only costs the next walk a copy
+
+
+def within(base_url: str, url: str) -> bool:
+    """Whether url is on the mirror's host, inside its tree: a page's link to another
+    host, or `../` above the tree, is not the mirror's to serve and is never fetched."""
+    base, target = urlsplit(base_url), urlsplit(url)
+    prefix = base.path if base.path.endswith("/") else base.path.rsplit("/", 1)[0] + "/"
+    path = posixpath.normpath(unquote(target.path))
+    return (target.scheme, target.netloc) == (base.scheme, base.netloc) and (path + "/").startswith(
+        prefix
+    )
