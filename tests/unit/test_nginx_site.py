@@ -99,3 +99,16 @@ def test_every_answer_says_it_varies_by_accept(nginx) -> None:
     request = urllib.request.Request(f"{nginx.url}/simple/demo-00000/", headers={"Accept": PIP})
     with urllib.request.urlopen(request, timeout=5) as response:
         assert response.headers["Vary"] == "Accept"
+
+
+def test_files_and_their_metadata_are_served_with_ranges(nginx) -> None:
+    """uv reads a wheel's METADATA by HTTP range requests where no .metadata is
+    advertised; pip and uv fetch the .metadata files a page advertises."""
+    wheel = next((nginx.tree / "packages").glob("*/*.whl"))
+    path = f"/{wheel.relative_to(nginx.tree).as_posix()}"
+    request = urllib.request.Request(f"{nginx.url}{path}", headers={"Range": "bytes=-22"})
+    with urllib.request.urlopen(request, timeout=5) as response:
+        assert response.status == 206
+        assert response.read() == wheel.read_bytes()[-22:]  # a zip's end record
+    status, _ctype, body = get(nginx, f"{path}.metadata", None)
+    assert status == 200 and body == wheel.with_name(f"{wheel.name}.metadata").read_bytes()
