@@ -327,6 +327,52 @@ def test_a_tree_with_missing_files_is_never_fresh(lab) -> None:
     lab.wait_for(lambda: listed(lab) == {"mirror1": 10, "mirror2": 10}, SETTLE)
 
 
+SITE = "/etc/nginx/sites-available/mirrorfleet.conf"
+# nginx misconfigured the ways that fail pip and uv while stamp and pages stay right
+SITE_FAULTS = {
+    "403 on JSON": (
+        "location /simple/ {",
+        'location /simple/ {\n        if ($http_accept ~* "json") { return 403; }',
+    ),
+    "a wrong type": (
+        "default_type application/vnd.pypi.simple.v1+json;",
+        "default_type application/octet-stream;",
+    ),
+}
+
+
+@pytest.mark.parametrize("fault", SITE_FAULTS)
+def test_a_mirror_that_would_fail_pip_and_uv_is_never_fresh(lab, fault: str) -> None:
+    old, new = SITE_FAULTS[fault]
+    lab.check("mirror1", "cp", "-p", SITE, "/root/site.conf")
+    try:
+        site = lab.check("mirror1", "cat", SITE)
+        assert old in site
+        lab.check("mirror1", "sh", "-c", f"cat > {SITE}", input_text=site.replace(old, new))
+        lab.check("mirror1", "sh", "-c", "nginx -t -q && systemctl reload nginx.service")
+        since = time.time()
+        never_fresh_after(lab, "mirror1", since)
+        assert "pip gets" in mirror_row(lab, "mirror1")["error"]
+    finally:
+        lab.check("mirror1", "cp", "-p", "/root/site.conf", SITE)
+        lab.check("mirror1", "systemctl", "reload", "nginx.service")
+    lab.wait_for(lambda: listed(lab) == {"mirror1": 10, "mirror2": 10}, SETTLE)
+
+
+def test_a_mirror_missing_advertised_metadata_is_never_fresh(lab) -> None:
+    """pip stops on a 404 for a .metadata file its page advertises."""
+    lab.check("mirror1", "systemctl", "stop", *AGENT_UNITS)
+    try:
+        since = time.time()
+        lab.check("mirror1", "sh", "-c", "rm /srv/mirror/packages/*/*.metadata")
+        never_fresh_after(lab, "mirror1", since)
+        assert ".metadata answers HTTP 404" in mirror_row(lab, "mirror1")["error"]
+    finally:
+        lab.check("mirror1", "systemctl", "start", *AGENT_UNITS)
+    lab.check("mirror1", "systemctl", "start", "mirrorfleet-audit.service")
+    lab.wait_for(lambda: listed(lab) == {"mirror1": 10, "mirror2": 10}, SETTLE)
+
+
 def mirror_row(lab, label: str) -> dict:
     return next(m for m in monitor_status(lab)["mirrors"] if m["label"] == label)
 
