@@ -58,8 +58,11 @@ def test_a_healthy_mirror_passes_as_pip_and_uv(nginx, origin_config: OriginConfi
 def test_an_advertised_metadata_file_missing_is_bad(nginx, tree, origin_config) -> None:
     for metadata in (tree / "packages" / PROJECT).glob("*.metadata"):
         metadata.unlink()
-    with pytest.raises(SpotCheckFailed, match=r"an advertised .*\.metadata answers HTTP 404"):
+    with pytest.raises(
+        SpotCheckFailed, match=r"an advertised .*\.metadata answers HTTP 404"
+    ) as bad:
         check(f"{nginx.url}/", origin_config)
+    assert bad.value.check == "metadata"
 
 
 def test_a_metadata_file_that_is_not_the_advertised_one_is_bad(nginx, tree, origin_config) -> None:
@@ -75,8 +78,11 @@ def test_a_json_page_that_lists_other_files_is_bad(nginx, tree, origin_config) -
     doc = json.loads(page.read_bytes())
     doc["files"] = doc["files"][1:]
     page.write_text(json.dumps(doc))
-    with pytest.raises(SpotCheckFailed, match=r"pip gets a .*json page .* lists other files"):
+    with pytest.raises(
+        SpotCheckFailed, match=r"pip gets a .*json page .* lists other files"
+    ) as bad:
         check(f"{nginx.url}/", origin_config)
+    assert bad.value.check == "clients"
 
 
 def misconfigured(tree: Path, fault: str) -> ThreadingHTTPServer:
@@ -115,8 +121,9 @@ def test_a_server_that_would_fail_a_client_is_bad(
 ) -> None:
     server = misconfigured(tree, fault)
     try:
-        with pytest.raises(SpotCheckFailed, match=reason):
+        with pytest.raises(SpotCheckFailed, match=reason) as bad:
             check(f"http://127.0.0.1:{server.server_address[1]}/", origin_config)
+        assert bad.value.check == "clients"
     finally:
         server.shutdown()
         server.server_close()

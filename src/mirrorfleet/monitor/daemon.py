@@ -162,6 +162,8 @@ class Monitor:
             ):
                 self.health[seen.label] = judge(self.health[seen.label], seen, serial, self.policy)
                 self.metrics.probes.labels(seen.verdict).inc()
+                if seen.verdict == "bad":
+                    self.metrics.bad.labels(seen.label, seen.check or "tree").inc()
                 self.metrics.probe_seconds.labels(seen.label).set(seen.seconds)
                 if seen.error:
                     log.info("%s: %s: %s", seen.label, seen.verdict, seen.error)

@@ -45,6 +45,13 @@ class MonitorMetrics:
         self.probes = Counter(
             "mirrorfleet_monitor_probes", "Probes by verdict", ["verdict"], registry=r
         )
+        self.bad = Counter(
+            "mirrorfleet_monitor_bad_answers",
+            "Bad answers by mirror and by what failed: stamp, tree (shards, pages, files), "
+            "clients (what pip and uv get), metadata (advertised .metadata files)",
+            ["mirror", "check"],
+            registry=r,
+        )
         self.head_serial = Gauge(
             "mirrorfleet_monitor_head_serial", "The origin's current serial", registry=r
         )

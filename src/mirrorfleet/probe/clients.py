@@ -42,18 +42,19 @@ def check_as_clients(
     for client, accept in CLIENTS.items():
         status, ctype, body = _get(folder_url, accept, MAX_PAGE, timeout)
         if status != 200:
-            raise SpotCheckFailed(f"{client} gets HTTP {status} for {folder_url}")
+            raise SpotCheckFailed(f"{client} gets HTTP {status} for {folder_url}", "clients")
         if ctype not in PAGE_TYPES:
-            raise SpotCheckFailed(f"{client} gets {ctype or 'no type'} for {folder_url}")
+            raise SpotCheckFailed(f"{client} gets {ctype or 'no type'} for {folder_url}", "clients")
         try:
             read = parse_json if ctype == V1_JSON else parse_html
             served = _files(read(body, project, f"{folder_url} ({ctype})"))
         except PageError as exc:
-            raise SpotCheckFailed(f"{client} cannot read it: {exc}") from None
+            raise SpotCheckFailed(f"{client} cannot read it: {exc}", "clients") from None
         if served != signed:
             raise SpotCheckFailed(
                 f"{client} gets a {ctype} page at {folder_url} that lists other files "
-                "than the signed page"
+                "than the signed page",
+                "clients",
             )
     _check_metadata(base_url, folder_url, page, timeout, rng)
 
@@ -79,15 +80,17 @@ def _check_metadata(
         if entry is not whole:
             status, _ctype, _body = _get(url, None, 0, timeout, method="HEAD")
             if status != 200:
-                raise SpotCheckFailed(f"an advertised {url} answers HTTP {status}")
+                raise SpotCheckFailed(f"an advertised {url} answers HTTP {status}", "metadata")
             continue
         status, _ctype, body = _get(url, None, MAX_METADATA, timeout)
         if status != 200:
-            raise SpotCheckFailed(f"an advertised {url} answers HTTP {status}")
+            raise SpotCheckFailed(f"an advertised {url} answers HTTP {status}", "metadata")
         value = entry.get("core-metadata", entry.get("dist-info-metadata"))
         digest = value.get("sha256") if isinstance(value, dict) else None
         if digest and hashlib.sha256(body).hexdigest() != digest:
-            raise SpotCheckFailed(f"{url} does not match the sha256 its page advertises")
+            raise SpotCheckFailed(
+                f"{url} does not match the sha256 its page advertises", "metadata"
+            )
 
 
 def _get(

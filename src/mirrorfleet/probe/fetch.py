@@ -17,7 +17,20 @@ MAX_PAGE = 8 * 1024 * 1024  # an index page or a manifest shard
 
 
 class SpotCheckFailed(MirrorfleetError):
-    """The tree does not hold what its signed manifest says it holds."""
+    """The tree does not hold what its signed manifest says it holds, or serves it
+    so that a client would fail.
+
+    `check` names which kind of check failed, from a fixed few (CHECKS), so the
+    monitor can count failures by kind without a label per message."""
+
+    def __init__(self, message: str, check: str = "tree") -> None:
+        super().__init__(message)
+        self.check = check
+
+
+# tree: shards, pages and files against their signatures and hashes; clients: what
+# pip and uv get from a project's folder; metadata: the .metadata files pages advertise
+CHECKS = ("tree", "clients", "metadata")
 
 
 class Unreachable(MirrorfleetError):

@@ -99,6 +99,7 @@ class Observation:
     at: float  # when the probe started (unix)
     seconds: float
     checked_files: int = 0
+    check: str | None = None  # for a bad verdict: "stamp", or SpotCheckFailed.check
 
 
 @dataclass(frozen=True)
@@ -153,13 +154,16 @@ def observe(
     """Look at one mirror as a client would: its signed stamp, then a few of its files."""
     at, started = time.time(), time.monotonic()
 
-    def seen(verdict: str, stamp: Stamp | None, error: str | None, files: int = 0) -> Observation:
-        return Observation(spec.label, verdict, stamp, error, at, time.monotonic() - started, files)
+    def seen(
+        verdict: str, stamp: Stamp | None, error: str | None, files: int = 0, check: str = ""
+    ) -> Observation:
+        took = time.monotonic() - started
+        return Observation(spec.label, verdict, stamp, error, at, took, files, check or None)
 
     try:
         stamp = fetch_stamp(spec.url, keys, timeout)[0]
     except StampUnavailable as exc:
-        return seen("bad" if exc.answered else "unreachable", None, str(exc))
+        return seen("bad" if exc.answered else "unreachable", None, str(exc), check="stamp")
     if stamp.serial > head.stamp.serial or not spot_checks:
         return seen("ok", stamp, None)  # ahead of our head: the head is refreshed next
     try:
@@ -180,7 +184,7 @@ def observe(
             moved = fetch_stamp(spec.url, keys, timeout)[0].serial != stamp.serial
         except StampUnavailable:
             moved = False
-        return seen("unreachable" if moved else "bad", stamp, f"spot check: {exc}")
+        return seen("unreachable" if moved else "bad", stamp, f"spot check: {exc}", 0, exc.check)
     return seen("ok", stamp, None, files)
 
 
