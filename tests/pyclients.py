@@ -54,6 +54,7 @@ class Run:
     installed: dict[str, str]  # normalized project -> version, in the target venv
     sources: dict[str, str] = field(default_factory=dict)  # project -> URL it came from
     log: str = ""
+    phases: dict[str, float] = field(default_factory=dict)  # uv-project: lock, sync
 
 
 def sandbox_env(home: Path, **settings: str) -> dict[str, str]:
@@ -151,31 +152,35 @@ class Clients:
 
     # -- the clients ----------------------------------------------------------------
 
-    def debian_pip(self, pip_conf: str) -> Run:
+    def debian_pip(self, pip_conf: str, dry_run: bool = False) -> Run:
         """Debian's pip (python3-pip) with the pip.conf `pip-config` prints, installing
-        into a venv it is pointed at (`--python`)."""
+        into a venv it is pointed at (`--python`). `dry_run`: resolve only (the
+        benchmark); the pips and `uv pip` take it alike."""
         place, home = self._place("debian-pip")
         conf = place / "pip.conf"
         place.mkdir(parents=True)
         conf.write_text(pip_conf + "\n")
         env = sandbox_env(home, PIP_CONFIG_FILE=str(conf))
         venv = self._target_venv(place, env)
-        return self._pip("debian-pip", [CLIENT_PYTHON, "-m", "pip"], venv, place, env)
+        pip = [CLIENT_PYTHON, "-m", "pip"]
+        return self._pip("debian-pip", pip, venv, place, env, dry_run)
 
-    def latest_pip(self, exports: dict[str, str]) -> Run:
+    def latest_pip(self, exports: dict[str, str], dry_run: bool = False) -> Run:
         """The latest pip with the environment `pip-config --format env` prints."""
         place, home = self._place("latest-pip")
         settings = {k: v for k, v in exports.items() if k.startswith("PIP_")}
         env = sandbox_env(home, PIP_CONFIG_FILE=os.devnull, **settings)
         venv = self._target_venv(place, env)
-        return self._pip(
-            "latest-pip", [str(self.tools / "bin/python"), "-m", "pip"], venv, place, env
-        )
+        pip = [str(self.tools / "bin/python"), "-m", "pip"]
+        return self._pip("latest-pip", pip, venv, place, env, dry_run)
 
-    def _pip(self, client: str, pip: list[str], venv: Path, place: Path, env: dict) -> Run:
+    def _pip(
+        self, client: str, pip: list[str], venv: Path, place: Path, env: dict, dry_run: bool
+    ) -> Run:
         report = place / "report.json"
         argv = [*pip, "--python", str(venv / "bin/python"), "install", "--no-cache-dir"]
         argv += ["--progress-bar", "off", "--report", str(report), *REQUIREMENTS]
+        argv += ["--dry-run"] if dry_run else []
         started = time.monotonic()
         log = run(argv, env)
         seconds = time.monotonic() - started
@@ -188,7 +193,7 @@ class Clients:
         installed = self.installed(venv / "bin/python", env)
         return Run(client, index, seconds, installed, sources, log)
 
-    def uv_pip(self, uv_toml: str) -> Run:
+    def uv_pip(self, uv_toml: str, dry_run: bool = False) -> Run:
         """`uv pip install` with the uv.toml `pip-config --format uv` prints."""
         place, home = self._place("uv-pip")
         place.mkdir(parents=True)
@@ -198,6 +203,7 @@ class Clients:
         venv = self._target_venv(place, env)
         argv = [str(self.uv), "pip", "install", "--config-file", str(config), "--no-cache"]
         argv += ["--python", str(venv / "bin/python"), *REQUIREMENTS]
+        argv += ["--dry-run"] if dry_run else []
         started = time.monotonic()
         log = run(argv, env)
         seconds = time.monotonic() - started
@@ -224,8 +230,10 @@ class Clients:
         python = ["--python", CLIENT_PYTHON, "--no-cache"]
         started = time.monotonic()
         log = run([str(self.uv), "lock", *python], env, cwd=project)
+        locked = time.monotonic()
         log += run([str(self.uv), "sync", "--locked", *python], env, cwd=project)
         seconds = time.monotonic() - started
+        phases = {"lock": locked - started, "sync": started + seconds - locked}
         lock = tomllib.loads((project / "uv.lock").read_text())
         sources = {}
         for package in lock["package"]:
@@ -238,7 +246,8 @@ class Clients:
             if not urls or not all(u.startswith(_base(settings["UV_DEFAULT_INDEX"])) for u in urls):
                 raise ClientFailed(f"uv.lock: {package['name']} files from elsewhere: {urls}")
         installed = self.installed(project / ".venv/bin/python", env)
-        return Run("uv-project", settings["UV_DEFAULT_INDEX"], seconds, installed, sources, log)
+        index = settings["UV_DEFAULT_INDEX"]
+        return Run("uv-project", index, seconds, installed, sources, log, phases)
 
 
 def _base(index: str) -> str:
@@ -280,7 +289,7 @@ def check_run(run_: Run, cache: WheelCache) -> None:
 
 LOG_LINE = re.compile(
     r'^(?P<addr>\S+) \S+ \S+ \[[^\]]+\] "(?P<method>[A-Z]+) (?P<path>\S+) [^"]*" '
-    r'(?P<status>\d{3}) \S+ "[^"]*" "(?P<agent>[^"]*)"'
+    r'(?P<status>\d{3}) (?P<bytes>\d+|-) "[^"]*" "(?P<agent>[^"]*)"'
 )
 
 
@@ -290,6 +299,7 @@ class Request:
     path: str
     status: int
     agent: str
+    bytes: int = 0  # the body nginx sent
 
 
 def requests_in(log: str) -> list[Request]:
@@ -297,7 +307,8 @@ def requests_in(log: str) -> list[Request]:
     for line in log.splitlines():
         m = LOG_LINE.match(line)
         if m:
-            found.append(Request(m["method"], m["path"], int(m["status"]), m["agent"]))
+            size = 0 if m["bytes"] == "-" else int(m["bytes"])
+            found.append(Request(m["method"], m["path"], int(m["status"]), m["agent"], size))
     return found
 
 
