@@ -8,6 +8,7 @@ packages=(debootstrap systemd-container iproute2 openssh-client rsync curl bind9
 packages+=(chromium)  # headless tests of the monitor's status page
 packages+=(libfaketime)  # the fault suite runs a lab host's agent an hour fast
 packages+=(nginx libnginx-mod-http-js)  # the mirrors' nginx site, run on loopback by the unit tests
+packages+=(python3-pip)  # Debian's pip: one of the real clients the fleet lab installs with
 packages+=("$@")  # extra packages, e.g. vagrant for the test suite
 
 missing=()

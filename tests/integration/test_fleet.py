@@ -1,6 +1,7 @@
 """Origin and mirrors on real hosts: publish, push propagation, the fallback timer,
-pip installing from a mirror, and bad upstream input keeping the old state. Readers
-during syncs and a full disk are in tests/faults.
+pip installing from a mirror, real pip and uv installing real projects from trees
+imported in each layout `origin import` takes (issue 16), and bad upstream input
+keeping the old state. Readers during syncs and a full disk are in tests/faults.
 
 Steps run in file order on one lab of 4 hosts (3 mirrors).
 """
@@ -16,12 +17,19 @@ import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from urllib.parse import urlsplit
 
+import indextrees
+import pyclients
 import pytest
+import wheelcache
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from labkit import changed_operations, served_serial
+from labkit import BIN, changed_operations, served_serial, step
 
-from mirrorfleet.tree.keys import parse_public_key
+from mirrorfleet.config import DnsConfig, dumps
+from mirrorfleet.probe.observe import FleetConfig, MirrorSpec
+from mirrorfleet.testing.loopback_dns import LoopbackBind
+from mirrorfleet.tree.keys import MONITOR_TSIG, parse_public_key
 from mirrorfleet.tree.stamp import Stamp
 
 pytestmark = pytest.mark.lab
@@ -336,6 +344,176 @@ def test_unauthenticated_ping_is_refused_and_counted(lab) -> None:
     assert refused.value.code == 401
     metrics = urllib.request.urlopen(f"{url}/metrics", timeout=5).read().decode()
     assert 'mirrorfleet_agent_pings_total{verdict="rejected"}' in metrics
+
+
+# -- issue 16: real pip and uv, real projects, each layout `origin import` takes -------
+
+ZONE = "mirrors.lab.test."
+LAYOUTS = {"plain": indextrees.plain, "bandersnatch": indextrees.bandersnatch}
+IMPORTS = "/var/tmp/mirrorfleet-import"
+
+
+@pytest.fixture(scope="module")
+def wheels() -> wheelcache.WheelCache:
+    """Real files, fetched once with `pip download` (tests/wheelcache.py)."""
+    return wheelcache.ensure()
+
+
+@pytest.fixture(scope="module")
+def clients(wheels, tmp_path_factory) -> pyclients.Clients:
+    clients = pyclients.Clients(tmp_path_factory.mktemp("clients"), wheels)
+    print(f"clients: {clients.setup()}")
+    return clients
+
+
+@pytest.fixture(scope="module")
+def fleet_dns(lab, tmp_path_factory) -> Iterator[tuple[LoopbackBind, Path, Path]]:
+    """This lab has no DNS hosts (test_dns_lab and test_e2e have them), so the fleet's
+    records live in a BIND primary on this machine's loopback: `mirrorfleet dns apply
+    --fleet` probes the lab's mirrors as the monitor does, once, and writes them there;
+    `mirrorfleet pick` and `pip-config` read them as a user's machine would."""
+    work = tmp_path_factory.mktemp("fleet-dns")
+    secrets = Path(lab.state["ssh_config"]).with_name("secrets")
+    key = (secrets / "origin-signing.pub").read_text().strip()
+    upstreams = {"mirror3": "mirror1"}  # fleet_topology.toml
+    fleet = FleetConfig(
+        f"http://{lab.address('origin')}/",
+        (key,),
+        tuple(
+            MirrorSpec(
+                label=host,
+                target=f"{host}.{ZONE.rstrip('.')}",
+                url=f"http://{lab.address(host)}/",
+                tier=2 if host in upstreams else 1,
+                upstream=upstreams.get(host, ""),
+            )
+            for host in MIRRORS
+        ),
+    )
+    (work / "fleet.toml").write_text(dumps(fleet))
+    with LoopbackBind(work / "bind", ZONE) as bind:
+        tsig = work / "tsig.key"
+        tsig.write_text(bind.keys[MONITOR_TSIG])
+        tsig.chmod(0o600)
+        config = DnsConfig(
+            zone=ZONE,
+            server="127.0.0.1",
+            port=bind.primary.port,
+            key_name=MONITOR_TSIG,
+            key_file=tsig,
+        )
+        (work / "dns.toml").write_text(dumps(config))
+        yield bind, work / "dns.toml", work / "fleet.toml"
+
+
+def lookup_args(lab, bind: LoopbackBind) -> list[str]:
+    secrets = Path(lab.state["ssh_config"]).with_name("secrets")
+    key = (secrets / "origin-signing.pub").read_text().strip()
+    return ["--zone", ZONE, "--server", "127.0.0.1", "--port", str(bind.primary.port), "--key", key]
+
+
+def control(lab, *args: str) -> str:
+    """A `mirrorfleet` command on this machine, the control node."""
+    proc = lab.run(str(BIN / "mirrorfleet"), *args, timeout=120)
+    assert proc.returncode == 0, f"mirrorfleet {' '.join(args)} failed:\n{proc.stderr}"
+    return proc.stdout
+
+
+def import_and_publish(lab, layout: str, source: Path) -> dict:
+    """The tree onto the origin (rsync over the lab's SSH), then, as the service user,
+    `origin import --list-changed | origin publish --changed -`."""
+    ssh = f"ssh -F {lab.state['ssh_config']}"
+    lab.check("origin", "install", "-d", "-o", "mirrorfleet", IMPORTS)
+    copy = lab.run(
+        "rsync", "-a", "--delete", "--chmod=D755,F644", "--chown=mirrorfleet:mirrorfleet",
+        "-e", ssh, f"{source}/", f"origin:{IMPORTS}/{layout}/", timeout=120,
+    )  # fmt: skip
+    assert copy.returncode == 0, copy.stderr
+    pipeline = (
+        f"mirrorfleet origin import {IMPORTS}/{layout} --list-changed"
+        " | mirrorfleet origin publish --changed - --json"
+    )
+    out = lab.check("origin", *AS_SERVICE[:-1], "bash", "-o", "pipefail", "-c", pipeline)
+    return json.loads(out)
+
+
+def host_of(lab, url: str) -> str:
+    address = urlsplit(url).hostname
+    return next(h["name"] for h in lab.state["hosts"] if h["address"] == address)
+
+
+def log_size(lab, host: str) -> int:
+    return int(lab.check(host, "stat", "-c", "%s", "/var/log/nginx/access.log"))
+
+
+def log_since(lab, host: str, size: int) -> list[pyclients.Request]:
+    text = lab.check(host, "tail", "-c", f"+{size + 1}", "/var/log/nginx/access.log")
+    return pyclients.requests_in(text)
+
+
+@pytest.mark.parametrize("layout", list(LAYOUTS))
+def test_real_pip_and_uv_install_from_a_picked_mirror(
+    lab, public_key, wheels, clients, fleet_dns, tmp_path: Path, layout: str
+) -> None:
+    """issue 16, Must show: the real projects of the wheel cache, in a tree of the
+    given layout, imported and published on the origin; every mirror at that serial;
+    then Debian's pip, the latest pip, `uv pip install` and a uv project (`uv lock`,
+    `uv sync --locked`), each pointed at a mirror `mirrorfleet pip-config` picked,
+    install requests (and its dependencies), packaging and six, whose only file is an
+    sdist: it builds with setuptools from the same mirror (the mirror's access log
+    shows the client fetching it), and nothing else is used (pip's report, uv.lock).
+    The bandersnatch tree advertises `.metadata`: the latest pip and uv must use it."""
+    bind, dns_toml, fleet_toml = fleet_dns
+    projects = {d.project for d in wheels.dists}
+    with step(f"{layout}: import and publish"):
+        source = LAYOUTS[layout]([d.path for d in wheels.dists], tmp_path / layout)
+        result = import_and_publish(lab, layout, source)
+        assert set(result["changed"]) == projects, result["changed"]
+        serial = result["serial"]
+        lab.wait_for(
+            lambda: set(serials(lab, public_key).values()) == {serial}, PROPAGATION_TIMEOUT
+        )
+    with step(f"{layout}: the fleet's records, and a pick"):
+        control(lab, "dns", "apply", "--config", str(dns_toml), "--fleet", str(fleet_toml))
+        pick = json.loads(control(lab, "pick", *lookup_args(lab, bind), "--json"))
+        assert pick["serial"] == pick["head"]["serial"] == serial, pick
+        assert host_of(lab, pick["url"]) in MIRRORS
+    versions = clients.versions()
+    agents = {
+        "debian-pip": f"pip/{versions['debian-pip'].split()[0]}",
+        "latest-pip": f"pip/{versions['latest-pip']}",
+        "uv-pip": f"uv/{versions['uv']}",
+        "uv-project": f"uv/{versions['uv']}",
+    }
+    wanted = {d.path.name for d in wheels.dists if d.project in pyclients.INSTALLED}
+    build = {d.path.name for d in wheels.dists if d.project in pyclients.BUILD_REQUIREMENTS}
+    for client in pyclients.CLIENTS:
+        with step(f"{layout}: {client}"):
+            fmt = {"debian-pip": "pip.conf", "uv-pip": "uv"}.get(client, "env")
+            config = control(lab, "pip-config", *lookup_args(lab, bind), "--format", fmt)
+            index = re.search(r"http://[^\s\"]+/simple/", config)
+            assert index, config
+            mirror = host_of(lab, index[0])
+            before = log_size(lab, mirror)
+            if client == "debian-pip":
+                run = clients.debian_pip(config)
+            elif client == "latest-pip":
+                run = clients.latest_pip(pyclients.parse_exports(config))
+            elif client == "uv-pip":
+                run = clients.uv_pip(config)
+            else:
+                run = clients.uv_project(pyclients.parse_exports(config))
+            assert run.index == index[0], (run.index, index[0])
+            pyclients.check_run(run, wheels)
+            seen = log_since(lab, mirror, before)
+            fetched = pyclients.files_fetched(seen, agents[client])
+            assert wanted | build <= fetched, sorted((wanted | build) - fetched)
+            metadata = {f"{name}.metadata" for name in wanted | build if name.endswith(".whl")}
+            if layout == "bandersnatch" and client != "debian-pip":
+                assert metadata <= fetched, sorted(metadata - fetched)
+            if layout == "plain":
+                assert not metadata & fetched
+            print(f"{layout}: {client} from {mirror} in {run.seconds:.1f}s")
 
 
 def test_deploy_rerun_changes_nothing(lab) -> None:

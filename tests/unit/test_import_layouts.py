@@ -8,7 +8,6 @@ files beside the packages, the legacy JSON API under json/ and pypi/).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import subprocess
@@ -16,109 +15,13 @@ import sys
 from pathlib import Path
 
 import pytest
+from indextrees import Bandersnatch
 
 from mirrorfleet.content import pages, pypi
 from mirrorfleet.content.importer import ImportRefused, import_tree
 from mirrorfleet.tree.keys import SecretsDir
 
-UPLOADED = 1_600_000_000  # 2020-09-13T12:26:40Z
 CLI = str(Path(sys.executable).with_name("mirrorfleet"))
-
-
-def sha(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-class Bandersnatch:
-    """A bandersnatch mirror directory: web/ under `root`, files in PyPI's hashed folders."""
-
-    def __init__(self, root: Path, simple_format: str = "ALL") -> None:
-        self.web = root / "web"
-        self.format = simple_format
-        self.projects: dict[str, list[dict]] = {}
-
-    def add(self, project: str, filename: str, body: bytes, **extra: object) -> str:
-        digest = hashlib.blake2b(body, digest_size=32).hexdigest()
-        path = f"packages/{digest[:2]}/{digest[2:4]}/{digest[4:]}/{filename}"
-        target = self.web / path
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(body)
-        entry = {
-            "filename": filename,
-            "url": f"../../{path}",
-            "hashes": {"sha256": sha(body)},
-            "requires-python": extra.pop("requires_python", ">=3.8"),
-            "size": len(body),
-            "upload-time": "2020-09-13T12:26:40.000000Z",
-            "yanked": extra.pop("yanked", False),
-        }
-        metadata = extra.pop("metadata", None)
-        if metadata is not None:
-            target.with_name(filename + ".metadata").write_bytes(metadata)
-            entry["core-metadata"] = {"sha256": sha(metadata)}
-        entry.update(extra)
-        os.utime(target, (UPLOADED, UPLOADED))  # storage.set_upload_time
-        self.projects.setdefault(project, []).append(entry)
-        return path
-
-    def html(self, project: str) -> str:
-        lines = [
-            "<!DOCTYPE html>\n<html>\n  <head>\n",
-            '    <meta name="pypi:repository-version" content="1.0">\n',
-            f"    <title>Links for {project}</title>\n  </head>\n  <body>\n",
-            f"    <h1>Links for {project}</h1>\n",
-        ]
-        for f in sorted(self.projects[project], key=lambda f: f["filename"]):
-            attrs = ""
-            if f["requires-python"]:
-                attrs += f' data-requires-python="{f["requires-python"].replace(">", "&gt;")}"'
-            if f["yanked"]:
-                attrs += f' data-yanked="{f["yanked"] if isinstance(f["yanked"], str) else ""}"'
-            if "core-metadata" in f:
-                value = f"sha256={f['core-metadata']['sha256']}"
-                attrs += f' data-core-metadata="{value}" data-dist-info-metadata="{value}"'
-            lines.append(
-                f'    <a href="{f["url"]}#sha256={f["hashes"]["sha256"]}"{attrs}>'
-                f"{f['filename']}</a><br/>\n"
-            )
-        lines.append("  </body>\n</html>\n<!--SERIAL 42-->")
-        return "".join(lines)
-
-    def json(self, project: str) -> str:
-        doc = {
-            "files": sorted(self.projects[project], key=lambda f: f["filename"]),
-            "meta": {"api-version": "1.1", "_last-serial": "42"},
-            "name": project,
-            "versions": sorted({f["filename"].split("-")[1] for f in self.projects[project]}),
-        }
-        return json.dumps(doc)
-
-    def write(self) -> Path:
-        """The pages, the root lists and the files bandersnatch keeps beside them."""
-        simple = self.web / "simple"
-        for project in self.projects:
-            folder = simple / project
-            folder.mkdir(parents=True, exist_ok=True)
-            if self.format in ("ALL", "HTML"):
-                (folder / "index.html").write_text(self.html(project))
-                (folder / "index.v1_html").write_text(self.html(project))
-            if self.format in ("ALL", "JSON"):
-                (folder / "index.v1_json").write_text(self.json(project))
-            (self.web / "json").mkdir(exist_ok=True)
-            (self.web / "json" / project).write_text("{}")
-            (self.web / "pypi" / project).mkdir(parents=True, exist_ok=True)
-            (self.web / "pypi" / project / "json").symlink_to(self.web / "json" / project)
-        names = sorted(self.projects)
-        root_html = "".join(f'    <a href="{n}/">{n}</a><br/>\n' for n in names)
-        if self.format in ("ALL", "HTML"):
-            (simple / "index.html").write_text(f"<html><body>\n{root_html}</body></html>")
-            (simple / "index.v1_html").write_text(f"<html><body>\n{root_html}</body></html>")
-        if self.format in ("ALL", "JSON"):
-            doc = {"meta": {"_last-serial": 42, "api-version": "1.1"}, "projects": []}
-            doc["projects"] = [{"name": n} for n in names]
-            (simple / "index.v1_json").write_text(json.dumps(doc))
-        (self.web / "last-modified").write_text("20240101T00:00:00\n")
-        return self.web.parent
 
 
 def sample(root: Path, simple_format: str = "ALL") -> Bandersnatch:
