@@ -354,10 +354,6 @@ def test_a_mirror_that_would_fail_pip_and_uv_is_never_fresh(lab, fault: str) -> 
         since = time.time()
         never_fresh_after(lab, "mirror1", since)
         assert "pip gets" in mirror_row(lab, "mirror1")["error"]
-        metrics = urllib.request.urlopen(
-            f"http://{lab.address('monitor')}:8874/metrics", timeout=5
-        ).read()
-        assert b'bad_answers_total{mirror="mirror1",check="clients"}' in metrics
     finally:
         lab.check("mirror1", "cp", "-p", "/root/site.conf", SITE)
         lab.check("mirror1", "systemctl", "reload", "nginx.service")
