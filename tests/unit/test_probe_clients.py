@@ -9,7 +9,9 @@ type) come from a stand-in HTTP server that misbehaves in exactly that way.
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
+import logging
 import random
 import shutil
 import threading
@@ -26,6 +28,8 @@ from mirrorfleet.origin.publish import publish
 from mirrorfleet.probe.fetch import SpotCheckFailed
 from mirrorfleet.probe.spotcheck import Candidate, spot_check
 from mirrorfleet.tree.keys import load_signing_key
+from mirrorfleet.tree.manifest import shard_path
+from mirrorfleet.tree.signed import sign
 
 PROJECT = "demo-00000"  # the demo's project with an sdist, a yank and .metadata files
 
@@ -137,3 +141,18 @@ def test_the_stand_in_server_serves_a_good_tree_well(tree, origin_config) -> Non
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_a_signed_page_no_client_could_read_is_not_the_mirrors_fault(
+    nginx, tree, origin_config, caplog
+) -> None:
+    """The origin signed it as it is: the mirror serves it faithfully, so the probe
+    passes with a warning rather than blaming (or crashing on) the mirror."""
+    page = b'<a href="../../packages/demo-00000/x.whl">x.whl\n'  # an <a> never closed
+    (tree / "simple" / PROJECT / "index.html").write_bytes(page)
+    key = load_signing_key(origin_config.signing_key)
+    doc = {"v": 1, "serial": 1, "projects": {PROJECT: [1, hashlib.sha256(page).hexdigest()]}}
+    (tree / shard_path(PROJECT)).write_bytes(sign(doc, key))
+    with caplog.at_level(logging.WARNING, logger="mirrorfleet.spotcheck"):
+        assert check(f"{nginx.url}/", origin_config) == 1
+    assert "is never closed; its files and its clients' view are not checked" in caplog.text

@@ -32,13 +32,13 @@ METADATA_SAMPLE = 8  # advertised .metadata files asked for per check (HEAD)
 
 
 def check_as_clients(
-    base_url: str, project: str, signed_page: bytes, timeout: float, rng: random.Random
+    base_url: str, project: str, signed_page: dict[str, Any], timeout: float, rng: random.Random
 ) -> None:
     """SpotCheckFailed when pip or uv would fail on this project; Unreachable when the
-    mirror could not say (a timeout, a 5xx)."""
+    mirror could not say (a timeout, a 5xx). signed_page: the page the manifest
+    vouches for, as parse_html reads it."""
     folder_url = urljoin(base_url, f"simple/{project}/")
-    page = parse_html(signed_page, project, folder_url)
-    signed = _files(page)
+    signed = _files(signed_page)
     for client, accept in CLIENTS.items():
         status, ctype, body = _get(folder_url, accept, MAX_PAGE, timeout)
         if status != 200:
@@ -56,7 +56,7 @@ def check_as_clients(
                 "than the signed page",
                 "clients",
             )
-    _check_metadata(base_url, folder_url, page, timeout, rng)
+    _check_metadata(base_url, folder_url, signed_page, timeout, rng)
 
 
 def _files(doc: dict[str, Any]) -> dict[str, str]:

@@ -22,6 +22,7 @@ from urllib.parse import urldefrag, urljoin
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from mirrorfleet.content.pages import PageError, parse_html
 from mirrorfleet.probe.clients import check_as_clients
 from mirrorfleet.probe.fetch import MAX_PAGE, SpotCheckFailed, Unreachable, fetch, within
 from mirrorfleet.tree.changes import MAX_RECORD, changes_path, parse_record
@@ -33,7 +34,6 @@ POOL_SIZE = 1000  # recently changed projects the monitor samples from
 # Records read when the head moves, newest first: one per serial in steady state,
 # at most this many after a start or a long gap.
 POOL_RECORDS = 64
-LINK_RE = re.compile(r'href="([^"#]+)#sha256=([0-9a-f]{64})"')
 # A project is one path segment of simple/: no "/", "..", "%" (decoded by servers), "?".
 PROJECT_RE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?")
 
@@ -123,10 +123,17 @@ def _check_project(
             # the sync's rename pass ran between our two reads: not proof of anything
             raise Unreachable(f"{shard_url} changed while it was read: the mirror is mid-sync")
         raise SpotCheckFailed(f"{page_url} does not match its signed manifest entry")
-    check_as_clients(base_url, project, page, timeout, rng)
+    try:
+        doc = parse_html(page, project, page_url)
+    except PageError as exc:
+        # signed by the origin as it is: not this mirror's fault, and nothing to follow
+        log.warning("%s; its files and its clients' view are not checked", exc)
+        return
+    check_as_clients(base_url, project, doc, timeout, rng)
     links = [
-        (urldefrag(urljoin(page_url, href.replace("&amp;", "&"))).url, digest)
-        for href, digest in LINK_RE.findall(page.decode("utf-8", "replace"))
+        (urldefrag(urljoin(page_url, entry["url"])).url, entry["hashes"]["sha256"])
+        for entry in doc["files"]
+        if entry["hashes"].get("sha256")
     ]
     # a link off the mirror's tree (another host, or ../ above it) is not the mirror's to
     # serve: never fetched
