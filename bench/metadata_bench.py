@@ -37,7 +37,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 import indextrees  # noqa: E402
 import pyclients  # noqa: E402
 import wheelcache  # noqa: E402
-from labkit import AS_SERVICE, LabRun, served_serial  # noqa: E402
+from labkit import LabRun, import_and_publish, served_serial  # noqa: E402
 
 from mirrorfleet.cli.client import pip_settings, uv_toml  # noqa: E402
 from mirrorfleet.tree.keys import parse_public_key  # noqa: E402
@@ -48,26 +48,8 @@ TOPOLOGY = """# bench/metadata_bench.py: an origin and one mirror
 origin = ["origin"]
 mirrors = ["mirror1"]
 """
-IMPORTS = "/var/tmp/mirrorfleet-import"
 VARIANTS = {"with .metadata": indextrees.bandersnatch, "without .metadata": indextrees.plain}
 MODES = ("resolve", "resolve + install")
-
-
-def import_and_publish(lab: LabRun, name: str, source: Path) -> int:
-    ssh = f"ssh -F {lab.state['ssh_config']}"
-    lab.check("origin", "install", "-d", "-o", "mirrorfleet", IMPORTS)
-    copy = lab.run(
-        "rsync", "-a", "--delete", "--chmod=D755,F644", "--chown=mirrorfleet:mirrorfleet",
-        "-e", ssh, f"{source}/", f"origin:{IMPORTS}/{name}/", timeout=120,
-    )  # fmt: skip
-    if copy.returncode != 0:
-        sys.exit(f"rsync to the origin failed: {copy.stderr}")
-    pipeline = (
-        f"mirrorfleet origin import {IMPORTS}/{name} --list-changed"
-        " | mirrorfleet origin publish --changed - --json"
-    )
-    out = lab.check("origin", *AS_SERVICE[:-1], "bash", "-o", "pipefail", "-c", pipeline)
-    return int(json.loads(out)["serial"])
 
 
 def served(lab: LabRun) -> int:
@@ -204,7 +186,7 @@ def main() -> int:
             files = [d.path for d in cache.dists]
             for number, (variant, build) in enumerate(VARIANTS.items()):
                 source = build(files, work / f"source-{number}")
-                serial = import_and_publish(lab, f"source-{number}", source)
+                serial = int(import_and_publish(lab, f"source-{number}", source)["serial"])
                 lab.wait_for(lambda s=serial: served_serial(lab, "mirror1", key) == s, 60)
                 print(f"{variant}: serial {serial} on mirror1", file=sys.stderr)
                 results[variant] = measure(lab, clients, index, args.runs)

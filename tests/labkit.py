@@ -192,6 +192,27 @@ def kernel_leftovers(lab: str) -> dict[str, list[str]]:
 # -- reading a lab fleet the way clients and operators do ------------------------------
 
 AS_SERVICE = ("runuser", "-u", "mirrorfleet", "--", "mirrorfleet")
+IMPORTS = "/var/tmp/mirrorfleet-import"  # on the origin: source trees to import
+
+
+def import_and_publish(lab: LabRun, name: str, source: Path) -> dict:
+    """A source tree onto the origin (rsync over the lab's SSH), then, as the service
+    user, `origin import --list-changed | origin publish --changed -`: publish's JSON."""
+    ssh = f"ssh -F {lab.state['ssh_config']}"
+    lab.check("origin", "install", "-d", "-o", "mirrorfleet", IMPORTS)
+    copy = lab.run(
+        "rsync", "-a", "--delete", "--chmod=D755,F644", "--chown=mirrorfleet:mirrorfleet",
+        "-e", ssh, f"{source}/", f"origin:{IMPORTS}/{name}/", timeout=120,
+    )  # fmt: skip
+    assert copy.returncode == 0, f"rsync to the origin failed: {copy.stderr}"
+    pipeline = (
+        f"mirrorfleet origin import {IMPORTS}/{name} --list-changed"
+        " | mirrorfleet origin publish --changed - --json"
+    )
+    out = lab.check("origin", *AS_SERVICE[:-1], "bash", "-o", "pipefail", "-c", pipeline)
+    return json.loads(out)
+
+
 ZONE = "mirrors.lab.test."  # the lab inventory's mirror_zone
 HREF = re.compile(rb'href="([^"#]+)(?:#sha256=([0-9a-f]{64}))?"')
 

@@ -19,7 +19,7 @@ from types import SimpleNamespace
 
 import jinja2
 
-from mirrorfleet.testing.loopback import ClosedOnExit, free_port
+from mirrorfleet.testing.loopback import ClosedOnExit, free_port, stop_process
 from mirrorfleet_roles import serve_tree
 
 NJS_MODULE = "/usr/lib/nginx/modules/ngx_http_js_module.so"
@@ -111,10 +111,5 @@ class LoopbackNginx(ClosedOnExit):
         return log.read_text() if log.exists() else ""
 
     def close(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        if self.proc is not None:
+            stop_process(self.proc)

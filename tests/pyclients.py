@@ -26,7 +26,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from wheelcache import CLIENT_PYTHON, WheelCache, normalize
+from wheelcache import CLIENT_PYTHON, WheelCache
+
+from mirrorfleet.content.dists import normalize
 
 RUN_TIMEOUT = 240  # seconds for one client command (a resolve, a build, an install)
 CLIENTS = ("debian-pip", "latest-pip", "uv-pip", "uv-project")

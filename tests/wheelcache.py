@@ -18,8 +18,6 @@ the registry); the clients under test never use that configuration.
 
 The files are chosen for the interpreter the client tests install into, Debian's
 python3 (CLIENT_PYTHON), so its own pip does the download.
-
-Standard library only.
 """
 
 from __future__ import annotations
@@ -34,6 +32,8 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+
+from mirrorfleet.content.dists import normalize
 
 CACHE = Path(os.environ.get("MIRRORFLEET_WHEEL_CACHE", "/var/cache/mirrorfleet/wheels"))
 CLIENT_PYTHON = "/usr/bin/python3"  # Debian's python3: its pip, and the clients' venvs
@@ -83,10 +83,6 @@ class WheelCache:
     def versions(self) -> dict[str, str]:
         """project -> version of every project a mirror will serve."""
         return {d.project: d.version for d in self.dists}
-
-
-def normalize(name: str) -> str:
-    return "-".join(name.replace("_", "-").replace(".", "-").split("-")).lower()
 
 
 def parse(path: Path) -> Dist:

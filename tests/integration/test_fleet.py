@@ -24,7 +24,14 @@ import pyclients
 import pytest
 import wheelcache
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from labkit import BIN, changed_operations, served_serial, step
+from labkit import (
+    AS_SERVICE,
+    BIN,
+    changed_operations,
+    import_and_publish,
+    served_serial,
+    step,
+)
 
 from mirrorfleet.config import DnsConfig, dumps
 from mirrorfleet.probe.observe import FleetConfig, MirrorSpec
@@ -36,7 +43,6 @@ pytestmark = pytest.mark.lab
 
 LAB, SUBNET = "fl", "10.236.0.0/24"
 MIRRORS = ["mirror1", "mirror2", "mirror3"]
-AS_SERVICE = ("runuser", "-u", "mirrorfleet", "--", "mirrorfleet")
 PUBLISH = (*AS_SERVICE, "origin", "publish", "--json")
 PROPAGATION_TIMEOUT = 10.0
 SYNC_SERVICE, SYNC_TIMER = "mirrorfleet-sync.service", "mirrorfleet-sync.timer"
@@ -350,7 +356,6 @@ def test_unauthenticated_ping_is_refused_and_counted(lab) -> None:
 
 ZONE = "mirrors.lab.test."
 LAYOUTS = {"plain": indextrees.plain, "bandersnatch": indextrees.bandersnatch}
-IMPORTS = "/var/tmp/mirrorfleet-import"
 
 
 @pytest.fixture(scope="module")
@@ -417,24 +422,6 @@ def control(lab, *args: str) -> str:
     proc = lab.run(str(BIN / "mirrorfleet"), *args, timeout=120)
     assert proc.returncode == 0, f"mirrorfleet {' '.join(args)} failed:\n{proc.stderr}"
     return proc.stdout
-
-
-def import_and_publish(lab, layout: str, source: Path) -> dict:
-    """The tree onto the origin (rsync over the lab's SSH), then, as the service user,
-    `origin import --list-changed | origin publish --changed -`."""
-    ssh = f"ssh -F {lab.state['ssh_config']}"
-    lab.check("origin", "install", "-d", "-o", "mirrorfleet", IMPORTS)
-    copy = lab.run(
-        "rsync", "-a", "--delete", "--chmod=D755,F644", "--chown=mirrorfleet:mirrorfleet",
-        "-e", ssh, f"{source}/", f"origin:{IMPORTS}/{layout}/", timeout=120,
-    )  # fmt: skip
-    assert copy.returncode == 0, copy.stderr
-    pipeline = (
-        f"mirrorfleet origin import {IMPORTS}/{layout} --list-changed"
-        " | mirrorfleet origin publish --changed - --json"
-    )
-    out = lab.check("origin", *AS_SERVICE[:-1], "bash", "-o", "pipefail", "-c", pipeline)
-    return json.loads(out)
 
 
 def host_of(lab, url: str) -> str:

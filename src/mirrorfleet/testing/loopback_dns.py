@@ -15,7 +15,7 @@ import dns.message
 import dns.query
 import dns.rdatatype
 
-from mirrorfleet.testing.loopback import ClosedOnExit, free_port
+from mirrorfleet.testing.loopback import ClosedOnExit, free_port, stop_process
 from mirrorfleet.tree.keys import MONITOR_TSIG, TRANSFER_TSIG, tsig_secret
 from mirrorfleet.zone.providers.rfc2136 import Rfc2136Provider
 
@@ -140,10 +140,5 @@ class LoopbackBind(ClosedOnExit):
 
     def close(self) -> None:
         for server in reversed(self.servers):
-            if server.proc is not None and server.proc.poll() is None:
-                server.proc.terminate()
-                try:
-                    server.proc.wait(timeout=15)
-                except subprocess.TimeoutExpired:
-                    server.proc.kill()
-                    server.proc.wait(timeout=5)
+            if server.proc is not None:
+                stop_process(server.proc, timeout=15)

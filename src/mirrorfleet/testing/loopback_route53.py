@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from mirrorfleet.testing.loopback import free_port
+from mirrorfleet.testing.loopback import free_port, stop_process
 
 START_TIMEOUT = 30.0
 # moto_server's own entry point, with route53_rules() below: moto 5 judges a batch by
@@ -228,9 +228,4 @@ def moto_route53(log: Path | None = None, pending_polls: int = 0) -> Iterator[st
                 time.sleep(0.1)
         yield url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
+        stop_process(proc)
