@@ -370,6 +370,11 @@ def test_a_mirror_that_would_fail_pip_and_uv_is_never_fresh(lab, fault: str) -> 
         since = time.time()
         never_fresh_after(lab, "mirror1", since)
         assert "pip gets" in mirror_row(lab, "mirror1")["error"]
+        metrics = urllib.request.urlopen(
+            f"http://{lab.address('monitor')}:8874/metrics", timeout=5
+        ).read()
+        # prometheus-client writes the labels sorted by name
+        assert b'bad_answers_total{check="clients",mirror="mirror1"}' in metrics
     finally:
         lab.check("mirror1", "cp", "-p", "/root/site.conf", SITE)
         lab.check("mirror1", "systemctl", "reload", "nginx.service")
