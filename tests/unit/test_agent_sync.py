@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import threading
 import time
 import urllib.request
@@ -13,6 +15,8 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from mirrorfleet.agent import daemon, sync
+from mirrorfleet.agent.full import changed_files
+from mirrorfleet.agent.rsync import rsync_argv
 from mirrorfleet.config import AgentConfig, OriginConfig
 from mirrorfleet.notify.ping import send_ping
 from mirrorfleet.origin.publish import publish
@@ -184,3 +188,48 @@ def test_pings_during_a_sync_make_exactly_one_follow_up(
         server.shutdown()
         server.server_close()
         loop.join(5)
+
+
+def _same_second_as(path: Path, copy: Path) -> None:
+    """Give path the whole second of copy's mtime, with other nanoseconds."""
+    ns = copy.stat().st_mtime_ns
+    second = ns - ns % 1_000_000_000
+    os.utime(path, ns=(second + (ns + 1) % 1_000_000_000,) * 2)
+
+
+def test_a_walk_sees_a_page_and_shard_rewritten_at_the_same_size_within_the_second(
+    agent_config: AgentConfig, origin_config: OriginConfig
+) -> None:
+    """Two publishes in one second can leave a page and its shard at their sizes. CI
+    once saw a walk serve serial 8 with serial 7's shard: at one second, rsync's
+    quick check had called the two the same."""
+    sync.sync_once(agent_config)
+    page = origin_config.tree / "simple/proj1/index.html"
+    page.write_bytes(page.read_bytes().replace(b"<body>", b"<BODY>"))
+    publish(origin_config, ping=False)
+    shards = (origin_config.tree / ".mirror/manifest").iterdir()
+    shard = next(p for p in shards if b'"proj1"' in p.read_bytes())
+    for path in (page, shard):
+        copy = agent_config.tree / path.relative_to(origin_config.tree)
+        assert copy.stat().st_size == path.stat().st_size
+        assert copy.read_bytes() != path.read_bytes()
+        _same_second_as(path, copy)
+    result = sync.sync_once(agent_config, full=True)
+    assert (result.status, result.mode) == ("synced", "full"), result.error
+    assert listing(agent_config.tree) == listing(origin_config.tree)
+
+
+def test_after_a_delta_a_walk_copies_no_record_again(
+    agent_config: AgentConfig, origin_config: OriginConfig, add_project
+) -> None:
+    """Records reach a mirror over HTTP, whose Last-Modified holds whole seconds;
+    the origin writes them at whole seconds, so the nanosecond quick check of the
+    audit's walk finds them equal."""
+    sync.sync_once(agent_config)
+    for version in ("2.0", "3.0"):
+        add_project(origin_config.tree, "proj1", version)
+        publish(origin_config, ping=False)
+        assert sync.sync_once(agent_config).mode == "delta"
+    argv = rsync_argv(agent_config, "list")
+    out = subprocess.run(argv, capture_output=True, check=True).stdout
+    assert [p for p in changed_files(out) if "/trace/" not in p] == []

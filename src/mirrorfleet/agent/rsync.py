@@ -64,6 +64,9 @@ def rsync_argv(config: AgentConfig, stage: str) -> list[str]:
         "--chmod=D755,F644",
         "--safe-links",  # a symlink pointing out of the tree is never copied
         "--no-motd",
+        # the quick check to the nanosecond: at one second, a page or shard rewritten
+        # at the same size within the second of our copy looks unchanged to a walk
+        "--modify-window=-1",
         "--stats",
         f"--timeout={config.rsync_timeout}",
         f"--partial-dir={PARTIAL_DIR}",

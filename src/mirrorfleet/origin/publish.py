@@ -509,7 +509,9 @@ def _publish(
     for shard, raw in docs.shards.items():
         atomic_write(tree / manifest.shard_path(shard), raw, tree)
     atomic_write(tree / META_DIR / "trace" / config.name, docs.trace, tree)
-    atomic_write(tree / changes_path(serial), docs.record_bytes, tree)
+    # whole seconds: a mirror fetches records over HTTP, whose Last-Modified has no
+    # more, and rsync compares to the nanosecond (agent/rsync.py)
+    atomic_write(tree / changes_path(serial), docs.record_bytes, tree, mtime=int(time.time()))
     atomic_write(tree / STAMP_PATH, docs.stamp, tree)
     for rel in retired:
         (tree / rel).unlink(missing_ok=True)

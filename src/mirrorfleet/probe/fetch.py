@@ -51,7 +51,8 @@ def fetch(url: str, timeout: float, limit: int) -> bytes | None:
 
 def fetch_file(url: str, timeout: float, limit: int) -> Fetched | None:
     """fetch, with the file's Last-Modified: a copy that keeps it looks unchanged to
-    rsync's quick check (size and whole-second mtime) on the next walk."""
+    the next walk's quick check (size and mtime to the nanosecond), because the
+    origin writes records at whole seconds."""
     request = urllib.request.Request(url, headers={"Cache-Control": "no-cache"})
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:

@@ -29,12 +29,14 @@ def atomic_write(
     mode: int = 0o644,
     durable: bool = True,
     unless_same: bool = False,
+    mtime: int | None = None,
 ) -> bool:
     """Replace path with data; True if written.
 
     tree: make missing parents, and own everything like the tree (when root).
     durable: fsync before the rename (stamps, manifests); bulk content skips it.
     unless_same: leave an identical file alone, so its mtime stays put.
+    mtime: whole seconds to stamp on the file before it appears.
     """
     if unless_same:
         try:
@@ -53,6 +55,8 @@ def atomic_write(
                 out.flush()
                 os.fsync(out.fileno())
         os.chmod(tmp, mode)  # whatever the umask
+        if mtime is not None:
+            os.utime(tmp, (mtime, mtime))
         if tree is not None:
             _own_like(tmp, tree)
         os.replace(tmp, path)
