@@ -144,6 +144,22 @@ def test_plain_pep503_tree(tmp_path: Path) -> None:
     assert [f["yanked"] for f in yanked] == [pypi.YANK_REASON]
 
 
+def test_an_import_into_a_tree_with_projects_lists_them_all(tmp_path: Path) -> None:
+    """The root pages we make list what the tree held before the import as well."""
+    dest = tmp_path / "dest"
+    pypi.generate(dest, 2, versions=1)
+    before = {"demo-00000", "demo-00001"}
+    src = tmp_path / "plain"
+    pypi.generate(src, 1, versions=1, prefix="other")
+    for page in (src / "simple").glob("index.*"):  # a source without root pages
+        page.unlink()
+    import_tree(src, dest)
+    root = json.loads((dest / "simple/index.v1_json").read_bytes())
+    assert {p["name"] for p in root["projects"]} == before | {"other-00000"}
+    html = (dest / "simple/index.html").read_text()
+    assert all(f'href="{name}/"' in html for name in before | {"other-00000"})
+
+
 def test_upstream_json_is_never_replaced_by_ours(tmp_path: Path) -> None:
     bs = sample(tmp_path / "src", "HTML")
     dest = tmp_path / "dest"

@@ -21,7 +21,8 @@ Whatever the source, the imported tree has for every project `index.html` and
 `index.v1_json`: a missing JSON page is made from the HTML page and the files
 (pages.to_json_page: size and mtime from disk), a missing HTML page from the JSON
 page or the `index.v1_html` copy. Upstream's own pages are never replaced by ours.
-Root pages that are missing are made from the project list.
+Root pages that upstream lacks are made, listing every project the tree holds after
+the import (those it held before too).
 
 Everything is read and checked before anything is written, so a refused source
 leaves no partial import. Refused, with the path and the reason: a symlink leaving
@@ -51,7 +52,13 @@ from urllib.parse import unquote, urlsplit
 
 from mirrorfleet.content import pages
 from mirrorfleet.content.dists import normalize
-from mirrorfleet.content.pypi import JSON_PAGE, METADATA_SUFFIX, PAGE, root_pages
+from mirrorfleet.content.pypi import (
+    JSON_PAGE,
+    METADATA_SUFFIX,
+    PAGE,
+    project_index_pages,
+    root_pages,
+)
 from mirrorfleet.errors import MirrorfleetError
 from mirrorfleet.tree.files import atomic_write, tmp_path
 
@@ -101,11 +108,11 @@ def import_tree(source: Path, tree: Path, written: list[Path] | None = None) -> 
     projects, root_files = _group(simple)
     for project in projects:
         _check_project(project, content)
-    made_root = {  # only what upstream lacks: its own root pages are never replaced
-        name: data
-        for name, data in root_pages([p.name for p in projects])
-        if name not in root_files
-    }
+    # only what upstream lacks: its own root pages are never replaced. Ours list the
+    # projects the tree already held too (the demo's, an earlier import's): an import
+    # adds to an index, it does not hide what was there.
+    listed = sorted(project_index_pages(tree).keys() | {p.name for p in projects})
+    made_root = {name: data for name, data in root_pages(listed) if name not in root_files}
 
     # Everything checked: now write, content first.
     out: list[Path] = [] if written is None else written
