@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from mirrorfleet.config import OriginConfig
-from mirrorfleet.content import pypi
+from mirrorfleet.content import pages, pypi
 from mirrorfleet.errors import MirrorfleetError
 from mirrorfleet.origin import publish as publish_module
 from mirrorfleet.origin.changelist import ChangeList, read_change_list
@@ -481,6 +481,34 @@ def test_page_links_take_advertised_metadata() -> None:
         "packages/p/c.whl",
         "packages/p/d.tar.gz",
     }
+
+
+def test_page_links_read_pages_the_strict_reader_refuses() -> None:
+    """Publish follows the links of any page the origin holds: link text that is not
+    the file name, an API version no client knows, a <base>."""
+    page = (
+        b'<meta name="pypi:repository-version" content="9.0"><base href="x">'
+        b'<a href="../../packages/p/a.whl">not its name</a>'
+    )
+    with pytest.raises(pages.PageError):
+        pages.parse_html(page, "p")
+    assert page_links(page, "p", ("packages",)) == {"packages/p/a.whl"}
+
+
+def test_a_page_whose_links_cannot_be_read_makes_the_record_say_sync_all(
+    config: OriginConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The tokenizer giving up (faked: html.parser takes nearly anything) must not
+    leave the record silent about the files the page links."""
+    pypi.add_release(config.tree, "demo-00002", "9.0.0")
+
+    def unreadable(data: bytes, source: str = "page") -> list:
+        raise pages.PageError(f"{source}: not parseable as HTML: faked")
+
+    monkeypatch.setattr(pages, "anchor_hrefs", unreadable)
+    result = publish(config, ping=False)
+    assert not result.complete and not record(config, result.serial).complete
+    assert any("its links are unknown" in w for w in result.warnings), result.warnings
 
 
 # -- through the command line ------------------------------------------------------------------

@@ -44,6 +44,7 @@ __all__ = [
     "MAX_PAGE_BYTES",
     "FileFacts",
     "PageError",
+    "anchor_hrefs",
     "html_to_json",
     "json_to_html",
     "metadata_advertised",
@@ -164,6 +165,49 @@ def _check_api(version: str, source: str) -> None:
         raise PageError(f"{source}: API version {version} (only 1.x is understood)")
 
 
+def anchor_hrefs(data: bytes, source: str = "page") -> list[tuple[str, bool]]:
+    """Every anchor's href (entities decoded) and whether it advertises `.metadata`,
+    read leniently with the same tokenizer: publish must follow the links of any
+    page the origin holds, including one parse_html refuses (link text that is not
+    the file name, an API version it does not know). PageError only when the
+    tokenizer itself gives up."""
+    reader = _Anchors()
+    try:
+        reader.feed(data.decode("utf-8", "replace"))
+        reader.close()
+    except (ValueError, AssertionError) as exc:
+        raise PageError(f"{source}: not parseable as HTML: {exc}") from None
+    return reader.found
+
+
+def _first_of_each(attrs: list[tuple[str, str | None]]) -> dict[str, str | None]:
+    first: dict[str, str | None] = {}
+    for key, value in attrs:
+        first.setdefault(key, value)  # as browsers do: the first of a repeat counts
+    return first
+
+
+def _advertises_metadata(attrs: dict[str, str | None]) -> bool:
+    """PEP 658/714: data-core-metadata, else data-dist-info-metadata; any value but
+    "false" (no value at all included) advertises the file."""
+    for key in ("data-core-metadata", "data-dist-info-metadata"):
+        if key in attrs:
+            return (attrs[key] or "").strip().lower() != "false"
+    return False
+
+
+class _Anchors(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.found: list[tuple[str, bool]] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "a":
+            first = _first_of_each(attrs)
+            if first.get("href"):
+                self.found.append((first["href"] or "", _advertises_metadata(first)))
+
+
 def _check_json_file(entry: object, source: str, seen: set[str]) -> None:
     if not isinstance(entry, dict):
         raise PageError(f"{source}: a files entry is not an object")
@@ -204,9 +248,7 @@ class _ProjectPage(HTMLParser):
         self.status: dict[str, str] = {}
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        first: dict[str, str | None] = {}
-        for key, value in attrs:
-            first.setdefault(key, value)  # as browsers do: the first of a repeat counts
+        first = _first_of_each(attrs)
         if tag == "a":
             if self.open is not None:
                 raise PageError(f"{self.source}: an <a> inside another <a>")

@@ -29,7 +29,6 @@ serial if the stamp was not written yet; the paths it was told are kept in
 from __future__ import annotations
 
 import hashlib
-import html
 import json
 import os
 import posixpath
@@ -44,6 +43,7 @@ from urllib.parse import unquote
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from mirrorfleet.config import PRESETS, OriginConfig
+from mirrorfleet.content import pages
 from mirrorfleet.errors import UserError
 from mirrorfleet.origin.changelist import ROOT_PAGES, SIMPLE, ChangeList, read_change_list
 from mirrorfleet.origin.state import SCHEMA, FileRow, ProjectRow, PublishState, Stat, stat_key
@@ -60,14 +60,6 @@ PAGE = "index.html"
 PENDING = "pending.json"
 PROGRESS_EVERY = 50_000  # projects between progress lines of a full re-hash
 
-_HREF_RE = re.compile(rb"""href\s*=\s*(?:"([^"]*)"|'([^']*)')""", re.IGNORECASE)
-# An anchor's start tag, quoted values and all (a quoted value may hold a raw ">").
-_ANCHOR_RE = re.compile(rb"""<a\s(?:[^>"']|"[^"]*"|'[^']*')*>""", re.IGNORECASE)
-# PEP 658/714: the anchor advertises <file>.metadata (any value but "false").
-_METADATA_RE = re.compile(
-    rb"""\sdata-(?:core|dist-info)-metadata(?:\s*=\s*(?:"([^"]*)"|'([^']*)'|([^\s>]*)))?""",
-    re.IGNORECASE,
-)
 _SCHEME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
 
 # The change journal (one signed list of every serial's projects) that publishes wrote
@@ -99,39 +91,25 @@ def page_links(page: bytes, project: str, content: Iterable[str]) -> frozenset[s
     """The tree-relative content paths a project page's anchors link (`href=
     "../../packages/..."`, resolved from `simple/<project>/`), with `<file>.metadata`
     where an anchor advertises it (PEP 658/714). Absolute URLs, anything outside the
-    content folders or the tree, and what a record may not name are left out."""
+    content folders or the tree, and what a record may not name are left out.
+    PageError when the page cannot be read at all."""
     tops = tuple(content)
     base = f"{SIMPLE}/{project}"
     found = set()
-    for tag in _ANCHOR_RE.finditer(page):
-        match = _HREF_RE.search(tag.group(0))
-        if match is None:
-            continue
-        raw = match.group(1) if match.group(1) is not None else match.group(2)
-        href = html.unescape(raw.decode("utf-8", "replace"))
-        href = href.split("#", 1)[0].split("?", 1)[0]
+    for raw, metadata in pages.anchor_hrefs(page, f"{base}/{PAGE}"):
+        href = raw.split("#", 1)[0].split("?", 1)[0]
         if not href or href.startswith("/") or _SCHEME_RE.match(href):
             continue
         path = posixpath.normpath(posixpath.join(base, unquote(href)))
         if path.split("/", 1)[0] not in tops:
             continue  # also "..": outside the tree
-        paths = [path]
-        if _advertises_metadata(tag.group(0)):
-            paths.append(path + ".metadata")  # a client fetches it: it is content too
-        for item in paths:
+        # a client fetches an advertised .metadata: it is content too
+        for item in (path, path + ".metadata") if metadata else (path,):
             try:
                 found.add(check_path(item))
             except BadSignature:
                 continue
     return frozenset(found)
-
-
-def _advertises_metadata(tag: bytes) -> bool:
-    match = _METADATA_RE.search(tag)
-    if match is None:
-        return False
-    value = next((g for g in match.groups() if g is not None), None)
-    return value is None or value.strip().lower() != b"false"
 
 
 class _Change:
@@ -148,6 +126,7 @@ class _Change:
         self.rows: list[ProjectRow] = []  # state rows to write
         self.drops: list[str] = []  # state rows to delete
         self.warnings: list[str] = []
+        self.unread = False  # a page whose links could not be read: the record says all
 
     @property
     def empty(self) -> bool:
@@ -184,11 +163,21 @@ class _Change:
         if row is not None and row.sha256 == sha:
             links = row.links
         else:
-            links = page_links(data, name, self.content)
+            links = self.links(data, name)
             self._diff_links(row.links if row else frozenset(), links)
         if differs or row is None:
             self.pages[name] = sha
         self.rows.append(ProjectRow(name, stat_key(st), sha, files, links))
+
+    def links(self, data: bytes, name: str) -> frozenset[str]:
+        """page_links; for a page that cannot be read, none, a warning, and a record
+        that says "sync everything" (it cannot name the files the page links)."""
+        try:
+            return page_links(data, name, self.content)
+        except pages.PageError as exc:
+            self.warnings.append(f"{exc}: its links are unknown, mirrors will walk the tree")
+            self.unread = True
+            return frozenset()
 
     def _read_pages(
         self, directory: Path
@@ -376,7 +365,7 @@ def _full_rows(
         st, data = page
         sha = files[PAGE][1]
         hashes[name] = sha
-        yield ProjectRow(name, stat_key(st), sha, files, page_links(data, name, change.content))
+        yield ProjectRow(name, stat_key(st), sha, files, change.links(data, name))
 
 
 # -- publish ---------------------------------------------------------------------------
@@ -578,7 +567,11 @@ def _documents(
     trace = _json({"name": config.name, "serial": serial, "ts": stamp.ts, "upstream": None})
     # a record naming more paths than an agent would copy one by one is no use to
     # it, and would not fit the size every reader accepts: say "sync everything"
-    complete = mode != FULL and len(change.written) + len(change.removed) <= MAX_RECORD_PATHS
+    complete = (
+        mode != FULL
+        and not change.unread
+        and len(change.written) + len(change.removed) <= MAX_RECORD_PATHS
+    )
     written: list[Written] = []
     if complete:
         own = [(manifest.shard_path(s), raw) for s, raw in shards.items()]
