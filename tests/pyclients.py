@@ -154,10 +154,12 @@ class Clients:
 
     # -- the clients ----------------------------------------------------------------
 
-    def debian_pip(self, pip_conf: str, dry_run: bool = False) -> Run:
+    def debian_pip(
+        self, pip_conf: str, dry_run: bool = False, requirements: tuple[str, ...] = REQUIREMENTS
+    ) -> Run:
         """Debian's pip (python3-pip) with the pip.conf `pip-config` prints, installing
         into a venv it is pointed at (`--python`). `dry_run`: resolve only (the
-        benchmark); the pips and `uv pip` take it alike."""
+        benchmark); the pips and `uv pip` take it, and `requirements`, alike."""
         place, home = self._place("debian-pip")
         conf = place / "pip.conf"
         place.mkdir(parents=True)
@@ -165,23 +167,35 @@ class Clients:
         env = sandbox_env(home, PIP_CONFIG_FILE=str(conf))
         venv = self._target_venv(place, env)
         pip = [CLIENT_PYTHON, "-m", "pip"]
-        return self._pip("debian-pip", pip, venv, place, env, dry_run)
+        return self._pip("debian-pip", pip, venv, place, env, dry_run, requirements)
 
-    def latest_pip(self, exports: dict[str, str], dry_run: bool = False) -> Run:
+    def latest_pip(
+        self,
+        exports: dict[str, str],
+        dry_run: bool = False,
+        requirements: tuple[str, ...] = REQUIREMENTS,
+    ) -> Run:
         """The latest pip with the environment `pip-config --format env` prints."""
         place, home = self._place("latest-pip")
         settings = {k: v for k, v in exports.items() if k.startswith("PIP_")}
         env = sandbox_env(home, PIP_CONFIG_FILE=os.devnull, **settings)
         venv = self._target_venv(place, env)
         pip = [str(self.tools / "bin/python"), "-m", "pip"]
-        return self._pip("latest-pip", pip, venv, place, env, dry_run)
+        return self._pip("latest-pip", pip, venv, place, env, dry_run, requirements)
 
     def _pip(
-        self, client: str, pip: list[str], venv: Path, place: Path, env: dict, dry_run: bool
+        self,
+        client: str,
+        pip: list[str],
+        venv: Path,
+        place: Path,
+        env: dict,
+        dry_run: bool,
+        requirements: tuple[str, ...],
     ) -> Run:
         report = place / "report.json"
         argv = [*pip, "--python", str(venv / "bin/python"), "install", "--no-cache-dir"]
-        argv += ["--progress-bar", "off", "--report", str(report), *REQUIREMENTS]
+        argv += ["--progress-bar", "off", "--report", str(report), *requirements]
         argv += ["--dry-run"] if dry_run else []
         started = time.monotonic()
         log = run(argv, env)
@@ -195,7 +209,9 @@ class Clients:
         installed = self.installed(venv / "bin/python", env)
         return Run(client, index, seconds, installed, sources, log)
 
-    def uv_pip(self, uv_toml: str, dry_run: bool = False) -> Run:
+    def uv_pip(
+        self, uv_toml: str, dry_run: bool = False, requirements: tuple[str, ...] = REQUIREMENTS
+    ) -> Run:
         """`uv pip install` with the uv.toml `pip-config --format uv` prints."""
         place, home = self._place("uv-pip")
         place.mkdir(parents=True)
@@ -204,7 +220,7 @@ class Clients:
         env = sandbox_env(home)
         venv = self._target_venv(place, env)
         argv = [str(self.uv), "pip", "install", "--config-file", str(config), "--no-cache"]
-        argv += ["--python", str(venv / "bin/python"), *REQUIREMENTS]
+        argv += ["--python", str(venv / "bin/python"), *requirements]
         argv += ["--dry-run"] if dry_run else []
         started = time.monotonic()
         log = run(argv, env)

@@ -10,7 +10,7 @@ import ipaddress
 import json
 import os
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -327,6 +327,22 @@ def uv_toml(index: str, insecure_host: str | None) -> str:
     return "\n".join(lines)
 
 
+def client_config(index: str, fmt: str, fallbacks: Sequence[str] = ()) -> str:
+    """What `pip-config --format fmt` prints for one picked index."""
+    settings = pip_settings(index)
+    insecure = settings.get("trusted-host")
+    if fmt == "env":
+        lines = [f"export PIP_INDEX_URL={index}", f"export UV_DEFAULT_INDEX={index}"]
+        if insecure:
+            lines += [f"export PIP_TRUSTED_HOST={insecure}", f"export UV_INSECURE_HOST={insecure}"]
+    elif fmt == "uv":
+        lines = [uv_toml(index, insecure)]
+    else:
+        lines = ["[global]", *(f"{k} = {v}" for k, v in settings.items())]
+        lines += [f"# next picks: {' '.join(fallbacks)}"] if fallbacks else []
+    return "\n".join(lines)
+
+
 def pip_config_file() -> Path:
     """pip's per-user file: $PIP_CONFIG_FILE, else the XDG location pip reads."""
     explicit = os.environ.get("PIP_CONFIG_FILE")
@@ -396,18 +412,8 @@ def pip_config(
     if as_json:
         emit_json({"index_url": index, "fallbacks": fallbacks, "pip": settings})
         return
-    insecure = settings.get("trusted-host")
-    if fmt == "env":
-        lines = [f"export PIP_INDEX_URL={index}", f"export UV_DEFAULT_INDEX={index}"]
-        if insecure:
-            lines += [f"export PIP_TRUSTED_HOST={insecure}", f"export UV_INSECURE_HOST={insecure}"]
-    elif fmt == "uv":
-        lines = [uv_toml(index, insecure)]
-    else:
-        lines = ["[global]", *(f"{k} = {v}" for k, v in settings.items())]
-        lines += [f"# next picks: {' '.join(fallbacks)}"] if fallbacks else []
     # markup off: rich would take "[global]" and "[[index]]" for its own tags
-    out.print("\n".join(lines), soft_wrap=True, markup=False)
+    out.print(client_config(index, fmt, fallbacks), soft_wrap=True, markup=False)
 
 
 COMMANDS = (pick, list_mirrors, check, pip_config)
