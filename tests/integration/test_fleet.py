@@ -93,32 +93,22 @@ def test_second_tier_syncs_from_the_first_and_records_the_hops(lab) -> None:
 
 
 def test_pip_installs_from_a_mirror(lab, tmp_path: Path) -> None:
+    """The venv's pip, told only the mirror: no config of this machine's is read
+    (`--isolated` still reads /etc/pip.conf and /etc/xdg/pip)."""
+    env = pyclients.sandbox_env(tmp_path / "home", PIP_CONFIG_FILE="/dev/null")
     venv = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120, env=env)
     mirror = lab.address("mirror2")
-    install = subprocess.run(
-        [
-            str(venv / "bin/pip"),
-            "install",
-            "--isolated",
-            "--no-cache-dir",
-            "-q",
-            "--index-url",
-            f"http://{mirror}/simple/",
-            "--trusted-host",
-            mirror,
-            "demo-00007",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
+    argv = [str(venv / "bin/pip"), "install", "--no-cache-dir", "-q"]
+    argv += ["--index-url", f"http://{mirror}/simple/", "--trusted-host", mirror, "demo-00007"]
+    install = subprocess.run(argv, capture_output=True, text=True, timeout=180, env=env)
     assert install.returncode == 0, install.stderr
     version = subprocess.run(
         [str(venv / "bin/python"), "-c", "import demo_00007; print(demo_00007.__version__)"],
         capture_output=True,
         text=True,
         timeout=60,
+        env=env,
     )
     assert version.stdout.strip() == "1.0.0"
 
