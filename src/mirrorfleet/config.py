@@ -102,6 +102,7 @@ class MonitorConfig:
     max_parallel: int = 32
     history_step: int = 300  # seconds between history samples (a day is 288)
     history_samples: int = 288
+    ca_file: Path = Path()  # trust only this CA (PEM) for HTTPS; unset: the system's
 
     @property
     def listen_address(self) -> tuple[str, int]:

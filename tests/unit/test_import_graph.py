@@ -22,6 +22,7 @@ RANKS = {
     "mirrorfleet": 0,  # the package's __init__ (its __version__)
     "mirrorfleet.errors": 0,
     "mirrorfleet.config": 1,
+    "mirrorfleet.web": 1,  # HTTP(S) reads under one TLS policy
     "mirrorfleet.tree": 2,
     "mirrorfleet.content": 3,
     "mirrorfleet.notify": 3,

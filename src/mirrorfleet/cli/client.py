@@ -18,6 +18,7 @@ from urllib.parse import urljoin, urlparse
 
 import click
 
+from mirrorfleet import web
 from mirrorfleet.cli.output import emit_json, err, out, table, warn
 from mirrorfleet.errors import UserError
 
@@ -55,6 +56,12 @@ def lookup_options(command: F) -> F:
             "lines in this file. Env: MIRRORFLEET_TRUST_ANCHOR.",
         ),
         click.option(
+            "--ca-file",
+            type=click.Path(exists=True, dir_okay=False),
+            help="Trust only this CA file (PEM) for the mirrors' HTTPS; else SSL_CERT_FILE, "
+            "REQUESTS_CA_BUNDLE or the system's store.",
+        ),
+        click.option(
             "--timeout",
             type=click.FloatRange(0.1, 60),
             default=2.0,
@@ -72,9 +79,11 @@ def lookup_options(command: F) -> F:
         port: int,
         region: str | None,
         anchor_file: str | None,
+        ca_file: str | None,
         timeout: float,
         **rest: Any,
     ) -> Any:
+        web.use_ca_file(ca_file)  # every HTTPS read of this command trusts it
         where = Where(zone, keys, servers, port, region, anchor_file, timeout)
         return command(where, **rest)
 

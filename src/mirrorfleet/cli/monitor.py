@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 from rich.markup import escape
 
+from mirrorfleet import web
 from mirrorfleet.cli.options import config_option, json_option
 from mirrorfleet.cli.output import emit_json, out, table
 from mirrorfleet.config import MONITOR_PORT
@@ -51,11 +52,8 @@ def monitor_run(config_path: Path) -> None:
 @json_option
 def monitor_status(url: str, as_json: bool) -> None:
     """Every mirror's state, serial and lag, as the monitor sees it now."""
-    import urllib.error
-    import urllib.request
-
     try:
-        with urllib.request.urlopen(url, timeout=10) as response:
+        with web.urlopen(url, timeout=10) as response:
             data = json.loads(response.read(16 * 1024 * 1024))
         mirrors, head = data["mirrors"], data["head"]
     except (OSError, ValueError, KeyError, TypeError) as exc:

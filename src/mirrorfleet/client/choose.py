@@ -18,6 +18,7 @@ from urllib.parse import urljoin
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from mirrorfleet import web
 from mirrorfleet.client.discovery import Discovery, Listed
 from mirrorfleet.client.projects import (
     MAX_BEHIND,
@@ -238,7 +239,7 @@ def by_latency(ordered: Sequence[Listed], count: int, timeout: float) -> list[Li
         request = urllib.request.Request(urljoin(str(mirror.url), STAMP_PATH), method="HEAD")
         started = time.monotonic()
         try:
-            with urllib.request.urlopen(request, timeout=timeout):
+            with web.urlopen(request, timeout=timeout):
                 return time.monotonic() - started
         except (OSError, ValueError):
             return float("inf")

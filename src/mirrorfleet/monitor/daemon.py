@@ -20,6 +20,7 @@ from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from mirrorfleet import web
 from mirrorfleet.config import DnsConfig, MonitorConfig, load_dns_config
 from mirrorfleet.errors import UserError
 from mirrorfleet.monitor import status
@@ -165,6 +166,9 @@ class Monitor:
                 if seen.verdict == "bad":
                     self.metrics.bad.labels(seen.label, seen.check or "tree").inc()
                 self.metrics.probe_seconds.labels(seen.label).set(seen.seconds)
+                if seen.certificate_expires is not None:
+                    expiry = self.metrics.certificate_expires.labels(seen.label)
+                    expiry.set(seen.certificate_expires)
                 if seen.error:
                     log.info("%s: %s: %s", seen.label, seen.verdict, seen.error)
             now = time.time()
@@ -345,6 +349,7 @@ def load(config: MonitorConfig) -> Monitor:
     """A monitor from its config files, every file checked before anything runs."""
     fleet = load_fleet_config(config.fleet)
     dns = load_dns_config(config.dns) if config.dns != Path() else None
+    web.use_ca_file(config.ca_file if config.ca_file != Path() else None)
     return Monitor(config, fleet, dns)
 
 

@@ -47,9 +47,16 @@ class MonitorMetrics:
         )
         self.bad = Counter(
             "mirrorfleet_monitor_bad_answers",
-            "Bad answers by mirror and by what failed: stamp, tree (shards, pages, files), "
+            "Bad answers by mirror and by what failed: certificate, stamp, tree (shards, "
+            "pages, files), "
             "clients (what pip and uv get), metadata (advertised .metadata files)",
             ["mirror", "check"],
+            registry=r,
+        )
+        self.certificate_expires = Gauge(
+            "mirrorfleet_monitor_mirror_certificate_expiry_timestamp_seconds",
+            "When the certificate a mirror serves over HTTPS ends (unix time)",
+            ["mirror"],
             registry=r,
         )
         self.head_serial = Gauge(

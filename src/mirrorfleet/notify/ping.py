@@ -20,6 +20,7 @@ from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any
 
+from mirrorfleet import web
 from mirrorfleet.errors import MirrorfleetError
 
 HEADER = "X-Mirrorfleet-Auth"
@@ -90,7 +91,7 @@ def send_ping(url: str, secret: bytes, payload: Mapping[str, Any], timeout: floa
         headers={HEADER: auth_header(secret, body), "Content-Type": "application/json"},
     )
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
+        with web.urlopen(request, timeout=timeout) as response:
             return response.status
     except urllib.error.HTTPError as exc:
         return exc.code

@@ -21,6 +21,7 @@ import urllib.request
 from typing import Any
 from urllib.parse import urljoin
 
+from mirrorfleet import web
 from mirrorfleet.content.negotiate import PIP_ACCEPT, TEXT_HTML, UV_ACCEPT, V1_HTML, V1_JSON
 from mirrorfleet.content.pages import PageError, metadata_advertised, parse_html, parse_json
 from mirrorfleet.probe.fetch import MAX_PAGE, SpotCheckFailed, Unreachable, within
@@ -103,7 +104,7 @@ def _get(
         headers["Accept"] = accept
     request = urllib.request.Request(url, headers=headers, method=method)
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
+        with web.urlopen(request, timeout=timeout) as response:
             body = response.read(limit + 1) if method == "GET" else b""
             status, ctype = response.status, response.headers.get_content_type()
             if not response.headers.get("Content-Type"):

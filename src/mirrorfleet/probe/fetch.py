@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from urllib.parse import unquote, urlsplit
 
+from mirrorfleet import web
 from mirrorfleet.errors import MirrorfleetError
 
 MAX_PAGE = 8 * 1024 * 1024  # an index page or a manifest shard
@@ -55,7 +56,7 @@ def fetch_file(url: str, timeout: float, limit: int) -> Fetched | None:
     origin writes records at whole seconds."""
     request = urllib.request.Request(url, headers={"Cache-Control": "no-cache"})
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
+        with web.urlopen(request, timeout=timeout) as response:
             body = response.read(limit + 1)
             modified = _http_date(response.headers.get("Last-Modified"))
     except urllib.error.HTTPError as exc:

@@ -23,6 +23,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from mirrorfleet import web
 from mirrorfleet.config import build
 from mirrorfleet.errors import UserError
 from mirrorfleet.probe.fetch import SpotCheckFailed, Unreachable
@@ -99,7 +100,9 @@ class Observation:
     at: float  # when the probe started (unix)
     seconds: float
     checked_files: int = 0
-    check: str | None = None  # for a bad verdict: "stamp", or SpotCheckFailed.check
+    # for a bad verdict: "certificate", "stamp", or SpotCheckFailed.check
+    check: str | None = None
+    certificate_expires: float | None = None  # https: when its certificate ends (unix)
 
 
 @dataclass(frozen=True)
@@ -154,16 +157,25 @@ def observe(
     """Look at one mirror as a client would: its signed stamp, then a few of its files."""
     at, started = time.time(), time.monotonic()
 
+    expires: float | None = None
+
     def seen(
         verdict: str, stamp: Stamp | None, error: str | None, files: int = 0, check: str = ""
     ) -> Observation:
         took = time.monotonic() - started
-        return Observation(spec.label, verdict, stamp, error, at, took, files, check or None)
+        return Observation(
+            spec.label, verdict, stamp, error, at, took, files, check or None, expires
+        )
 
     try:
         stamp = fetch_stamp(spec.url, keys, timeout)[0]
     except StampUnavailable as exc:
-        return seen("bad" if exc.answered else "unreachable", None, str(exc), check="stamp")
+        check = "certificate" if exc.certificate else "stamp"
+        return seen("bad" if exc.answered else "unreachable", None, str(exc), check=check)
+    try:  # the stamp's read verified it; this reads when it ends
+        expires = web.certificate_expiry(spec.url, timeout)
+    except OSError as exc:
+        log.info("%s: certificate expiry unknown: %s", spec.label, exc)
     if stamp.serial > head.stamp.serial or not spot_checks:
         return seen("ok", stamp, None)  # ahead of our head: the head is refreshed next
     try:

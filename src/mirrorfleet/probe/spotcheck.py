@@ -22,6 +22,7 @@ from urllib.parse import urldefrag, urljoin
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from mirrorfleet import web
 from mirrorfleet.content.pages import PageError, parse_html
 from mirrorfleet.probe.clients import check_as_clients
 from mirrorfleet.probe.fetch import MAX_PAGE, SpotCheckFailed, Unreachable, fetch, within
@@ -157,7 +158,7 @@ def _check_file(url: str, digest: str, timeout: float, max_file: int) -> None:
     """Hash a file up to max_file bytes; a larger one only has to exist."""
     request = urllib.request.Request(url)
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
+        with web.urlopen(request, timeout=timeout) as response:
             size = int(response.headers.get("Content-Length") or -1)
             if size > max_file:
                 return

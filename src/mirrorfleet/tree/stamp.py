@@ -26,12 +26,16 @@ class StampUnavailable(MirrorfleetError):
     """A tree's stamp could not be fetched or did not verify.
 
     `missing`: HTTP 404. `rejected`: it answered with something that is not a valid
-    stamp. Either way the server answered, unlike a timeout or a refused connection.
+    stamp, or (`certificate`) over TLS with a certificate that does not verify. Either
+    way the server answered, unlike a timeout or a refused connection.
     """
 
-    def __init__(self, message: str, missing: bool = False, rejected: bool = False) -> None:
+    def __init__(
+        self, message: str, missing: bool = False, rejected: bool = False, certificate: bool = False
+    ) -> None:
         super().__init__(message)
-        self.missing, self.rejected = missing, rejected
+        self.missing, self.certificate = missing, certificate
+        self.rejected = rejected or certificate
 
     @property
     def answered(self) -> bool:
@@ -86,16 +90,21 @@ def fetch_stamp(
     import urllib.error  # here: `origin publish` reads only local stamps and starts faster
     import urllib.request
 
+    from mirrorfleet import web
+
     url = f"{base_url.rstrip('/')}/{STAMP_PATH}"
     request = urllib.request.Request(url, headers={"Cache-Control": "no-cache"})
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
+        with web.urlopen(request, timeout=timeout) as response:
             raw = response.read(MAX_STAMP + 1)
     except urllib.error.HTTPError as exc:
         if exc.code == 404:
             raise StampUnavailable(f"{url} has no stamp yet", missing=True) from None
         raise StampUnavailable(f"stamp {url}: HTTP {exc.code}") from None
     except (OSError, ValueError) as exc:
+        bad_certificate = web.certificate_error(exc)
+        if bad_certificate:  # the server answered, with a certificate no client takes
+            raise StampUnavailable(f"stamp {url}: {bad_certificate}", certificate=True) from None
         raise StampUnavailable(f"stamp {url} unreachable: {exc}") from None
     if len(raw) > MAX_STAMP:
         raise StampUnavailable(f"stamp {url} is larger than {MAX_STAMP} bytes", rejected=True)
