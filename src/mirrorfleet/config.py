@@ -73,6 +73,7 @@ class AgentConfig:
     content: tuple[str, ...] = field(default=())
     max_delta_serials: int = KEEP_RECORDS  # further behind: walk the whole tree
     max_delta_paths: int = 100_000  # more changed paths than this: walk the whole tree
+    ca_file: Path = Path()  # trust only this CA (PEM) for an https upstream; unset: the system's
 
     @property
     def content_paths(self) -> tuple[str, ...]:

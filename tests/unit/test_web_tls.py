@@ -6,6 +6,8 @@ reads when a good one ends."""
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -15,6 +17,7 @@ import pytest
 from tlskit import LoopbackHTTPS, TestCA
 
 from mirrorfleet import web
+from mirrorfleet.config import dumps
 from mirrorfleet.errors import UserError
 from mirrorfleet.origin.publish import publish
 from mirrorfleet.probe.observe import Head, MirrorSpec, observe
@@ -148,3 +151,30 @@ def test_the_client_commands_take_ca_file() -> None:
         timeout=60,
     )
     assert proc.returncode == 2 and "--ca-file" in proc.stderr, proc.stderr
+
+
+@pytest.mark.parametrize("trusted", [True, False])
+def test_the_agent_syncs_from_an_https_upstream_it_trusts(
+    ca: TestCA, agent_config, origin_config, tmp_path: Path, trusted: bool
+) -> None:
+    """agent.toml's ca_file: the stamp and the records come over HTTPS."""
+    with LoopbackHTTPS(origin_config.tree, ca.leaf("good")) as server:
+        config = dataclasses.replace(
+            agent_config,
+            upstream_http=server.url,
+            ca_file=ca.root if trusted else Path(),
+        )
+        toml = tmp_path / "agent.toml"
+        toml.write_text(dumps(config))
+        proc = subprocess.run(
+            [CLI, "agent", "sync", "--json", "--config", str(toml)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env={"PATH": "/usr/bin:/bin"},  # none of this machine's bundles
+        )
+    result = json.loads(proc.stdout)
+    if trusted:
+        assert (proc.returncode, result["status"]) == (0, "synced"), proc.stdout + proc.stderr
+    else:
+        assert proc.returncode == 1 and "certificate" in result["error"], result

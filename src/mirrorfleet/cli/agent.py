@@ -9,6 +9,7 @@ import click
 
 from mirrorfleet.cli.options import config_option, json_option
 from mirrorfleet.cli.output import emit_json, out
+from mirrorfleet.config import AgentConfig
 
 
 @click.group()
@@ -24,10 +25,9 @@ def agent_run(config_path: Path) -> None:
     import signal
 
     from mirrorfleet.agent.daemon import serve
-    from mirrorfleet.config import load_agent_config
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-    config = load_agent_config(config_path)
+    config = _load(config_path)
     agent_, server, loop = serve(config)
     signal.signal(signal.SIGTERM, lambda *_: agent_.stop())
     try:
@@ -58,10 +58,9 @@ def agent_sync(config_path: Path, full: bool, wait: bool, as_json: bool) -> None
     import logging
 
     from mirrorfleet.agent.sync import SyncResult, sync_lock, sync_once
-    from mirrorfleet.config import load_agent_config
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-    config = load_agent_config(config_path)
+    config = _load(config_path)
     with sync_lock(config.state_dir, wait=wait) as locked:
         result = sync_once(config, full=full) if locked else SyncResult(status="busy")
     if as_json:
@@ -72,3 +71,13 @@ def agent_sync(config_path: Path, full: bool, wait: bool, as_json: bool) -> None
         out.print(f"{result.status}: serial {result.serial}{detail} {result.error}".rstrip())
     if result.status == "error":
         sys.exit(1)
+
+
+def _load(config_path: Path) -> AgentConfig:
+    """The agent's config, with its trust for an https upstream in force."""
+    from mirrorfleet import web
+    from mirrorfleet.config import load_agent_config
+
+    config = load_agent_config(config_path)
+    web.use_ca_file(config.ca_file if config.ca_file != Path() else None)
+    return config
