@@ -212,12 +212,13 @@ class Clients:
     def uv_pip(
         self, uv_toml: str, dry_run: bool = False, requirements: tuple[str, ...] = REQUIREMENTS
     ) -> Run:
-        """`uv pip install` with the uv.toml `pip-config --format uv` prints."""
+        """`uv pip install` with the uv.toml `pip-config --format uv` prints (and the
+        SSL_CERT_FILE its comment names, as a user would export it)."""
         place, home = self._place("uv-pip")
         place.mkdir(parents=True)
         config = place / "uv.toml"
         config.write_text(uv_toml + "\n")
-        env = sandbox_env(home)
+        env = sandbox_env(home, **parse_exports(uv_toml.replace("# uv trusts this CA with: ", "")))
         venv = self._target_venv(place, env)
         argv = [str(self.uv), "pip", "install", "--config-file", str(config), "--no-cache"]
         argv += ["--python", str(venv / "bin/python"), *requirements]
@@ -228,14 +229,16 @@ class Clients:
         index = next(i["url"] for i in tomllib.loads(uv_toml)["index"] if i.get("default"))
         return Run("uv-pip", index, seconds, self.installed(venv / "bin/python", env), log=log)
 
-    def uv_project(self, exports: dict[str, str]) -> Run:
+    def uv_project(
+        self, exports: dict[str, str], requirements: tuple[str, ...] = REQUIREMENTS
+    ) -> Run:
         """A uv project: `uv lock`, then `uv sync --locked`, with the environment
         `pip-config --format env` prints. Every locked package must come from that
         index, recorded in uv.lock."""
         place, home = self._place("uv-project")
         project = place / "project"
         project.mkdir(parents=True)
-        deps = ", ".join(json.dumps(r) for r in REQUIREMENTS)
+        deps = ", ".join(json.dumps(r) for r in requirements)
         (project / "pyproject.toml").write_text(
             "[project]\n"
             'name = "mirror-check"\n'
@@ -244,6 +247,8 @@ class Clients:
             f"dependencies = [{deps}]\n"
         )
         settings = {k: v for k, v in exports.items() if k.startswith("UV_")}
+        if "SSL_CERT_FILE" in exports:
+            settings["SSL_CERT_FILE"] = exports["SSL_CERT_FILE"]
         env = sandbox_env(home, **settings)
         python = ["--python", CLIENT_PYTHON, "--no-cache"]
         started = time.monotonic()

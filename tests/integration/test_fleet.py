@@ -22,7 +22,6 @@ from urllib.parse import urlsplit
 import indextrees
 import pyclients
 import pytest
-import wheelcache
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from labkit import (
     AS_SERVICE,
@@ -346,19 +345,6 @@ def test_unauthenticated_ping_is_refused_and_counted(lab) -> None:
 
 ZONE = "mirrors.lab.test."
 LAYOUTS = {"plain": indextrees.plain, "bandersnatch": indextrees.bandersnatch}
-
-
-@pytest.fixture(scope="module")
-def wheels() -> wheelcache.WheelCache:
-    """Real files, fetched once with `pip download` (tests/wheelcache.py)."""
-    return wheelcache.ensure()
-
-
-@pytest.fixture(scope="module")
-def clients(wheels, tmp_path_factory) -> pyclients.Clients:
-    clients = pyclients.Clients(tmp_path_factory.mktemp("clients"), wheels)
-    print(f"clients: {clients.setup()}")
-    return clients
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,6 @@ from collections.abc import Iterator
 
 import pyclients
 import pytest
-import wheelcache
 from nginxkit import LoopbackNginx
 
 from mirrorfleet.cli.client import client_config
@@ -27,14 +26,6 @@ PROJECT = "demo-00000"
 FUTURE = "1.2.0"  # requires-python >= 4
 FORMS = ("json", "html-only")
 CLIENTS = ("debian-pip", "latest-pip", "uv-pip")
-
-
-@pytest.fixture(scope="module")
-def clients(tmp_path_factory: pytest.TempPathFactory) -> pyclients.Clients:
-    cache = wheelcache.ensure()
-    made = pyclients.Clients(tmp_path_factory.mktemp("clients"), cache)
-    made.setup()
-    return made
 
 
 @pytest.fixture(scope="module", params=FORMS)

@@ -84,7 +84,7 @@ def lookup_options(command: F) -> F:
         **rest: Any,
     ) -> Any:
         web.use_ca_file(ca_file)  # every HTTPS read of this command trusts it
-        where = Where(zone, keys, servers, port, region, anchor_file, timeout)
+        where = Where(zone, keys, servers, port, region, anchor_file, timeout, ca_file)
         return command(where, **rest)
 
     wrapped: Any = with_where
@@ -112,6 +112,7 @@ class Where:
     region: str | None
     anchor_file: str | None
     timeout: float
+    ca_file: str | None = None
 
 
 def _discover(where: Where, rng: random.Random | None = None, batch: int | None = None):
@@ -317,13 +318,16 @@ def check(
         raise SystemExit(1)
 
 
-def pip_settings(index: str) -> dict[str, str]:
+def pip_settings(index: str, ca_file: str | None = None) -> dict[str, str]:
     """[global] settings for pip: pip has no fallback index, so the next picks are only
-    listed in a comment (extra-index-url would merge them, not fall back)."""
+    listed in a comment (extra-index-url would merge them, not fall back). `cert`
+    when the mirror's certificate comes from a CA the system does not hold."""
     settings = {"index-url": index}
     host = urlparse(index).hostname
     if urlparse(index).scheme == "http" and host:
         settings["trusted-host"] = host
+    if ca_file:
+        settings["cert"] = os.path.abspath(ca_file)
     return settings
 
 
@@ -336,16 +340,23 @@ def uv_toml(index: str, insecure_host: str | None) -> str:
     return "\n".join(lines)
 
 
-def client_config(index: str, fmt: str, fallbacks: Sequence[str] = ()) -> str:
-    """What `pip-config --format fmt` prints for one picked index."""
-    settings = pip_settings(index)
-    insecure = settings.get("trusted-host")
+def client_config(
+    index: str, fmt: str, fallbacks: Sequence[str] = (), ca_file: str | None = None
+) -> str:
+    """What `pip-config --format fmt` prints for one picked index. `ca_file`: the CA
+    the clients must trust for it (pip's `cert`; uv reads SSL_CERT_FILE)."""
+    settings = pip_settings(index, ca_file)
+    insecure, cert = settings.get("trusted-host"), settings.get("cert")
     if fmt == "env":
         lines = [f"export PIP_INDEX_URL={index}", f"export UV_DEFAULT_INDEX={index}"]
         if insecure:
             lines += [f"export PIP_TRUSTED_HOST={insecure}", f"export UV_INSECURE_HOST={insecure}"]
+        if cert:
+            lines += [f"export PIP_CERT={cert}", f"export SSL_CERT_FILE={cert}"]
     elif fmt == "uv":
         lines = [uv_toml(index, insecure)]
+        if cert:  # uv.toml has no such key
+            lines.insert(0, f"# uv trusts this CA with: export SSL_CERT_FILE={cert}")
     else:
         lines = ["[global]", *(f"{k} = {v}" for k, v in settings.items())]
         lines += [f"# next picks: {' '.join(fallbacks)}"] if fallbacks else []
@@ -403,7 +414,7 @@ def pip_config(
     warn(choice.warnings)
     index = urljoin(str(choice.mirror.url), "simple/")
     fallbacks = [urljoin(str(m.url), "simple/") for m in choice.fallbacks]
-    settings = pip_settings(index)
+    settings = pip_settings(index, where.ca_file)
     if write:
         path = pip_config_file()
         config = configparser.ConfigParser()
@@ -422,7 +433,7 @@ def pip_config(
         emit_json({"index_url": index, "fallbacks": fallbacks, "pip": settings})
         return
     # markup off: rich would take "[global]" and "[[index]]" for its own tags
-    out.print(client_config(index, fmt, fallbacks), soft_wrap=True, markup=False)
+    out.print(client_config(index, fmt, fallbacks, where.ca_file), soft_wrap=True, markup=False)
 
 
 COMMANDS = (pick, list_mirrors, check, pip_config)
