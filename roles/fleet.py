@@ -13,6 +13,7 @@ from pyinfra.api.exceptions import DeployError
 from mirrorfleet.config import AGENT_PORT, MONITOR_PORT, AgentConfig
 from mirrorfleet.errors import UserError
 from mirrorfleet.tree.keys import SecretsDir
+from mirrorfleet.zone.records import meta_label
 
 # Host data several roles read. data_defaults are scoped to one deploy, so each
 # role that needs these merges them into its own DEFAULTS.
@@ -36,6 +37,12 @@ def public_name(target: Host) -> str:
     """How other hosts reach target: `public_name` data, else its inventory name."""
     name = target.data.get("public_name") or target.name
     return name.split("/", 1)[-1] if name.startswith("@") else name
+
+
+def label(target: Host) -> str:
+    """The host's name in the fleet's own records (the stamp's origin, traces, pings,
+    the meta TXT): the first label of its public name, as DNS schema v1 wants."""
+    return meta_label(public_name(target))
 
 
 def secrets() -> SecretsDir:

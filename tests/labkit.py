@@ -263,9 +263,18 @@ def dns_answer(lab: LabRun, server: str, name: str, rdtype: str) -> list[str]:
 
 
 def listed(lab: LabRun, server: str = "dns1") -> dict[str, int]:
-    """The mirrors DNS lists: SRV target -> priority."""
+    """The mirrors DNS lists: SRV target (its host name: targets are the hosts'
+    public names, `<host>.<zone>`) -> priority."""
     answers = dns_answer(lab, server, f"_pkgmirror._tcp.{ZONE}", "SRV")
-    return {v.split()[3].rstrip("."): int(v.split()[0]) for v in answers}
+    return {host_of_target(v.split()[3]): int(v.split()[0]) for v in answers}
+
+
+def host_of_target(target: str) -> str:
+    """A lab host's name from its public name (lab/inventory.public_name)."""
+    name = target.rstrip(".")
+    suffix = "." + ZONE.rstrip(".")
+    assert name.endswith(suffix), f"{target} is not a lab public name"
+    return name.removesuffix(suffix)
 
 
 def meta(lab: LabRun, label: str, server: str = "dns1") -> str:

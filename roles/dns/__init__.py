@@ -1,6 +1,11 @@
 """Authoritative DNS for the mirror zone: a BIND primary that takes TSIG-signed
 updates from the monitor's key only, and secondaries fed by NOTIFY + IXFR.
 
+Address records: every fleet host whose public name lies inside the zone gets an A
+record, written by this role on the primary from the inventory (the addresses are
+the inventory's facts, not the monitor's judgement) with a key of its own that may
+write exactly those names' A records. The monitor's key never can.
+
 The named.conf is rendered once, checked with `named-checkconf -z` beside the live
 one and only then put in place and reloaded, so a bad config never reaches named.
 """
@@ -15,14 +20,14 @@ from pathlib import Path
 from typing import Any
 
 from pyinfra import host, inventory
-from pyinfra.api import Host, deploy
+from pyinfra.api import FactBase, Host, deploy
 from pyinfra.api.exceptions import DeployError
 from pyinfra.api.util import get_template
 from pyinfra.facts.files import File
 from pyinfra.operations import apt, files, server
 from pyinfra.operations.util import any_changed
 
-from mirrorfleet.tree.keys import MONITOR_TSIG, TRANSFER_TSIG
+from mirrorfleet.tree.keys import HOSTS_TSIG, MONITOR_TSIG, TRANSFER_TSIG
 from mirrorfleet.zone.providers.rfc2136 import update_policy
 from mirrorfleet_roles import fleet, hardening
 
@@ -35,6 +40,8 @@ JINJA = {"trim_blocks": True, "lstrip_blocks": True}
 LIVE_CONF = "/etc/bind/named.conf"
 NEXT_CONF = "/etc/bind/named.conf.mirrorfleet"  # rendered and checked before it goes live
 KEYS_FILE = "/etc/bind/mirrorfleet-keys.conf"
+HOSTS_KEY_FILE = "/etc/bind/mirrorfleet-hosts.key"  # nsupdate's copy of the hosts key
+FLEET_GROUPS = ("origin", "mirrors", "monitor", "dns")  # hosts that may get A records
 ZONE_DIR = "/var/lib/bind"  # bind-writable: dynamic zones keep their journal beside them
 DEFAULTS = {
     # The zone the fleet is published in, e.g. "mirrors.example.org" (required).
@@ -51,6 +58,7 @@ DEFAULTS = {
     # Sign the zone with dnssec-policy (keys made and rolled by BIND itself).
     "dns_dnssec": False,
 }
+ADDRESS_TTL = 300
 
 
 @dataclass(frozen=True)
@@ -96,14 +104,17 @@ def named_conf(
     primary: str,
     secondaries: Iterable[str],
     regions: Iterable[str] = (),
+    host_names: Iterable[str] = (),
     **settings: Any,
 ) -> NamedConf:
+    """host_names: the in-zone names whose A records the hosts key may write."""
+    hosts = [f"grant {HOSTS_TSIG} name {n.rstrip('.')}. A;" for n in sorted(set(host_names))]
     return NamedConf(
         zone=zone,
         role=role,
         primary=primary,
         secondaries=tuple(secondaries),
-        update_policy=tuple(update_policy(zone, MONITOR_TSIG, regions)),
+        update_policy=(*update_policy(zone, MONITOR_TSIG, regions), *hosts),
         readers=(TRANSFER_TSIG, MONITOR_TSIG) if role == "primary" else (TRANSFER_TSIG,),
         **settings,
     )
@@ -131,13 +142,76 @@ def dns_address(target: Host) -> str:
         ) from None
 
 
-def nameserver(target: Host, zone: str) -> tuple[str, str]:
-    """(NS name, glue address or ""): a bare lab name becomes a name inside the zone."""
+def zone_name_of(target: Host, zone: str) -> str:
+    """The host's public name as an absolute name; a bare one is taken to live in the zone."""
     name = fleet.public_name(target).rstrip(".")
-    if "." not in name:
-        name = f"{name}.{zone}"
-    in_zone = name == zone or name.endswith(f".{zone}")
-    return f"{name}.", dns_address(target) if in_zone else ""
+    return f"{name}.{zone}." if "." not in name else f"{name}."
+
+
+def in_zone(name: str, zone: str) -> bool:
+    name = name.rstrip(".")
+    return name == zone or name.endswith(f".{zone}")
+
+
+def nameserver(target: Host, zone: str) -> tuple[str, str]:
+    """(NS name, glue address or "")."""
+    name = zone_name_of(target, zone)
+    return name, dns_address(target) if in_zone(name, zone) else ""
+
+
+def host_addresses(zone: str) -> dict[str, str]:
+    """Absolute name -> IPv4 address, for every fleet host named inside the zone (a
+    host named elsewhere keeps its records where its name lives)."""
+    found: dict[str, str] = {}
+    for group in FLEET_GROUPS:
+        for target in inventory.get_group(group, []):
+            name = zone_name_of(target, zone)
+            if in_zone(name, zone) and name != f"{zone}.":
+                found[name] = public_address(target)
+    return found
+
+
+def public_address(target: Host) -> str:
+    address = target.data.get("public_address") or target.data.get("ssh_hostname") or ""
+    try:
+        return str(ipaddress.IPv4Address(address))
+    except ValueError:
+        raise DeployError(
+            f"{target.name}: its public name is inside the mirror zone, so set "
+            "public_address to the IPv4 address clients reach it at"
+        ) from None
+
+
+class ZoneAddresses(FactBase):
+    """Name -> the A addresses the local primary serves for it now (sorted; [] when it
+    serves none, or is not up yet: the first deploy writes them all)."""
+
+    def command(self, names: tuple[str, ...], port: int = 53) -> str:
+        dig = f"dig +short +norecurse +time=2 +tries=1 -p {port} @127.0.0.1"
+        return "; ".join(f"echo {n} $({dig} {n} A 2>/dev/null)" for n in names)
+
+    def process(self, output: list[str]) -> dict[str, list[str]]:
+        found: dict[str, list[str]] = {}
+        for line in output:
+            name, *answers = line.split()
+            found[name] = sorted(a for a in answers if _is_ipv4(a))
+        return found
+
+
+def _is_ipv4(text: str) -> bool:
+    try:
+        ipaddress.IPv4Address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def address_update(zone: str, changes: dict[str, str], port: int = 53) -> str:
+    """nsupdate's script: each name's A record set to exactly its address."""
+    lines = [f"server 127.0.0.1 {port}", f"zone {zone.rstrip('.')}."]
+    for name, address in sorted(changes.items()):
+        lines += [f"update delete {name} A", f"update add {name} {ADDRESS_TTL} A {address}"]
+    return "\n".join([*lines, "send", ""])
 
 
 def zone_name() -> str:
@@ -163,16 +237,19 @@ def apply() -> None:
     dns_hosts = list(inventory.get_group("dns", []))
     primaries = [h for h in dns_hosts if h.data.get("dns_role") == "primary"]
     secondaries = [h for h in dns_hosts if h.data.get("dns_role") == "secondary"]
+    addresses = host_addresses(zone)
     conf = named_conf(
         zone,
         role,
         primary=dns_address(primaries[0]),
         secondaries=[dns_address(h) for h in secondaries],
         regions=regions(),
+        host_names=addresses,
         dnssec=bool(host.data.dns_dnssec),
     )
     # Only the primary takes updates; secondaries hold the transfer key alone.
-    key_names = [TRANSFER_TSIG] + ([MONITOR_TSIG] if role == "primary" else [])
+    writers = [MONITOR_TSIG, HOSTS_TSIG] if role == "primary" else []
+    key_names = [TRANSFER_TSIG, *writers]
 
     apt.packages(name="Install BIND", packages=["bind9", "bind9-dnsutils"], no_recommends=True)
     keys = files.put(
@@ -225,6 +302,37 @@ def apply() -> None:
     )
     sandbox(conf)
     hardening.service("named.service", "Run named", "Reload named", triggers, reload=True)
+    if role == "primary":
+        put_addresses(zone, addresses, secrets.tsig_secret(HOSTS_TSIG))
+
+
+def put_addresses(zone: str, addresses: dict[str, str], secret: str) -> None:
+    """Set the A record of every in-zone fleet name the primary does not serve right;
+    a rerun with nothing to set runs nothing."""
+    files.put(
+        name="Install the hosts key for nsupdate (root-only, 0600)",
+        src=StringIO(render_keys({HOSTS_TSIG: secret})),
+        dest=HOSTS_KEY_FILE,
+        user="root",
+        group="root",
+        mode="0600",
+    )
+    if not addresses:
+        return
+    served = host.get_fact(ZoneAddresses, names=tuple(sorted(addresses)))
+    changes = {n: a for n, a in addresses.items() if served.get(n) != [a]}
+    if not changes:
+        return
+    script = address_update(zone, changes)
+    server.shell(
+        name=f"Set the address records of {', '.join(sorted(changes))}",
+        # named may still be loading the zone it was just (re)started with
+        commands=[
+            "for try in $(seq 30); do "
+            f"nsupdate -k {HOSTS_KEY_FILE} <<'EOF' && exit 0\n{script}EOF\n"
+            "sleep 1; done; exit 1"
+        ],
+    )
 
 
 def sandbox(conf: NamedConf) -> None:

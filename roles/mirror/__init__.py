@@ -38,7 +38,7 @@ def config(public_key: str) -> AgentConfig:
     """agent.toml: where the agent syncs from, and whom it notifies after a sync."""
     upstream = fleet.public_name(fleet.upstream_of(host))
     return AgentConfig(
-        name=fleet.public_name(host),
+        name=fleet.label(host),
         tree=Path(host.data.tree),
         preset=host.data.preset,
         upstream_rsync=f"rsync://{upstream}/{host.data.rsync_module}/",

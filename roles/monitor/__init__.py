@@ -15,7 +15,6 @@ from pyinfra.operations import apt, files
 from mirrorfleet.config import DnsConfig, MonitorConfig, load_dns_config, load_monitor_config
 from mirrorfleet.probe.observe import FleetConfig, MirrorSpec, load_fleet_config
 from mirrorfleet.tree.keys import MONITOR_TSIG
-from mirrorfleet.zone.records import meta_label
 from mirrorfleet_roles import configs, dns, fleet, hardening, install, nginx
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -57,7 +56,7 @@ def mirror_spec(mirror: Host) -> MirrorSpec:
     """A mirror as the monitor probes and publishes it."""
     name = fleet.public_name(mirror)
     return MirrorSpec(
-        label=meta_label(name),
+        label=fleet.label(mirror),
         target=name,
         url=f"http://{name}/",
         weight=int(mirror.data.get("mirror_weight", MirrorSpec.weight)),

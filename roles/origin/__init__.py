@@ -28,7 +28,7 @@ def config() -> OriginConfig:
     """origin.toml: what `mirrorfleet origin publish` signs and whom it pings."""
     config_dir = Path(host.data.config_dir)
     return OriginConfig(
-        name=fleet.public_name(host),
+        name=fleet.label(host),
         tree=Path(host.data.tree),
         preset=host.data.preset,
         signing_key=config_dir / "origin-signing.key",

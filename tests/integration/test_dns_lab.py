@@ -43,6 +43,7 @@ from labkit import (
     soa_serial,
 )
 
+from mirrorfleet.lab.inventory import public_name
 from mirrorfleet.testing.headless import render_dom
 from mirrorfleet.tree.keys import MONITOR_TSIG, TRANSFER_TSIG, SecretsDir
 from mirrorfleet.tree.stamp import Stamp
@@ -100,6 +101,19 @@ def page_rows(lab) -> dict[str, str]:
     return rows
 
 
+def test_fleet_names_resolve_through_the_fleets_dns(lab) -> None:
+    """issue 17: every host's public name has its A record (the dns role writes them
+    from the inventory), served by both servers, and a lab host resolves it there:
+    not through /etc/hosts, which holds only the bare names."""
+    for host in ("origin", "mirror1", "mirror2", "monitor", "dns1", "dns2"):
+        name = public_name(host)
+        for server in ("dns1", "dns2"):
+            assert dns_answer(lab, server, name, "A") == [lab.address(host)], (server, name)
+        assert lab.check("monitor", "getent", "hosts", name).split()[0] == lab.address(host)
+    assert ZONE.rstrip(".") not in lab.check("monitor", "cat", "/etc/hosts")
+    assert dns_answer(lab, "dns2", public_name("nowhere"), "A") == []
+
+
 def test_the_monitor_publishes_every_mirror_on_both_servers(lab) -> None:
     lab.check("origin", *AS_SERVICE, "demo-content", "/srv/mirror", "--projects", "5")
     serial = publish(lab)
@@ -118,7 +132,7 @@ def test_pip_installs_from_the_mirror_that_pick_prints(lab, secrets) -> None:
     lab.check("monitor", "sh", "-c", "cat > /tmp/anchor.key", input_text=anchor)
     pick = ("mirrorfleet", "pick", "--zone", ZONE, "--server", lab.address("dns2"), "--key", key)
     url = lab.check("monitor", *pick, "--dnssec", "/tmp/anchor.key").strip()
-    assert url in ("http://mirror1/", "http://mirror2/")
+    assert url in (f"http://{public_name('mirror1')}/", f"http://{public_name('mirror2')}/")
     host = url.split("/")[2]
     lab.check("monitor", "python3", "-m", "venv", "/tmp/picked")
     pip = ("/tmp/picked/bin/pip", "install", "--isolated", "--no-cache-dir", "-q")

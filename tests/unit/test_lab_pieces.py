@@ -12,7 +12,8 @@ import pytest
 
 from mirrorfleet.errors import MirrorfleetError
 from mirrorfleet.lab import network, system, template
-from mirrorfleet.lab.lifecycle import hosts_file, plan_state
+from mirrorfleet.lab.inventory import public_name
+from mirrorfleet.lab.lifecycle import hosts_file, plan_state, resolv_conf
 from mirrorfleet.lab.state import MAX_IFNAME, lab_name
 from mirrorfleet.lab.topology import load_topology
 
@@ -162,3 +163,24 @@ def test_status_of_a_lab_with_a_stopped_host_exits_1(
     assert str(result.exception) == "lab 'zz' is not up: mirror1 not running"
     monkeypatch.setattr(lifecycle, "status", lambda name: rows[:1])
     assert CliRunner().invoke(lab, ["status", "--name", "zz", "--json"]).exit_code == 0
+
+
+def test_with_dns_hosts_public_names_resolve_through_them() -> None:
+    """issue 17: the default lab has a primary and a secondary; every host asks them
+    (the primary first) and /etc/hosts keeps only the bare names."""
+    state = plan_state("lab", load_topology(), "/t")
+    dns = {h.data.get("dns_role"): h.address for h in state.hosts if "dns" in h.groups}
+    resolver = resolv_conf(state)
+    assert resolver is not None
+    assert [line.split()[1] for line in resolver.splitlines() if line.startswith("nameserver")] == [
+        dns["primary"],
+        dns["secondary"],
+    ]
+    assert "mirrors.lab.test" not in hosts_file(state)
+
+
+def test_without_dns_hosts_public_names_are_in_etc_hosts() -> None:
+    topology = load_topology(Path(__file__).parents[1] / "integration/fleet_topology.toml")
+    state = plan_state("lab", topology, "/t")
+    assert resolv_conf(state) is None
+    assert f"{state.hosts[0].address}\torigin\t{public_name('origin')}" in hosts_file(state)

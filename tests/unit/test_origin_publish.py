@@ -109,6 +109,7 @@ def test_secrets_are_private_and_never_overwritten(tmp_path: Path) -> None:
         "origin-signing.key",
         "origin-signing.pub",
         "ping.secret",
+        "tsig-hosts.key",
         "tsig-monitor.key",
         "tsig-transfer.key",
     ]
@@ -118,7 +119,8 @@ def test_secrets_are_private_and_never_overwritten(tmp_path: Path) -> None:
         assert stat.S_IMODE(path.stat().st_mode) == 0o600
     # TSIG secrets are distinct 256-bit base64 keys, as BIND's key statement takes them
     secrets = {folder.tsig_secret(name) for name in TSIG_KEYS}
-    assert len(secrets) == 2 and all(len(base64.b64decode(s)) == 32 for s in secrets)
+    assert len(secrets) == len(TSIG_KEYS) == 3
+    assert all(len(base64.b64decode(s)) == 32 for s in secrets)
     assert stat.S_IMODE(folder.path.stat().st_mode) == 0o700
     before = folder.signing_key.read_bytes()
     assert init_secrets(tmp_path / "s") == []

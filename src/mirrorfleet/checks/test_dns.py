@@ -100,6 +100,29 @@ def test_answers_the_same_records_as_the_primary(host, zone: str, primary: str, 
     assert dig(host, "127.0.0.1", name, rdtype) == dig(host, primary, name, rdtype)
 
 
+def in_zone_addresses(inventory, zone: str) -> dict[str, str]:
+    """Every fleet host named inside the zone -> the address clients reach it at
+    (roles/dns writes these; see host_addresses there)."""
+    found = {}
+    for group in ("origin", "mirrors", "monitor", "dns"):
+        for target in inventory.get_group(group, []):
+            name = str(target.data.get("public_name") or target.name).rstrip(".")
+            name = name if "." in name else f"{name}.{zone}"
+            if name.endswith(f".{zone}"):
+                address = target.data.get("public_address") or target.data.get("ssh_hostname")
+                found[name] = str(address)
+    return found
+
+
+def test_every_fleet_name_in_the_zone_has_its_address(host, zone: str, inventory) -> None:
+    wrong = {
+        name: served
+        for name, address in in_zone_addresses(inventory, zone).items()
+        if (served := dig(host, "127.0.0.1", name, "A")) != [address]
+    }
+    assert not wrong, f"A records that are not the inventory's: {wrong}"
+
+
 @pytest.fixture(scope="module")
 def published(host, zone: str) -> None:
     """The mirror list exists once the origin has published and the monitor has run."""

@@ -52,8 +52,11 @@ def ensure_overlay(template: Path, host_dir: Path) -> Path:
     return root
 
 
-def personalize(root: Path, hostname: str, hosts_file: str, authorized_key: str) -> None:
-    """Give the host what must never be shared: host keys, machine-id, its name."""
+def personalize(
+    root: Path, hostname: str, hosts_file: str, authorized_key: str, resolv_conf: str | None = None
+) -> None:
+    """Give the host what must never be shared: host keys, machine-id, its name; and
+    how it resolves names (resolv_conf; None: the template's)."""
     if not (root / "etc/ssh/ssh_host_ed25519_key").exists():
         run(["ssh-keygen", "-A", "-f", str(root)])
     machine_id = root / "etc/machine-id"
@@ -61,6 +64,9 @@ def personalize(root: Path, hostname: str, hosts_file: str, authorized_key: str)
         machine_id.write_text(uuid.uuid4().hex + "\n")
     (root / "etc/hostname").write_text(hostname + "\n")
     (root / "etc/hosts").write_text(hosts_file)
+    if resolv_conf is not None:
+        (root / "etc/resolv.conf").unlink(missing_ok=True)  # the template's may be a link
+        (root / "etc/resolv.conf").write_text(resolv_conf)
     ssh_dir = root / "root/.ssh"
     ssh_dir.mkdir(mode=0o700, exist_ok=True)
     ssh_dir.chmod(0o700)

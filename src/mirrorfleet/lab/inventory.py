@@ -21,6 +21,12 @@ LAB_HOST_DATA: dict[str, Any] = {
 HostEntry = tuple[str, dict[str, Any]]
 
 
+def public_name(host_name: str) -> str:
+    """A lab host's public name: inside the lab's zone, as production names are real
+    DNS names (where the lab has DNS hosts, they resolve through them)."""
+    return f"{host_name}.{LAB_HOST_DATA['mirror_zone']}"
+
+
 def lab_groups(state: LabState | None = None) -> dict[str, list[HostEntry]]:
     """Group name -> [(host name, host data)], straight from the lab's state file."""
     state = state or require_state()
@@ -32,6 +38,7 @@ def lab_groups(state: LabState | None = None) -> dict[str, list[HostEntry]]:
             "ssh_key": str(state.key),
             "ssh_known_hosts_file": str(state.known_hosts),
             "secrets_dir": str(state.secrets_dir),
+            "public_name": public_name(host.name),
             **host.data,
         }
         for group in host.groups:

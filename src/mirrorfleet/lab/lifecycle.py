@@ -13,6 +13,7 @@ from typing import Any
 
 from mirrorfleet.errors import UserError
 from mirrorfleet.lab import container, network
+from mirrorfleet.lab.inventory import public_name
 from mirrorfleet.lab.ssh import ensure_keypair, ssh_run, write_client_config
 from mirrorfleet.lab.state import (
     HostState,
@@ -73,8 +74,30 @@ def _same_layout(a: LabState, b: LabState) -> bool:
 
 
 def hosts_file(state: LabState) -> str:
+    """Each host's inventory name; its public name (`<name>.<zone>`) too, unless the
+    lab has DNS hosts: then public names resolve through the fleet's own DNS."""
     lines = ["127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost ip6-loopback"]
-    lines += [f"{h.address}\t{h.name}" for h in state.hosts]
+    by_dns = bool(nameservers(state))
+    for h in state.hosts:
+        public = "" if by_dns else f"\t{public_name(h.name)}"
+        lines.append(f"{h.address}\t{h.name}{public}")
+    return "\n".join(lines) + "\n"
+
+
+def nameservers(state: LabState) -> list[str]:
+    """The lab's DNS hosts' addresses (the primary first), for every host's resolver."""
+    dns = [h for h in state.hosts if "dns" in h.groups]
+    dns.sort(key=lambda h: h.data.get("dns_role") != "primary")
+    return [h.address for h in dns]
+
+
+def resolv_conf(state: LabState) -> str | None:
+    """Through the lab's authoritative servers, when it has them (nothing else resolves
+    in a lab: it has no internet)."""
+    servers = nameservers(state)
+    if not servers:
+        return None
+    lines = [f"nameserver {a}" for a in servers] + ["options timeout:1 attempts:2"]
     return "\n".join(lines) + "\n"
 
 
@@ -109,7 +132,7 @@ def up(
 
     subnet, gateway = topology.subnet, topology.gateway
     network.ensure_bridge(state.bridge, gateway, subnet)
-    etc_hosts = hosts_file(state)
+    etc_hosts, resolver = hosts_file(state), resolv_conf(state)
     lock = threading.Lock()
 
     def prepare(host: HostState) -> tuple[str, str]:
@@ -118,7 +141,7 @@ def up(
             host.netns, host.veth, state.bridge, topology.host(host.name).address, subnet, gateway
         )
         root = container.ensure_overlay(template, state.host_dir(host.name))
-        container.personalize(root, host.name, etc_hosts, pubkey)
+        container.personalize(root, host.name, etc_hosts, pubkey, resolver)
         return host.name, container.host_public_key(root)
 
     def boot(host: HostState) -> HostBoot:

@@ -16,7 +16,7 @@ import dns.query
 import dns.rdatatype
 
 from mirrorfleet.testing.loopback import ClosedOnExit, free_port, stop_process
-from mirrorfleet.tree.keys import MONITOR_TSIG, TRANSFER_TSIG, tsig_secret
+from mirrorfleet.tree.keys import HOSTS_TSIG, MONITOR_TSIG, TRANSFER_TSIG, tsig_secret
 from mirrorfleet.zone.providers.rfc2136 import Rfc2136Provider
 
 START_TIMEOUT = 20.0
@@ -55,6 +55,7 @@ class LoopbackBind(ClosedOnExit):
     secondary: bool = False
     regions: tuple[str, ...] = ()
     dnssec: bool = False
+    host_names: tuple[str, ...] = ()  # names whose A records the hosts key may write
     keys: dict[str, str] = field(default_factory=dict)
     servers: list[NamedProcess] = field(default_factory=list)
 
@@ -77,7 +78,7 @@ class LoopbackBind(ClosedOnExit):
 
         if shutil.which("named") is None:
             raise RuntimeError("named is not installed: apt-get install bind9")
-        self.keys = {MONITOR_TSIG: tsig_secret(), TRANSFER_TSIG: tsig_secret()}
+        self.keys = {k: tsig_secret() for k in (MONITOR_TSIG, TRANSFER_TSIG, HOSTS_TSIG)}
         roles = ["primary"] + (["secondary"] if self.secondary else [])
         self.servers = [NamedProcess(r, free_port(), self.workdir / r) for r in roles]
         zone = self.zone.rstrip(".")
@@ -91,6 +92,7 @@ class LoopbackBind(ClosedOnExit):
                 primary="127.0.0.1",
                 secondaries=["127.0.0.1"] * len(other),
                 regions=self.regions,
+                host_names=self.host_names,
                 dnssec=self.dnssec and server.role == "primary",
                 port=server.port,
                 peer_port=other[0] if other else server.port,

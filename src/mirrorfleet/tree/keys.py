@@ -1,5 +1,6 @@
 """The fleet's secrets: the origin's Ed25519 signing key, the shared ping secret and
-the DNS TSIG keys (one per writer: the monitor's, and the one secondaries transfer with).
+the DNS TSIG keys (one per writer: the monitor's for the fleet's records, the DNS
+primary's own for the hosts' address records, and the one secondaries transfer with).
 
 Made on the control node by `mirrorfleet keys init` into a folder the inventory
 names (never committed); the roles copy each host only what it needs.
@@ -26,8 +27,9 @@ PING_SECRET = "ping.secret"
 TSIG_KEYS = {
     "mirrorfleet-monitor": "tsig-monitor.key",
     "mirrorfleet-transfer": "tsig-transfer.key",
+    "mirrorfleet-hosts": "tsig-hosts.key",
 }
-MONITOR_TSIG, TRANSFER_TSIG = TSIG_KEYS
+MONITOR_TSIG, TRANSFER_TSIG, HOSTS_TSIG = TSIG_KEYS
 
 
 @dataclass(frozen=True)
