@@ -56,8 +56,8 @@ Host data keys (per host, or for every host in group_data/all.py):
 - public_name (str): the name other hosts use to reach this one; default: the
   inventory name.
 - public_address (str): the IPv4 address clients reach a host at, when its public
-  name lies inside mirror_zone (the dns role writes its A record); default:
-  ssh_hostname.
+  name lies inside mirror_zone (the dns role writes its A record); default: a dns
+  host's dns_address, else ssh_hostname if that is an address.
 - common_packages (list[str]): base packages every host gets.
 - common_apt_update (bool): run `apt-get update` before installing (default True).
 - common_apt_cache_time (int): skip that update if the cache is younger (seconds, 3600).

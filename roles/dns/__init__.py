@@ -172,9 +172,12 @@ def host_addresses(zone: str) -> dict[str, str]:
 
 
 def public_address(target: Host) -> str:
-    address = target.data.get("public_address") or target.data.get("ssh_hostname") or ""
+    """Where clients reach a host named inside the zone: public_address, else (a dns
+    host) its dns_address, else its ssh_hostname when that is an address."""
+    data = target.data
+    address = data.get("public_address") or data.get("dns_address") or data.get("ssh_hostname")
     try:
-        return str(ipaddress.IPv4Address(address))
+        return str(ipaddress.IPv4Address(address or ""))
     except ValueError:
         raise DeployError(
             f"{target.name}: its public name is inside the mirror zone, so set "

@@ -109,8 +109,9 @@ def in_zone_addresses(inventory, zone: str) -> dict[str, str]:
             name = str(target.data.get("public_name") or target.name).rstrip(".")
             name = name if "." in name else f"{name}.{zone}"
             if name.endswith(f".{zone}"):
-                address = target.data.get("public_address") or target.data.get("ssh_hostname")
-                found[name] = str(address)
+                data = target.data
+                keys = ("public_address", "dns_address", "ssh_hostname")
+                found[name] = str(next((data.get(k) for k in keys if data.get(k)), ""))
     return found
 
 

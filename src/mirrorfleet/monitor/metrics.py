@@ -48,8 +48,8 @@ class MonitorMetrics:
         self.bad = Counter(
             "mirrorfleet_monitor_bad_answers",
             "Bad answers by mirror and by what failed: certificate, stamp, tree (shards, "
-            "pages, files), "
-            "clients (what pip and uv get), metadata (advertised .metadata files)",
+            "pages, files), clients (what pip and uv get), metadata (advertised .metadata "
+            "files)",
             ["mirror", "check"],
             registry=r,
         )

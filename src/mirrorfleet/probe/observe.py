@@ -156,8 +156,7 @@ def observe(
 ) -> Observation:
     """Look at one mirror as a client would: its signed stamp, then a few of its files."""
     at, started = time.time(), time.monotonic()
-
-    expires: float | None = None
+    expires: float | None = None  # https: when the certificate ends, read after the stamp
 
     def seen(
         verdict: str, stamp: Stamp | None, error: str | None, files: int = 0, check: str = ""
