@@ -146,6 +146,20 @@ def changed_operations(result: dict) -> list[str]:
     return found
 
 
+AGENT_UNITS = ("mirrorfleet-agent.service", "mirrorfleet-sync.timer")
+
+
+@contextmanager
+def syncs_held(lab: LabRun, host: str) -> Iterator[None]:
+    """No sync on `host` until the block ends: neither its agent (pushes) nor its
+    fallback timer, which may fire at any moment of a long lab run."""
+    lab.check(host, "systemctl", "stop", *AGENT_UNITS)
+    try:
+        yield
+    finally:
+        lab.check(host, "systemctl", "start", *AGENT_UNITS)
+
+
 @contextmanager
 def step(name: str) -> Iterator[None]:
     """One named step of a scenario: any failure in it fails the test with the step's

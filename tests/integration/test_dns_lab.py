@@ -41,6 +41,7 @@ from labkit import (
     monitor_status,
     publish,
     soa_serial,
+    syncs_held,
 )
 
 from mirrorfleet.lab.inventory import public_name
@@ -57,7 +58,6 @@ INTERVAL = 5.0  # monitor_interval in dns_topology.toml
 SETTLE = 30.0  # a change reaching DNS (sync, two good probes, update)
 SECONDARY_TIMEOUT = 5.0
 ROUND = 2 * INTERVAL + 10  # a round that starts after now has ended, on a loaded machine
-AGENT_UNITS = ("mirrorfleet-agent.service", "mirrorfleet-sync.timer")
 
 
 @pytest.fixture(scope="module")
@@ -250,8 +250,7 @@ def test_metrics_answer_over_http(lab, host: str, port: int, metric: str) -> Non
 
 
 def test_a_mirror_whose_agent_stops_lags_within_two_intervals(lab) -> None:
-    lab.check("mirror2", "systemctl", "stop", *AGENT_UNITS)
-    try:
+    with syncs_held(lab, "mirror2"):
         serial = publish(lab, "--force")
         took = lab.wait_for(
             lambda: (
@@ -263,8 +262,6 @@ def test_a_mirror_whose_agent_stops_lags_within_two_intervals(lab) -> None:
         print(f"mirror2 lagging in DNS {took:.1f}s after publish")
         assert f'"serial={serial}"' in meta(lab, "mirror1")
         assert page_rows(lab)["mirror2"] == "lagging"
-    finally:
-        lab.check("mirror2", "systemctl", "start", *AGENT_UNITS)
     lab.wait_for(lambda: listed(lab) == {"mirror1": 10, "mirror2": 10}, SETTLE)
 
 
@@ -310,8 +307,7 @@ def never_fresh_after(lab, label: str, since: float) -> None:
 
 
 def test_a_forged_stamp_is_never_fresh(lab) -> None:
-    lab.check("mirror1", "systemctl", "stop", *AGENT_UNITS)
-    try:
+    with syncs_held(lab, "mirror1"):
         forged = Stamp.new(head_serial(lab) or 1, "origin").sign(Ed25519PrivateKey.generate())
         since = time.time()
         lab.check(
@@ -322,8 +318,6 @@ def test_a_forged_stamp_is_never_fresh(lab) -> None:
             input_text=forged.decode(),
         )
         never_fresh_after(lab, "mirror1", since)
-    finally:
-        lab.check("mirror1", "systemctl", "start", *AGENT_UNITS)
     lab.wait_for(lambda: listed(lab) == {"mirror1": 10, "mirror2": 10}, SETTLE)
 
 
@@ -342,15 +336,12 @@ REMOVALS = {
 @pytest.mark.parametrize("removed", REMOVALS)
 def test_a_tree_with_missing_files_is_never_fresh(lab, removed: str) -> None:
     command, reason = REMOVALS[removed]
-    lab.check("mirror1", "systemctl", "stop", *AGENT_UNITS)
-    try:
+    with syncs_held(lab, "mirror1"):
         since = time.time()
         lab.check("mirror1", "sh", "-c", command)
         never_fresh_after(lab, "mirror1", since)
         if reason is not None:
             assert reason in mirror_row(lab, "mirror1")["error"]
-    finally:
-        lab.check("mirror1", "systemctl", "start", *AGENT_UNITS)
     # a sync by the records copies only what changed upstream: the repair is the
     # audit's walk (the daily timer's service, started here)
     lab.check("mirror1", "systemctl", "start", "mirrorfleet-audit.service")

@@ -15,7 +15,6 @@ import sys
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -30,6 +29,7 @@ from labkit import (
     import_and_publish,
     served_serial,
     step,
+    syncs_held,
 )
 
 from mirrorfleet.config import DnsConfig, dumps
@@ -140,18 +140,6 @@ def test_pushed_releases_arrive_by_the_change_records_on_every_tier(lab) -> None
     for host in MIRRORS:
         last = last_sync(lab, host)
         assert (last["status"], last["mode"], last["why_full"]) == ("synced", "delta", ""), host
-
-
-@contextmanager
-def syncs_held(lab, host: str) -> Iterator[None]:
-    """No sync on `host` until the block ends: neither its agent (pushes) nor its
-    fallback timer, which may fire at any moment of a long lab run."""
-    units = ("mirrorfleet-agent.service", SYNC_TIMER)
-    lab.check(host, "systemctl", "stop", *units)
-    try:
-        yield
-    finally:
-        lab.check(host, "systemctl", "start", *units)
 
 
 def test_a_mirror_several_serials_behind_catches_up_in_one_delta(lab, public_key) -> None:
