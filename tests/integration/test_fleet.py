@@ -33,6 +33,7 @@ from labkit import (
 )
 
 from mirrorfleet.config import DnsConfig, dumps
+from mirrorfleet.lab.inventory import public_name
 from mirrorfleet.probe.observe import FleetConfig, MirrorSpec
 from mirrorfleet.testing.loopback_dns import LoopbackBind
 from mirrorfleet.tree.keys import MONITOR_TSIG, parse_public_key
@@ -82,8 +83,8 @@ def test_publish_reaches_every_mirror(lab, public_key) -> None:
 
 def test_second_tier_syncs_from_the_first_and_records_the_hops(lab) -> None:
     config = lab.check("mirror3", "cat", "/etc/mirrorfleet/agent.toml")
-    assert 'upstream_http = "http://mirror1/"' in config
-    assert 'notify = ["http://mirror3:8873/ping"]' in lab.check(
+    assert f'upstream_http = "http://{public_name("mirror1")}/"' in config
+    assert f'notify = ["http://{public_name("mirror3")}:8873/ping"]' in lab.check(
         "mirror1", "cat", "/etc/mirrorfleet/agent.toml"
     )
     assert "mirror3" not in lab.check("origin", "cat", "/etc/mirrorfleet/origin.toml")

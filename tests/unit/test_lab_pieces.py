@@ -167,14 +167,14 @@ def test_status_of_a_lab_with_a_stopped_host_exits_1(
 
 def test_with_dns_hosts_public_names_resolve_through_them() -> None:
     """issue 17: the default lab has a primary and a secondary; every host asks them
-    (the primary first) and /etc/hosts keeps only the bare names."""
+    (the secondary first) and /etc/hosts keeps only the bare names."""
     state = plan_state("lab", load_topology(), "/t")
     dns = {h.data.get("dns_role"): h.address for h in state.hosts if "dns" in h.groups}
     resolver = resolv_conf(state)
     assert resolver is not None
     assert [line.split()[1] for line in resolver.splitlines() if line.startswith("nameserver")] == [
-        dns["primary"],
         dns["secondary"],
+        dns["primary"],
     ]
     assert "mirrors.lab.test" not in hosts_file(state)
 

@@ -85,9 +85,12 @@ def hosts_file(state: LabState) -> str:
 
 
 def nameservers(state: LabState) -> list[str]:
-    """The lab's DNS hosts' addresses (the primary first), for every host's resolver."""
+    """The lab's DNS hosts' addresses for every host's resolver, secondaries first:
+    the primary takes the updates, the secondaries answer (a host asks them directly,
+    with no caching resolver that would learn to skip a dead one, so with the primary
+    first every lookup while it is down would wait out glibc's timeout)."""
     dns = [h for h in state.hosts if "dns" in h.groups]
-    dns.sort(key=lambda h: h.data.get("dns_role") != "primary")
+    dns.sort(key=lambda h: h.data.get("dns_role") == "primary")
     return [h.address for h in dns]
 
 
