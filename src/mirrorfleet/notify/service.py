@@ -52,7 +52,13 @@ def make_handler(
         def do_POST(self) -> None:
             if self.path != "/ping":
                 return self._reply(json_reply({"error": "not found"}, HTTPStatus.NOT_FOUND))
-            length = int(self.headers.get("Content-Length") or 0)
+            try:
+                length = int(self.headers.get("Content-Length") or 0)
+            except ValueError:
+                length = -1
+            if length < 0:  # read(-1) would read until the sender stops: unbounded
+                bad = HTTPStatus.BAD_REQUEST
+                return self._reply(json_reply({"error": "bad Content-Length"}, bad))
             if length > MAX_BODY:
                 too_large = HTTPStatus.REQUEST_ENTITY_TOO_LARGE
                 return self._reply(json_reply({"error": "too large"}, too_large))
