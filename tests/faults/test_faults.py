@@ -61,6 +61,9 @@ SETTLE = 30.0  # a change reaching DNS: sync, two good probes, update
 RECOVERY = 45.0  # a mirror catching up once a fault ends
 AGENT = "mirrorfleet-agent.service"
 KILLS = int(os.environ.get("MIRRORFLEET_FAULT_KILLS", "30"))
+# A sync whose stage came and went between two looks of the watcher (a delta's
+# page stage lasts a few ms) is tried again, up to this many times in a run.
+MISSES = max(3, KILLS // 10)
 SEED = int(os.environ.get("MIRRORFLEET_FAULT_SEED", "20261127"))
 
 
@@ -161,8 +164,9 @@ def test_sigkill_in_every_window_of_a_sync_never_serves_a_torn_tree(
     states_seen: Counter[str] = Counter()
     bad_before = bad_verdicts(lab)
     with Reader(f"http://{lab.address('mirror1')}", key, PROJECTS) as reader:
-        for i in range(KILLS):
-            window = WINDOWS[i % len(WINDOWS)]
+        i = 0
+        while (aimed := i - landed["no sync seen"]) < KILLS and landed["no sync seen"] <= MISSES:
+            window = WINDOWS[aimed % len(WINDOWS)]  # a missed window is aimed at again
             kill: dict[str, str] = {}
 
             def strike(window: str = window, kill: dict = kill) -> None:
@@ -189,6 +193,7 @@ def test_sigkill_in_every_window_of_a_sync_never_serves_a_torn_tree(
             lab.wait_for(lambda s=serial: served_serial(lab, "mirror1", key) == s, RECOVERY)
             recoveries.append(time.monotonic() - started)
             states_seen[monitor_states(lab)["mirror1"]] += 1
+            i += 1
     report["sigkill"] = {
         "kills": KILLS,
         "seed": SEED,
@@ -205,7 +210,8 @@ def test_sigkill_in_every_window_of_a_sync_never_serves_a_torn_tree(
     assert reader.rounds > KILLS and reader.files_checked > 100
     # nor did the monitor's closer look (shard, page, file) ever find proof of a bad tree
     assert report["sigkill"]["monitor_bad_verdicts"] == 0
-    assert landed["no sync seen"] == 0, landed
+    assert landed["no sync seen"] <= MISSES, landed
+    assert sum(landed.values()) - landed["no sync seen"] == KILLS, landed
     for window in WINDOWS:  # each window was hit on purpose
         assert landed[window] >= KILLS // len(WINDOWS) // 2, landed
 
