@@ -10,7 +10,7 @@ from pyinfra import host, inventory
 from pyinfra.api import Host
 from pyinfra.api.exceptions import DeployError
 
-from mirrorfleet.config import AGENT_PORT, MONITOR_PORT, AgentConfig
+from mirrorfleet.config import AGENT_PORT, MONITOR_PORT, TLS_DEFAULT, TLS_MODES, AgentConfig
 from mirrorfleet.errors import UserError
 from mirrorfleet.tree.keys import SecretsDir
 from mirrorfleet.zone.records import meta_label
@@ -31,6 +31,25 @@ TREE_DEFAULTS = {
     # The read-only rsync module serving the tree to downstream mirrors.
     "rsync_module": "mirror",
 }
+
+
+def tls_mode(target: Host) -> str:
+    """Host data `tls` (mirrorfleet.config.TLS_MODES), read for other hosts too (their
+    URLs), where role defaults do not apply."""
+    mode = target.data.get("tls") or TLS_DEFAULT
+    if mode not in TLS_MODES:
+        raise DeployError(f"{target.name}: tls must be one of {', '.join(TLS_MODES)}, not {mode!r}")
+    return mode
+
+
+def web_port(target: Host) -> int:
+    return 80 if tls_mode(target) == "off" else 443
+
+
+def web_url(target: Host) -> str:
+    """Where clients and the fleet's daemons read target's tree."""
+    scheme = "http" if tls_mode(target) == "off" else "https"
+    return f"{scheme}://{public_name(target)}/"
 
 
 def public_name(target: Host) -> str:

@@ -10,6 +10,7 @@ from pyinfra.api import deploy
 from pyinfra.facts.server import Command
 from pyinfra.operations import apt, files, server, systemd
 
+from mirrorfleet_roles import tls
 from mirrorfleet_roles.fleet import SERVICE_DEFAULTS
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -29,6 +30,9 @@ DEFAULTS = {
     "sshd_max_auth_tries": 3,
     # systemd-timesyncd; skipped inside containers, which share the host's clock.
     "common_time_sync": True,
+    # A PEM bundle on the control node whose roots every host trusts (a private CA,
+    # or the lab's ACME CA); unset: the system's roots only.
+    "tls_trust": None,
 }
 
 
@@ -57,6 +61,8 @@ def apply() -> None:
         group=host.data.service_user,
         mode="0750",
     )
+
+    tls.trust()
 
     sshd = files.template(
         name="Harden sshd",

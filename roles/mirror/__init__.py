@@ -36,13 +36,14 @@ DEFAULTS = {
 
 def config(public_key: str) -> AgentConfig:
     """agent.toml: where the agent syncs from, and whom it notifies after a sync."""
-    upstream = fleet.public_name(fleet.upstream_of(host))
+    source = fleet.upstream_of(host)
+    upstream = fleet.public_name(source)
     return AgentConfig(
         name=fleet.label(host),
         tree=Path(host.data.tree),
         preset=host.data.preset,
         upstream_rsync=f"rsync://{upstream}/{host.data.rsync_module}/",
-        upstream_http=f"http://{upstream}/",
+        upstream_http=fleet.web_url(source),
         public_keys=(public_key,),
         ping_secret=Path(host.data.config_dir) / "ping.secret",
         listen=f"0.0.0.0:{fleet.AGENT_PORT}",

@@ -39,6 +39,8 @@ DEFAULTS = {
     # The daemon's port (pings, /metrics, /status.json) and the status page's.
     "monitor_port": fleet.MONITOR_PORT,
     "monitor_status_port": 80,
+    # With tls on (roles/tls), the status page is HTTPS here; port 80 redirects to it.
+    "monitor_status_tls_port": 443,
     "monitor_status_dir": "/var/www/mirrorfleet-status",
     # "rfc2136": the dns group's BIND primary; "route53": a Route 53 hosted zone.
     "dns_provider": DnsConfig.provider,
@@ -58,7 +60,8 @@ def mirror_spec(mirror: Host) -> MirrorSpec:
     return MirrorSpec(
         label=fleet.label(mirror),
         target=name,
-        url=f"http://{name}/",
+        url=fleet.web_url(mirror),
+        port=fleet.web_port(mirror),
         weight=int(mirror.data.get("mirror_weight", MirrorSpec.weight)),
         region=mirror.data.get("mirror_region") or "",
         tier=fleet.tier_of(mirror),
@@ -69,7 +72,7 @@ def mirror_spec(mirror: Host) -> MirrorSpec:
 def fleet_config(public_key: str) -> FleetConfig:
     """fleet.toml: the origin and the mirrors the monitor probes."""
     return FleetConfig(
-        origin_url=f"http://{fleet.public_name(fleet.origin_host())}/",
+        origin_url=fleet.web_url(fleet.origin_host()),
         public_keys=(public_key,),
         mirrors=tuple(mirror_spec(m) for m in inventory.get_group("mirrors", [])),
     )
@@ -126,11 +129,18 @@ def monitor_config() -> MonitorConfig:
 
 
 def check_ports() -> None:
-    """The status page takes port 80 unless this host already serves a tree there."""
+    """The status page takes port 80 (and 443 with tls) unless this host already
+    serves a tree there."""
     serves_tree = bool({"origin", "mirrors"} & set(host.groups))
     if serves_tree and int(host.data.monitor_status_port) == 80:
         raise DeployError(
             f"{host.name} serves a mirror tree on port 80: set monitor_status_port "
+            "to another port for its status page"
+        )
+    secure = fleet.tls_mode(host) != "off"
+    if serves_tree and secure and int(host.data.monitor_status_tls_port) == 443:
+        raise DeployError(
+            f"{host.name} serves a mirror tree on port 443: set monitor_status_tls_port "
             "to another port for its status page"
         )
 

@@ -10,10 +10,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from pyinfra.operations import files, server
+from jinja2 import FileSystemLoader
+from pyinfra.operations import files, server, systemd
 from pyinfra.operations.util import any_changed
 
-from mirrorfleet_roles import hardening
+from mirrorfleet_roles import hardening, tls
 
 TEMPLATES = Path(__file__).parent / "templates"
 SCRIPTS = "/etc/nginx/mirrorfleet"  # njs modules (libnginx-mod-http-js)
@@ -21,10 +22,13 @@ SANDBOX = TEMPLATES / "nginx-sandbox.conf.j2"
 
 
 def site(conf: str, template: Path, what: str, scripts: Sequence[Path] = ()) -> None:
-    """sites-available/<conf> from template, enabled; nginx's default site disabled.
+    """sites-available/<conf> from template, enabled; nginx's default site disabled;
+    HTTPS as the host's `tls` says (roles/tls: the template gets tls_certificate,
+    tls_key and acme_webroot, None when plain HTTP is kept).
 
     scripts: njs modules the site imports, installed in SCRIPTS; the template gets
     each one's path as `<stem>_js`, and a change to any of them reloads nginx."""
+    secure = tls.site_data()
     available = f"/etc/nginx/sites-available/{conf}"
     paths = {f"{script.stem}_js": f"{SCRIPTS}/{script.name}" for script in scripts}
     installed_scripts = [
@@ -38,7 +42,13 @@ def site(conf: str, template: Path, what: str, scripts: Sequence[Path] = ()) -> 
         for script in scripts
     ]
     installed = files.template(
-        name=f"Configure the {what} site", src=str(template), dest=available, mode="0644", **paths
+        name=f"Configure the {what} site",
+        src=str(template),
+        dest=available,
+        mode="0644",
+        jinja_env_kwargs={"loader": FileSystemLoader([str(template.parent), str(TEMPLATES)])},
+        **paths,
+        **secure,
     )
     enabled = files.link(
         name=f"Enable the {what} site", path=f"/etc/nginx/sites-enabled/{conf}", target=available
@@ -51,6 +61,16 @@ def site(conf: str, template: Path, what: str, scripts: Sequence[Path] = ()) -> 
     server.shell(name="Check the nginx configuration", commands=["nginx -t -q"], _if=changed)
     hardening.service("nginx.service", "Run nginx", "Reload nginx", triggers, reload=True)
     sandbox()
+    # with the site answering the challenge: the CA's certificate, and nginx reloaded
+    # onto it (certbot's deploy hook does the same on every renewal)
+    issued = tls.obtain()
+    if issued:
+        systemd.service(
+            name="Reload nginx onto its new certificate",
+            service="nginx.service",
+            reloaded=True,
+            _if=any_changed(*issued),
+        )
 
 
 def sandbox() -> None:

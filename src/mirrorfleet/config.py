@@ -32,6 +32,11 @@ KEEP_RECORDS = 20_000
 
 AGENT_PORT = 8873  # the sync agent: POST /ping, GET /metrics, /status
 MONITOR_PORT = 8874  # the monitor daemon: POST /ping, GET /metrics, /status.json
+# How a host's nginx serves (roles/tls): "acme" (a certificate from an ACME CA, by
+# certbot), "own" (the operator's certificate and key) or "off" (plain HTTP, kept on
+# purpose). Host data `tls`; the roles and the checks read it for any host.
+TLS_MODES = ("acme", "own", "off")
+TLS_DEFAULT = "acme"
 
 
 def host_port(listen: str) -> tuple[str, int]:

@@ -27,6 +27,7 @@ from typing import NamedTuple
 
 import pytest
 
+from mirrorfleet.config import TLS_DEFAULT
 from mirrorfleet.control.inventory import load_inventory, ssh_config_for
 
 INVENTORY_KEY = pytest.StashKey()
@@ -140,8 +141,37 @@ def unit_exposure(host) -> Callable[[str], Exposure]:
     return exposure
 
 
+class Site(NamedTuple):
+    """How a check on the host reads the host's own nginx, as its clients do: by its
+    public name over HTTPS (the name pinned to this host, the certificate checked by
+    the host's trust store), or plain HTTP where the inventory keeps it."""
+
+    curl: str  # curl with the name pinned to loopback
+    url: str  # the site's base URL, no trailing slash
+    name: str
+    tls: str  # the host's `tls` mode
+
+
+def public_name(inventory_host) -> str:
+    name = inventory_host.data.get("public_name") or inventory_host.name
+    return name.split("/", 1)[-1] if name.startswith("@") else name
+
+
 @pytest.fixture(scope="module")
-def dotfile_status(host, inventory_host) -> str:
+def site(inventory_host) -> Site:
+    name, mode = public_name(inventory_host), inventory_host.data.get("tls") or TLS_DEFAULT
+    if mode == "off":
+        return Site("curl", "http://localhost", name, mode)
+    port = 443
+    if "monitor" in inventory_host.groups and not {"origin", "mirrors"} & set(
+        inventory_host.groups
+    ):
+        port = int(inventory_host.data.get("monitor_status_tls_port") or 443)
+    return Site(f"curl --resolve {name}:{port}:127.0.0.1", f"https://{name}:{port}", name, mode)
+
+
+@pytest.fixture(scope="module")
+def dotfile_status(host, inventory_host, site: Site) -> str:
     """The HTTP status nginx gives a dotfile that really is in the served tree.
 
     One check for every host serving a tree (origin and mirrors): only `.mirror/`
@@ -153,8 +183,8 @@ def dotfile_status(host, inventory_host) -> str:
     probe = f"{tree.rstrip('/')}/.mirrorfleet-infra-probe.tmp"
     script = (
         f"echo not-for-clients > {shlex.quote(probe)} || exit 1; "
-        "curl -s -o /dev/null -w '%{http_code}' "
-        f"http://localhost/{shlex.quote(Path(probe).name)}; "
+        f"{site.curl} -s -o /dev/null -w '%{{http_code}}' "
+        f"{site.url}/{shlex.quote(Path(probe).name)}; "
         f"status=$?; rm -f {shlex.quote(probe)}; exit $status"
     )
     return host.check_output(script)

@@ -79,17 +79,17 @@ def test_agent_metrics_answer(host) -> None:
     assert "mirrorfleet_agent_syncs_total" in metrics
 
 
-def _serial(host, url: str) -> int | None:
-    raw = host.run(f"curl -sf {url}/.mirror/stamp.json")
+def _serial(host, url: str, curl: str = "curl") -> int | None:
+    raw = host.run(f"{curl} -sf {url}/.mirror/stamp.json")
     return json.loads(raw.stdout)["signed"]["serial"] if raw.rc == 0 else None
 
 
-def test_serves_its_upstreams_serial(host) -> None:
+def test_serves_its_upstreams_serial(host, site) -> None:
     config = host.file("/etc/mirrorfleet/agent.toml").content_string
     upstream = next(
         line.split('"')[1] for line in config.splitlines() if line.startswith("upstream_http")
     )
-    assert _serial(host, "http://localhost") == _serial(host, upstream.rstrip("/"))
+    assert _serial(host, site.url, site.curl) == _serial(host, upstream.rstrip("/"))
 
 
 @pytest.mark.parametrize(
@@ -111,8 +111,8 @@ print(stamp.serial if stamp else "none")
 
 
 @pytest.fixture(scope="module")
-def served(host) -> int:
-    serial = _serial(host, "http://localhost")
+def served(host, site) -> int:
+    serial = _serial(host, site.url, site.curl)
     if serial is None:
         pytest.skip("nothing published yet: the mirror serves no stamp")
     return serial
@@ -124,13 +124,13 @@ def test_served_stamp_verifies_with_the_pinned_key(host, served: int) -> None:
     assert out.strip() == str(served)
 
 
-def test_a_file_named_in_an_index_is_served(host, served: int) -> None:
-    root = host.check_output("curl -sf http://localhost/simple/")
+def test_a_file_named_in_an_index_is_served(host, site, served: int) -> None:
+    root = host.check_output(f"{site.curl} -sf {site.url}/simple/")
     project = re.search(r'href="([^"]+/)"', root)
     assert project, "the root index names no project"
-    page_url = f"http://localhost/simple/{project.group(1)}"
-    page = host.check_output(f"curl -sf {page_url}")
+    page_url = f"{site.url}/simple/{project.group(1)}"
+    page = host.check_output(f"{site.curl} -sf {page_url}")
     link = re.search(r'href="([^"#]+)#sha256=([0-9a-f]{64})"', page)
     assert link, f"{page_url} names no file"
-    digest = host.check_output(f"curl -sf {page_url}{link.group(1)} | sha256sum")
+    digest = host.check_output(f"{site.curl} -sf {page_url}{link.group(1)} | sha256sum")
     assert digest.split()[0] == link.group(2)

@@ -57,17 +57,18 @@ def test_unauthenticated_ping_is_refused(host) -> None:
     assert status == "401"
 
 
-@pytest.mark.parametrize(
-    "url", ["http://localhost/status.json", "http://localhost:8874/status.json"]
-)
-def test_status_json_lists_every_configured_mirror(host, url: str) -> None:
-    status = json.loads(host.check_output(f"curl -sf {url}"))
+@pytest.mark.parametrize("where", ["status page", "daemon"])
+def test_status_json_lists_every_configured_mirror(host, site, where: str) -> None:
+    curl, url = (
+        (site.curl, site.url) if where == "status page" else ("curl", "http://localhost:8874")
+    )
+    status = json.loads(host.check_output(f"{curl} -sf {url}/status.json"))
     fleet = host.check_output("grep -c '^\\[\\[mirrors\\]\\]' /etc/mirrorfleet/fleet.toml")
     assert len(status["mirrors"]) == int(fleet)
 
 
-def test_status_page_is_served(host) -> None:
-    assert "<table" in host.check_output("curl -sf http://localhost/")
+def test_status_page_is_served(host, site) -> None:
+    assert "<table" in host.check_output(f"{site.curl} -sf {site.url}/")
 
 
 def test_metrics_answer(host) -> None:

@@ -24,13 +24,13 @@ def test_nginx_config_is_valid(host) -> None:
         ("text/html", "text/html"),
     ],
 )
-def test_the_simple_root_is_negotiated(host, accept: str, content_type: str) -> None:
+def test_the_simple_root_is_negotiated(host, site, accept: str, content_type: str) -> None:
     """PEP 691 by roles/serve_tree/files/pep691.js, as the deployed nginx runs it. A
     tree not published yet has no root page: a 404, but never the 403 of a page
     chosen that is not there."""
     got = host.check_output(
-        f"curl -s -o /dev/null -w '%{{http_code}} %{{content_type}}' -H 'Accept: {accept}' "
-        "http://localhost/simple/"
+        f"{site.curl} -s -o /dev/null -w '%{{http_code}} %{{content_type}}' "
+        f"-H 'Accept: {accept}' {site.url}/simple/"
     )
     status, _, served = got.partition(" ")
     assert status in ("200", "404"), got

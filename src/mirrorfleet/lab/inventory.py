@@ -19,6 +19,9 @@ LAB_HOST_DATA: dict[str, Any] = {
 }
 
 HostEntry = tuple[str, dict[str, Any]]
+# The lab's ACME CA (mirrorfleet.lab.acme, which imports this module): its group, its
+# directory's port, and the roots file it leaves in the lab's folder.
+ACME_GROUP, ACME_PORT, ACME_ROOTS = "acme", 14000, "acme-roots.pem"
 
 
 def public_name(host_name: str) -> str:
@@ -27,13 +30,31 @@ def public_name(host_name: str) -> str:
     return f"{host_name}.{LAB_HOST_DATA['mirror_zone']}"
 
 
+def tls_data(state: LabState) -> dict[str, Any]:
+    """HTTPS with certificates from the lab's ACME CA when the lab has one (an `acme`
+    host: mirrorfleet.lab.acme), plain HTTP otherwise."""
+    acme_hosts = [h for h in state.hosts if ACME_GROUP in h.groups]
+    if not acme_hosts:
+        return {"tls": "off"}
+    return {
+        "tls": "acme",
+        "acme_directory": f"https://{public_name(acme_hosts[0].name)}:{ACME_PORT}/dir",
+        "tls_trust": str(state.dir / ACME_ROOTS),
+    }
+
+
 def lab_groups(state: LabState | None = None) -> dict[str, list[HostEntry]]:
-    """Group name -> [(host name, host data)], straight from the lab's state file."""
+    """Group name -> [(host name, host data)], straight from the lab's state file.
+    The acme host stands outside the fleet, as a public CA does: no role deploys it."""
     state = state or require_state()
     groups: dict[str, list[HostEntry]] = {}
+    tls = tls_data(state)
     for host in state.hosts:
+        if ACME_GROUP in host.groups:
+            continue
         data = {
             **LAB_HOST_DATA,
+            **tls,
             "ssh_hostname": host.address,
             "ssh_key": str(state.key),
             "ssh_known_hosts_file": str(state.known_hosts),

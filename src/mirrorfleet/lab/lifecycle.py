@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from mirrorfleet.errors import UserError
-from mirrorfleet.lab import container, network
+from mirrorfleet.lab import acme, container, network
 from mirrorfleet.lab.inventory import public_name
 from mirrorfleet.lab.ssh import ensure_keypair, ssh_run, write_client_config
 from mirrorfleet.lab.state import (
@@ -75,11 +75,13 @@ def _same_layout(a: LabState, b: LabState) -> bool:
 
 def hosts_file(state: LabState) -> str:
     """Each host's inventory name; its public name (`<name>.<zone>`) too, unless the
-    lab has DNS hosts: then public names resolve through the fleet's own DNS."""
+    lab has DNS hosts: then public names resolve through the fleet's own DNS. The
+    ACME CA is outside the fleet (as a public CA is outside its DNS): always here."""
     lines = ["127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost ip6-loopback"]
     by_dns = bool(nameservers(state))
     for h in state.hosts:
-        public = "" if by_dns else f"\t{public_name(h.name)}"
+        listed = not by_dns or acme.GROUP in h.groups
+        public = f"\t{public_name(h.name)}" if listed else ""
         lines.append(f"{h.address}\t{h.name}{public}")
     return "\n".join(lines) + "\n"
 
@@ -176,6 +178,7 @@ def up(
         write_client_config(state, host_keys)
         boots = list(pool.map(boot, state.hosts))
     state.save()
+    acme.start(state, report)
     return state, boots
 
 

@@ -54,6 +54,12 @@ ROLE_PACKAGES = (
     "python3-rich",
     "python3-prometheus-client",
     "python3-boto3",
+    # HTTPS (roles/tls): certbot, its DNS-01 plugin, and the lab's ACME CA
+    "openssl",
+    "certbot",
+    "python3-certbot",
+    "python3-certbot-dns-rfc2136",
+    "pebble",
 )
 PACKAGES = BASE_PACKAGES + ROLE_PACKAGES
 
@@ -62,6 +68,7 @@ DISABLED_UNITS = (
     "nginx.service",
     "named.service",
     "rsync.service",
+    "certbot.timer",
     "apt-daily.timer",
     "apt-daily-upgrade.timer",
     "e2scrub_all.timer",

@@ -1,0 +1,214 @@
+"""HTTPS for a host's nginx: a certificate for its public name, from an ACME CA by
+certbot (HTTP-01, answered by the host's own nginx) or the operator's own.
+
+nginx reads the certificate through two links that never move (CERTIFICATE, KEY),
+so a site is written once whatever the source. On the very first deploy nginx must
+serve the challenge before the CA has signed anything, so until certbot has a
+certificate the links point to a self-signed one made on the host: no client trusts
+it, and the monitor lists no mirror that serves it.
+
+Renewal is certbot's own timer; its deploy hook reloads nginx only when a new
+certificate was issued. The roles call site_data() and obtain() around nginx.site().
+"""
+
+from __future__ import annotations
+
+import datetime
+import shlex
+from io import StringIO
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from pyinfra import host
+from pyinfra.api import FactBase
+from pyinfra.api.exceptions import DeployError
+from pyinfra.api.operation import OperationMeta
+from pyinfra.operations import apt, files, server, systemd
+from pyinfra.operations.util import any_changed
+
+from mirrorfleet_roles import fleet
+
+TLS_DIR = "/etc/mirrorfleet/tls"
+CERTIFICATE, KEY = f"{TLS_DIR}/fullchain.pem", f"{TLS_DIR}/privkey.pem"
+BOOTSTRAP = {CERTIFICATE: f"{TLS_DIR}/bootstrap.crt", KEY: f"{TLS_DIR}/bootstrap.key"}
+OWN = {CERTIFICATE: f"{TLS_DIR}/own-fullchain.pem", KEY: f"{TLS_DIR}/own-privkey.pem"}
+CERT_NAME = "mirrorfleet"  # certbot's lineage: /etc/letsencrypt/{live,renewal}/<name>
+LIVE = {
+    CERTIFICATE: f"/etc/letsencrypt/live/{CERT_NAME}/fullchain.pem",
+    KEY: f"/etc/letsencrypt/live/{CERT_NAME}/privkey.pem",
+}
+WEBROOT = "/var/www/mirrorfleet-acme"  # HTTP-01 tokens, served on port 80
+TRUST_DIR = "/usr/local/share/ca-certificates"
+TRUST_PREFIX = "mirrorfleet-trust"
+RELOAD_NGINX = "systemctl reload nginx.service"
+
+
+class CertificateNames(FactBase):
+    """The DNS names a PEM certificate on the host is for ([] when there is none)."""
+
+    @staticmethod
+    def default() -> list[str]:
+        return []
+
+    def command(self, path: str) -> str:
+        path = shlex.quote(path)
+        return f"openssl x509 -in {path} -noout -ext subjectAltName 2>/dev/null || true"
+
+    def process(self, output: list[str]) -> list[str]:
+        names = []
+        for line in output:
+            for item in line.split(","):
+                kind, _, value = item.strip().partition(":")
+                if kind == "DNS" and value:
+                    names.append(value)
+        return sorted(names)
+
+
+def site_data() -> dict[str, Any]:
+    """What a site template needs to serve HTTPS (all None with tls off); before the
+    site is installed, the links nginx reads are in place."""
+    mode = fleet.tls_mode(host)
+    if mode == "off":
+        return {"tls_certificate": None, "tls_key": None, "acme_webroot": None}
+    files.directory(name="Create the TLS folder", path=TLS_DIR, mode="0700")
+    if mode == "own":
+        _own()
+    else:
+        apt.packages(name="Install certbot", packages=["certbot"], no_recommends=True)
+        files.directory(name="Create the ACME challenge folder", path=WEBROOT, mode="0755")
+        if not _issued():
+            _bootstrap()
+    return {
+        "tls_certificate": CERTIFICATE,
+        "tls_key": KEY,
+        "acme_webroot": WEBROOT if mode == "acme" else None,
+    }
+
+
+def obtain() -> list[OperationMeta]:
+    """With the site up (it answers the challenge): certbot's certificate, and the
+    links moved to it. Returns what must reload nginx."""
+    if fleet.tls_mode(host) != "acme":
+        return []
+    name = fleet.public_name(host)
+    issued = []
+    if not _issued():
+        issued.append(
+            server.shell(name=f"Obtain a certificate for {name} (ACME)", commands=[certonly(name)])
+        )
+    systemd.service(
+        name="Run certbot's renewal timer", service="certbot.timer", running=True, enabled=True
+    )
+    return issued + _links(LIVE)
+
+
+def _issued() -> bool:
+    """certbot already holds a certificate for the host's name (renewing it is
+    certbot's timer's job, not the deploy's)."""
+    names = host.get_fact(CertificateNames, path=LIVE[CERTIFICATE])
+    return fleet.public_name(host) in names
+
+
+def certonly(name: str) -> str:
+    """The certbot command that gets the certificate; rerun, it changes nothing
+    (--keep-until-expiring), and the deploy hook it records is what renewals run."""
+    argv = [
+        "certbot", "certonly", "--non-interactive", "--agree-tos",
+        "--cert-name", CERT_NAME, "--keep-until-expiring",
+        "--webroot", "--webroot-path", WEBROOT, "--domain", name,
+        "--deploy-hook", RELOAD_NGINX,
+    ]  # fmt: skip
+    if host.data.get("acme_directory"):
+        argv += ["--server", host.data.acme_directory]
+    email = host.data.get("acme_email")
+    argv += ["--email", email] if email else ["--register-unsafely-without-email"]
+    return shlex.join(argv)
+
+
+def _links(targets: dict[str, str]) -> list[OperationMeta]:
+    return [
+        files.link(name=f"Point nginx's {Path(link).name} at {target}", path=link, target=target)
+        for link, target in targets.items()
+    ]
+
+
+def _bootstrap() -> None:
+    """A self-signed certificate for the first start, until the CA has signed one."""
+    name = fleet.public_name(host)
+    command = [
+        "openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+        "-nodes", "-days", "7", "-subj", f"/CN={name}",
+        "-keyout", BOOTSTRAP[KEY], "-out", BOOTSTRAP[CERTIFICATE],
+    ]  # fmt: skip
+    server.shell(
+        name="Make a self-signed certificate until the CA signs one",
+        commands=[f"umask 077 && {shlex.join(command)}"],
+    )
+    _links(BOOTSTRAP)
+
+
+def _own() -> None:
+    """The operator's certificate and key (tls_certificate, tls_key), checked on the
+    control node before any host is touched."""
+    cert_path, key_path = host.data.get("tls_certificate"), host.data.get("tls_key")
+    if not cert_path or not key_path:
+        raise DeployError(f"{host.name}: tls 'own' needs tls_certificate and tls_key")
+    cert_pem, key_pem = Path(cert_path).expanduser(), Path(key_path).expanduser()
+    check_own(cert_pem, key_pem, fleet.public_name(host))
+    files.put(name="Install the certificate", src=str(cert_pem), dest=OWN[CERTIFICATE], mode="0644")
+    files.put(name="Install the private key (0600)", src=str(key_pem), dest=OWN[KEY], mode="0600")
+    _links(OWN)
+
+
+def check_own(cert_pem: Path, key_pem: Path, name: str) -> None:
+    """The certificate is for name, has not ended, and the key is its key."""
+    try:
+        cert = x509.load_pem_x509_certificates(cert_pem.read_bytes())[0]
+        key = serialization.load_pem_private_key(key_pem.read_bytes(), password=None)
+    except (OSError, ValueError, TypeError) as exc:
+        raise DeployError(f"{host.name}: tls_certificate/tls_key unreadable: {exc}") from None
+    try:
+        sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        names = sans.get_values_for_type(x509.DNSName)
+    except x509.ExtensionNotFound:
+        names = []
+    if name not in names:
+        raise DeployError(f"{host.name}: {cert_pem} is for {names}, not {name}")
+    if cert.not_valid_after_utc <= datetime.datetime.now(datetime.UTC):
+        raise DeployError(f"{host.name}: {cert_pem} ended on {cert.not_valid_after_utc:%Y-%m-%d}")
+    public = serialization.PublicFormat.SubjectPublicKeyInfo
+    encoding = serialization.Encoding.PEM
+    if key.public_key().public_bytes(encoding, public) != cert.public_key().public_bytes(
+        encoding, public
+    ):
+        raise DeployError(f"{host.name}: {key_pem} is not the key of {cert_pem}")
+
+
+def trust() -> None:
+    """The roots in `tls_trust` (a PEM bundle on the control node: a private CA, or
+    the lab's) in the host's trust store, one file per root, which is what
+    update-ca-certificates reads; everything on the host (certbot, the agent, the
+    monitor, curl) then trusts them."""
+    bundle = host.data.get("tls_trust")
+    if not bundle:
+        return
+    try:
+        roots = x509.load_pem_x509_certificates(Path(bundle).expanduser().read_bytes())
+    except (OSError, ValueError) as exc:
+        raise DeployError(f"{host.name}: tls_trust {bundle}: {exc}") from None
+    installed = [
+        files.put(
+            name=f"Trust {root.subject.rfc4514_string()}",
+            src=StringIO(root.public_bytes(serialization.Encoding.PEM).decode()),
+            dest=f"{TRUST_DIR}/{TRUST_PREFIX}-{i}.crt",
+            mode="0644",
+        )
+        for i, root in enumerate(roots)
+    ]
+    server.shell(
+        name="Update the trust store",
+        commands=["update-ca-certificates --fresh >/dev/null"],
+        _if=any_changed(*installed),
+    )
