@@ -7,12 +7,15 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import http.client
 import json
 import os
 import random
 import re
 import shutil
 import signal
+import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -25,6 +28,7 @@ from pathlib import Path
 
 import dns.resolver
 import pytest
+from cryptography import x509
 
 from mirrorfleet.cli.verify import pytest_argv
 from mirrorfleet.tree.stamp import Stamp, parse_stamp
@@ -488,3 +492,62 @@ class Reader(threading.Thread):
     def __exit__(self, *exc: object) -> None:
         self.stop.set()
         self.join(30)
+
+
+# -- HTTPS in a lab with an ACME CA (issue 17) -----------------------------------------
+
+# The machine's own CA settings must not leak into a check that trusts the lab alone.
+CA_VARIABLES = ("SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE")
+
+
+def lab_roots(lab: LabRun) -> Path:
+    """The lab's ACME roots, as `lab up` left them (mirrorfleet.lab.acme)."""
+    return Path(lab.state["ssh_config"]).with_name("acme-roots.pem")
+
+
+def served_certificate(address: str, name: str, roots: Path) -> x509.Certificate:
+    """The certificate nginx at address serves for name (SNI), verified for that name
+    against roots alone: ssl.SSLCertVerificationError when it does not verify."""
+    context = ssl.create_default_context(cafile=str(roots))
+    with (
+        socket.create_connection((address, 443), timeout=5) as raw,
+        context.wrap_socket(raw, server_hostname=name) as tls,
+    ):
+        der = tls.getpeercert(binary_form=True)
+    assert der is not None
+    return x509.load_der_x509_certificate(der)
+
+
+class _PinnedHTTPS(http.client.HTTPSConnection):
+    def __init__(self, name: str, address: str, context: ssl.SSLContext) -> None:
+        super().__init__(name, 443, context=context, timeout=5)
+        self.address = address
+
+    def connect(self) -> None:
+        raw = socket.create_connection((self.address, 443), self.timeout)
+        self.sock = self._context.wrap_socket(raw, server_hostname=self.host)  # type: ignore[attr-defined]
+
+
+def https_get(name: str, address: str, roots: Path, path: str) -> bytes:
+    """GET https://name/path from address, verified for name against roots alone;
+    OSError (ssl errors among them) or a non-200 as ValueError."""
+    context = ssl.create_default_context(cafile=str(roots))
+    conn = _PinnedHTTPS(name, address, context)
+    try:
+        conn.request("GET", path)
+        response = conn.getresponse()
+        body = response.read()
+    finally:
+        conn.close()
+    if response.status != 200:
+        raise ValueError(f"https://{name}{path}: HTTP {response.status}")
+    return body
+
+
+def curl_https(name: str, address: str, roots: Path, path: str = "/") -> int:
+    """Real curl for https://name/path with name pinned to address, trusting roots
+    alone: its exit status (0 ok, 60 a certificate that does not verify)."""
+    env = {k: v for k, v in os.environ.items() if k not in CA_VARIABLES}
+    argv = ["curl", "-s", "-o", "/dev/null", "--max-time", "10", "--cacert", str(roots)]
+    argv += ["--resolve", f"{name}:443:{address}", f"https://{name}{path}"]
+    return subprocess.run(argv, env=env, capture_output=True, timeout=20).returncode

@@ -10,16 +10,17 @@ from __future__ import annotations
 
 import re
 import shutil
+import socket
 import subprocess
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from types import SimpleNamespace
 
 import jinja2
 
+from mirrorfleet.lab.ca import Leaf
 from mirrorfleet.testing.loopback import ClosedOnExit, free_port, stop_process
+from mirrorfleet_roles import nginx as nginx_role
 from mirrorfleet_roles import serve_tree
 
 NJS_MODULE = "/usr/lib/nginx/modules/ngx_http_js_module.so"
@@ -45,27 +46,45 @@ http {{
 """
 
 
-def render_site(tree: Path, pep691_js: Path, port: int) -> str:
-    """The site as pyinfra's files.template writes it, listening on 127.0.0.1:port."""
+def render_site(
+    tree: Path, pep691_js: Path, port: int, tls: Leaf | None = None, tls_port: int = 0
+) -> str:
+    """The site as pyinfra's files.template writes it (roles/nginx: the same loader
+    and TLS data), listening on 127.0.0.1:port, and with a leaf on 127.0.0.1:tls_port."""
     data = SimpleNamespace(**{**serve_tree.DEFAULTS, "tree": str(tree)})
-    template = (serve_tree.TEMPLATES / "nginx-site.conf.j2").read_text()
-    text = jinja2.Template(template, undefined=jinja2.StrictUndefined).render(
-        host=SimpleNamespace(data=data), pep691_js=str(pep691_js)
+    loader = jinja2.FileSystemLoader([str(serve_tree.TEMPLATES), str(nginx_role.TEMPLATES)])
+    env = jinja2.Environment(loader=loader, undefined=jinja2.StrictUndefined)
+    secure = {
+        "tls_certificate": str(tls.cert) if tls else None,
+        "tls_key": str(tls.key) if tls else None,
+        "acme_webroot": str(tree.parent / "acme") if tls else None,
+    }
+    text = env.get_template("nginx-site.conf.j2").render(
+        host=SimpleNamespace(data=data), pep691_js=str(pep691_js), **secure
     )
-    ours = f"listen 127.0.0.1:{port};"
-    text, count = re.subn(r"listen [^;]*80 default_server;\n", lambda m: "", text)
-    assert count == 2, "the template's listen lines changed: update nginxkit"
-    return text.replace("server {", f"server {{\n    {ours}", 1)
+    text, count = re.subn(
+        r"listen [^;]*80 default_server;", f"listen 127.0.0.1:{port};", text, count=1
+    )
+    text, more = re.subn(r"\n *listen \[::\]:80 default_server;", "", text)
+    assert (count, more) == (1, 1), "the template's listen lines changed: update nginxkit"
+    if tls:
+        text, count = re.subn(
+            r"listen 443 ssl http2 default_server;", f"listen 127.0.0.1:{tls_port} ssl;", text
+        )
+        text, more = re.subn(r"\n *listen \[::\]:443 ssl http2 default_server;", "", text)
+        assert (count, more) == (1, 1), "the template's TLS listen lines changed"
+    return text
 
 
 class LoopbackNginx(ClosedOnExit):
-    def __init__(self, tree: Path, workdir: Path) -> None:
+    def __init__(self, tree: Path, workdir: Path, tls: Leaf | None = None) -> None:
         nginx = shutil.which("nginx") or "/usr/sbin/nginx"
         self.tree, self.work, self.port = tree, workdir, free_port()
+        self.tls_port = free_port() if tls else 0
         workdir.mkdir(parents=True, exist_ok=True)
         script = workdir / serve_tree.PEP691_JS.name
         shutil.copyfile(serve_tree.PEP691_JS, script)
-        (workdir / "site.conf").write_text(render_site(tree, script, self.port))
+        (workdir / "site.conf").write_text(render_site(tree, script, self.port, tls, self.tls_port))
         self.conf = workdir / "nginx.conf"
         self.conf.write_text(MAIN.format(work=workdir, njs=NJS_MODULE, mime=MIME_TYPES))
         self.argv = [
@@ -99,9 +118,7 @@ class LoopbackNginx(ClosedOnExit):
 
     def _up(self) -> bool:
         try:
-            urllib.request.urlopen(f"{self.url}/", timeout=1).close()
-        except urllib.error.HTTPError:
-            return True
+            socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
         except OSError:
             return False
         return True

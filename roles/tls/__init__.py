@@ -28,6 +28,7 @@ from pyinfra.api.operation import OperationMeta
 from pyinfra.operations import apt, files, server, systemd
 from pyinfra.operations.util import any_changed
 
+from mirrorfleet.errors import UserError
 from mirrorfleet_roles import fleet
 
 TLS_DIR = "/etc/mirrorfleet/tls"
@@ -156,34 +157,35 @@ def _own() -> None:
     if not cert_path or not key_path:
         raise DeployError(f"{host.name}: tls 'own' needs tls_certificate and tls_key")
     cert_pem, key_pem = Path(cert_path).expanduser(), Path(key_path).expanduser()
-    check_own(cert_pem, key_pem, fleet.public_name(host))
+    try:
+        check_own(cert_pem, key_pem, fleet.public_name(host))
+    except UserError as exc:
+        raise DeployError(f"{host.name}: {exc}") from None
     files.put(name="Install the certificate", src=str(cert_pem), dest=OWN[CERTIFICATE], mode="0644")
     files.put(name="Install the private key (0600)", src=str(key_pem), dest=OWN[KEY], mode="0600")
     _links(OWN)
 
 
 def check_own(cert_pem: Path, key_pem: Path, name: str) -> None:
-    """The certificate is for name, has not ended, and the key is its key."""
+    """UserError unless the certificate is for name, has not ended, and the key is
+    its key."""
     try:
         cert = x509.load_pem_x509_certificates(cert_pem.read_bytes())[0]
         key = serialization.load_pem_private_key(key_pem.read_bytes(), password=None)
     except (OSError, ValueError, TypeError) as exc:
-        raise DeployError(f"{host.name}: tls_certificate/tls_key unreadable: {exc}") from None
+        raise UserError(f"tls_certificate/tls_key unreadable: {exc}") from None
     try:
         sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
         names = sans.get_values_for_type(x509.DNSName)
     except x509.ExtensionNotFound:
         names = []
     if name not in names:
-        raise DeployError(f"{host.name}: {cert_pem} is for {names}, not {name}")
+        raise UserError(f"{cert_pem} is for {names}, not {name}")
     if cert.not_valid_after_utc <= datetime.datetime.now(datetime.UTC):
-        raise DeployError(f"{host.name}: {cert_pem} ended on {cert.not_valid_after_utc:%Y-%m-%d}")
-    public = serialization.PublicFormat.SubjectPublicKeyInfo
-    encoding = serialization.Encoding.PEM
-    if key.public_key().public_bytes(encoding, public) != cert.public_key().public_bytes(
-        encoding, public
-    ):
-        raise DeployError(f"{host.name}: {key_pem} is not the key of {cert_pem}")
+        raise UserError(f"{cert_pem} ended on {cert.not_valid_after_utc:%Y-%m-%d}")
+    spki = (serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    if key.public_key().public_bytes(*spki) != cert.public_key().public_bytes(*spki):
+        raise UserError(f"{key_pem} is not the key of {cert_pem}")
 
 
 def trust() -> None:
