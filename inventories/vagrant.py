@@ -33,13 +33,16 @@ def _mirror_count() -> int:
     return count
 
 
+# The VMs have no ACME CA to ask (the lab's is its pebble host): plain HTTP, on purpose.
+_HTTP = {"tls": "off"}
+
 # Module-level lists are the inventory's groups; (name, data) tuples carry host data.
-origin = ["@vagrant/origin"]
+origin = [("@vagrant/origin", _HTTP)]
 dns = [
-    ("@vagrant/dns1", {"dns_role": "primary"}),
-    ("@vagrant/dns2", {"dns_role": "secondary"}),
+    ("@vagrant/dns1", {**_HTTP, "dns_role": "primary"}),
+    ("@vagrant/dns2", {**_HTTP, "dns_role": "secondary"}),
 ]
-monitor = ["@vagrant/monitor"]
-mirrors = [f"@vagrant/mirror{i}" for i in range(1, _mirror_count() + 1)]
+monitor = [("@vagrant/monitor", _HTTP)]
+mirrors = [(f"@vagrant/mirror{i}", _HTTP) for i in range(1, _mirror_count() + 1)]
 
 validate_groups(module_groups(globals()))

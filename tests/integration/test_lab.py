@@ -18,7 +18,8 @@ BIN = Path(sys.executable).parent
 
 LAB = "ci"
 SUBNET = "10.232.0.0/24"
-HOSTS = ["origin", "dns1", "dns2", "monitor", "mirror1", "mirror2"]
+FLEET = ["origin", "dns1", "dns2", "monitor", "mirror1", "mirror2"]
+HOSTS = [*FLEET, "acme"]  # and the lab's ACME CA, which no role deploys
 
 pytestmark = pytest.mark.lab
 
@@ -34,7 +35,7 @@ def test_every_host_boots_to_running(lab) -> None:
     hosts = lab.state["hosts"]
     assert [h["name"] for h in hosts] == HOSTS
     assert {h["name"]: h["system_state"] for h in hosts} == dict.fromkeys(HOSTS, "running")
-    assert [h["address"] for h in hosts] == [f"10.232.0.{10 + i}" for i in range(6)]
+    assert [h["address"] for h in hosts] == [f"10.232.0.{10 + i}" for i in range(len(HOSTS))]
 
 
 def test_up_again_changes_nothing(lab) -> None:
@@ -92,7 +93,7 @@ def test_rerun_reports_zero_changes(lab) -> None:
     assert changed_operations(result) == []
 
 
-@pytest.mark.parametrize("name", HOSTS)
+@pytest.mark.parametrize("name", FLEET)
 def test_testinfra_sees_sshd_and_hostname(lab, name: str) -> None:
     # openssh with the lab's pinned host keys (paramiko would accept any key)
     host = testinfra.get_host(f"ssh://{name}", ssh_config=lab.state["ssh_config"], controlpersist=0)
@@ -143,5 +144,5 @@ def test_down_cleans_up_after_a_crash_without_state(lab, leftovers) -> None:
     proc = lab.run(str(BIN / "mirrorfleet"), "lab", "status")
     assert proc.returncode == 1 and "unreadable" in proc.stderr
     result = lab.cli("lab", "down", timeout=120)
-    assert len(result["found"]["processes"]) == 5
+    assert len(result["found"]["processes"]) == 6  # four fixed, one mirror, the CA
     assert not any(leftovers(LAB).values()), leftovers(LAB)

@@ -54,6 +54,9 @@ def test_hosts_file_names_every_lab_host() -> None:
     assert "10.231.0.10\torigin" in lines
     assert "10.231.0.16\tmirror3" in lines
     assert lines[0] == "127.0.0.1\tlocalhost"
+    # the lab has DNS hosts: fleet names resolve there; the ACME CA (outside the
+    # fleet, as a public CA is) only here
+    assert "10.231.0.17\tacme\tacme.mirrors.lab.test" in lines
 
 
 @pytest.mark.parametrize("name", ["-", "Lab", "toolong", "1ab", "a-b"])
@@ -108,7 +111,8 @@ def test_dry_run_plans_without_touching_the_machine(tmp_path: Path) -> None:
     proc = cli("lab", "up", "--dry-run", "--json", "--mirrors", "5", "--name", "zz")
     assert proc.returncode == 0, proc.stderr
     plan = json.loads(proc.stdout)
-    assert [h["name"] for h in plan["hosts"]][-5:] == [f"mirror{i}" for i in range(1, 6)]
+    names = [h["name"] for h in plan["hosts"]]
+    assert names[-6:] == [*(f"mirror{i}" for i in range(1, 6)), "acme"]
     assert plan["bridge"] == "mfzz-br"
     assert not Path("/run/netns/mfzz-origin").exists()
 
@@ -176,7 +180,8 @@ def test_with_dns_hosts_public_names_resolve_through_them() -> None:
         dns["secondary"],
         dns["primary"],
     ]
-    assert "mirrors.lab.test" not in hosts_file(state)
+    named = [line for line in hosts_file(state).splitlines() if "mirrors.lab.test" in line]
+    assert named == [f"{state.host('acme').address}\tacme\tacme.mirrors.lab.test"]
 
 
 def test_without_dns_hosts_public_names_are_in_etc_hosts() -> None:

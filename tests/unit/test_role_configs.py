@@ -132,7 +132,7 @@ def test_agent_config(tmp_path: Path, name: str, upstream: str, notify: list[str
         text = round_trip(config, load_agent_config, tmp_path)
     assert isinstance(config, AgentConfig)
     assert config.upstream_rsync == f"rsync://{upstream}/mirror/"
-    assert config.upstream_http == f"http://{upstream}/"
+    assert config.upstream_http == f"https://{upstream}/"  # tls "acme" by default
     assert config.notify == tuple(
         f"http://{n}/ping" for n in [*notify, f"monitor.example.org:{MONITOR_PORT}"]
     )
@@ -159,6 +159,28 @@ def test_monitor_configs(tmp_path: Path) -> None:
     assert (fra1.region, fra1.weight, fra1.tier) == ("eu", 50, 1)
     assert (nyc1.region, nyc1.tier, nyc1.upstream) == ("", 2, "mirror-fra1.example.org")
     assert text.count("[[mirrors]]") == 2
+
+
+def test_urls_follow_each_hosts_tls() -> None:
+    """HTTPS (port 443) by default; plain HTTP where a host's data keeps it, read for
+    that host even from another host's deploy; a bad value stops the deploy."""
+    inventory = sample_inventory({"tls": "off"})
+    inventory.get_host("mirror-nyc1.example.org").host_data["tls"] = "own"
+    with on(inventory, "monitor.example.org", monitor.DEFAULTS):
+        probe = monitor.fleet_config(KEY)
+    assert probe.origin_url == "http://origin.example.org/"
+    assert [(m.url, m.port) for m in probe.mirrors] == [
+        ("https://mirror-fra1.example.org/", 443),
+        ("https://mirror-nyc1.example.org/", 443),
+    ]
+    with on(inventory, "mirror-fra1.example.org", mirror.DEFAULTS):
+        assert mirror.config(KEY).upstream_http == "http://origin.example.org/"
+    inventory.get_host("origin.example.org").host_data["tls"] = "yes"
+    with (
+        on(inventory, "mirror-fra1.example.org", mirror.DEFAULTS),
+        pytest.raises(DeployError, match="tls must be one of acme, own, off, not 'yes'"),
+    ):
+        mirror.config(KEY)
 
 
 def test_monitor_route53_config(tmp_path: Path) -> None:

@@ -23,12 +23,14 @@ def test_default_topology_has_every_role() -> None:
         "mirror1",
         "mirror2",
         "mirror3",
+        "acme",
     ]
     assert topo.groups == {
         "origin": ["origin"],
         "dns": ["dns1", "dns2"],
         "monitor": ["monitor"],
         "mirrors": ["mirror1", "mirror2", "mirror3"],
+        "acme": ["acme"],
     }
     assert topo.host("dns1").data == {"dns_role": "primary"}
     assert topo.host("dns2").data == {"dns_role": "secondary"}
