@@ -93,12 +93,10 @@ def obtain() -> list[OperationMeta]:
     links moved to it. Returns what must reload nginx."""
     if fleet.tls_mode(host) != "acme":
         return []
-    name = fleet.public_name(host)
     issued = []
     if not _issued():
-        issued.append(
-            server.shell(name=f"Obtain a certificate for {name} (ACME)", commands=[certonly(name)])
-        )
+        command = certonly(fleet.public_name(host))
+        issued.append(server.shell(name="Obtain the host's certificate (ACME)", commands=[command]))
     systemd.service(
         name="Run certbot's renewal timer", service="certbot.timer", running=True, enabled=True
     )
