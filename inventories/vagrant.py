@@ -37,7 +37,7 @@ def _mirror_count() -> int:
 _HTTP = {"tls": "off"}
 
 # Module-level lists are the inventory's groups; (name, data) tuples carry host data.
-origin = [("@vagrant/origin", _HTTP)]
+origin = [("@vagrant/origin", {**_HTTP, "acme_challenge": "dns-01"})]
 dns = [
     ("@vagrant/dns1", {**_HTTP, "dns_role": "primary"}),
     ("@vagrant/dns2", {**_HTTP, "dns_role": "secondary"}),

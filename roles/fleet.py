@@ -10,7 +10,14 @@ from pyinfra import host, inventory
 from pyinfra.api import Host
 from pyinfra.api.exceptions import DeployError
 
-from mirrorfleet.config import AGENT_PORT, MONITOR_PORT, TLS_DEFAULT, TLS_MODES, AgentConfig
+from mirrorfleet.config import (
+    ACME_CHALLENGES,
+    AGENT_PORT,
+    MONITOR_PORT,
+    TLS_DEFAULT,
+    TLS_MODES,
+    AgentConfig,
+)
 from mirrorfleet.errors import UserError
 from mirrorfleet.tree.keys import SecretsDir
 from mirrorfleet.zone.records import meta_label
@@ -40,6 +47,19 @@ def tls_mode(target: Host) -> str:
     if mode not in TLS_MODES:
         raise DeployError(f"{target.name}: tls must be one of {', '.join(TLS_MODES)}, not {mode!r}")
     return mode
+
+
+def acme_challenge(target: Host) -> str | None:
+    """The challenge target's certificate is validated by (None: no ACME)."""
+    if tls_mode(target) != "acme":
+        return None
+    challenge = target.data.get("acme_challenge") or ACME_CHALLENGES[0]
+    if challenge not in ACME_CHALLENGES:
+        raise DeployError(
+            f"{target.name}: acme_challenge must be one of {', '.join(ACME_CHALLENGES)}, "
+            f"not {challenge!r}"
+        )
+    return challenge
 
 
 def web_port(target: Host) -> int:

@@ -6,6 +6,11 @@ record, written by this role on the primary from the inventory (the addresses ar
 the inventory's facts, not the monitor's judgement) with a key of its own that may
 write exactly those names' A records. The monitor's key never can.
 
+ACME DNS-01: a host whose certificate is validated by DNS (`acme_challenge`
+"dns-01", roles/tls) gets a TSIG key of its own that may write exactly one name's
+TXT records, `_acme-challenge.<its name>`. No other key may write there, and that
+key may write nothing else.
+
 The named.conf is rendered once, checked with `named-checkconf -z` beside the live
 one and only then put in place and reloaded, so a bad config never reaches named.
 """
@@ -27,7 +32,7 @@ from pyinfra.facts.files import File
 from pyinfra.operations import apt, files, server
 from pyinfra.operations.util import any_changed
 
-from mirrorfleet.tree.keys import HOSTS_TSIG, MONITOR_TSIG, TRANSFER_TSIG
+from mirrorfleet.tree.keys import HOSTS_TSIG, MONITOR_TSIG, TRANSFER_TSIG, acme_tsig_name
 from mirrorfleet.zone.providers.rfc2136 import update_policy
 from mirrorfleet_roles import fleet, hardening
 
@@ -59,6 +64,7 @@ DEFAULTS = {
     "dns_dnssec": False,
 }
 ADDRESS_TTL = 300
+ACME_LABEL = "_acme-challenge"  # RFC 8555 section 8.4
 
 
 @dataclass(frozen=True)
@@ -105,16 +111,23 @@ def named_conf(
     secondaries: Iterable[str],
     regions: Iterable[str] = (),
     host_names: Iterable[str] = (),
+    acme_names: Iterable[str] = (),
     **settings: Any,
 ) -> NamedConf:
-    """host_names: the in-zone names whose A records the hosts key may write."""
+    """host_names: the in-zone names whose A records the hosts key may write.
+    acme_names: the in-zone names validated by DNS-01, each of whose own key may write
+    its `_acme-challenge` TXT records."""
     hosts = [f"grant {HOSTS_TSIG} name {n.rstrip('.')}. A;" for n in sorted(set(host_names))]
+    acme = [
+        f"grant {acme_tsig_name(n)} name {ACME_LABEL}.{n.rstrip('.')}. TXT;"
+        for n in sorted(set(acme_names))
+    ]
     return NamedConf(
         zone=zone,
         role=role,
         primary=primary,
         secondaries=tuple(secondaries),
-        update_policy=(*update_policy(zone, MONITOR_TSIG, regions), *hosts),
+        update_policy=(*update_policy(zone, MONITOR_TSIG, regions), *hosts, *acme),
         readers=(TRANSFER_TSIG, MONITOR_TSIG) if role == "primary" else (TRANSFER_TSIG,),
         **settings,
     )
@@ -169,6 +182,24 @@ def host_addresses(zone: str) -> dict[str, str]:
             if in_zone(name, zone) and name != f"{zone}.":
                 found[name] = public_address(target)
     return found
+
+
+def acme_names(zone: str) -> list[str]:
+    """The absolute names of the fleet hosts validated by DNS-01; each must lie in the
+    zone, where this primary can publish its challenge."""
+    found = []
+    for group in FLEET_GROUPS:
+        for target in inventory.get_group(group, []):
+            if fleet.acme_challenge(target) != "dns-01":
+                continue
+            name = zone_name_of(target, zone)
+            if not in_zone(name, zone) or name == f"{zone}.":
+                raise DeployError(
+                    f"{target.name}: acme_challenge dns-01 needs its public name inside "
+                    f"{zone}, whose primary publishes the challenge"
+                )
+            found.append(name)
+    return sorted(set(found))
 
 
 def public_address(target: Host) -> str:
@@ -241,6 +272,7 @@ def apply() -> None:
     primaries = [h for h in dns_hosts if h.data.get("dns_role") == "primary"]
     secondaries = [h for h in dns_hosts if h.data.get("dns_role") == "secondary"]
     addresses = host_addresses(zone)
+    challenged = acme_names(zone)
     conf = named_conf(
         zone,
         role,
@@ -248,16 +280,19 @@ def apply() -> None:
         secondaries=[dns_address(h) for h in secondaries],
         regions=regions(),
         host_names=addresses,
+        acme_names=challenged,
         dnssec=bool(host.data.dns_dnssec),
     )
     # Only the primary takes updates; secondaries hold the transfer key alone.
-    writers = [MONITOR_TSIG, HOSTS_TSIG] if role == "primary" else []
-    key_names = [TRANSFER_TSIG, *writers]
+    fixed = [TRANSFER_TSIG, *([MONITOR_TSIG, HOSTS_TSIG] if role == "primary" else [])]
+    acme_keys = [acme_tsig_name(n) for n in challenged] if role == "primary" else []
+    secrets_by_key = {k: secrets.tsig_secret(k) for k in fixed}
+    secrets_by_key |= {k: secrets.ensure_tsig(k) for k in acme_keys}
 
     apt.packages(name="Install BIND", packages=["bind9", "bind9-dnsutils"], no_recommends=True)
     keys = files.put(
         name="Install the TSIG keys (bind-only, 0600)",
-        src=StringIO(render_keys({k: secrets.tsig_secret(k) for k in key_names})),
+        src=StringIO(render_keys(secrets_by_key)),
         dest=KEYS_FILE,
         user="bind",
         group="bind",

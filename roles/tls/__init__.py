@@ -1,5 +1,9 @@
 """HTTPS for a host's nginx: a certificate for its public name, from an ACME CA by
-certbot (HTTP-01, answered by the host's own nginx) or the operator's own.
+certbot or the operator's own. The CA checks the name by HTTP-01, answered by the
+host's own nginx, or (`acme_challenge` "dns-01") by DNS-01: certbot's RFC 2136
+plugin writes the TXT record at the fleet's BIND primary with a TSIG key that may
+write that one name's `_acme-challenge` TXT and nothing else (roles/dns grants it;
+only this host holds it).
 
 nginx reads the certificate through two links that never move (CERTIFICATE, KEY),
 so a site is written once whatever the source. On the very first deploy nginx must
@@ -21,7 +25,7 @@ from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from pyinfra import host
+from pyinfra import host, inventory
 from pyinfra.api import FactBase
 from pyinfra.api.exceptions import DeployError
 from pyinfra.api.operation import OperationMeta
@@ -29,7 +33,8 @@ from pyinfra.operations import apt, files, server, systemd
 from pyinfra.operations.util import any_changed
 
 from mirrorfleet.errors import UserError
-from mirrorfleet_roles import fleet
+from mirrorfleet.tree.keys import acme_tsig_name
+from mirrorfleet_roles import dns, fleet
 
 TLS_DIR = "/etc/mirrorfleet/tls"
 CERTIFICATE, KEY = f"{TLS_DIR}/fullchain.pem", f"{TLS_DIR}/privkey.pem"
@@ -41,9 +46,13 @@ LIVE = {
     KEY: f"/etc/letsencrypt/live/{CERT_NAME}/privkey.pem",
 }
 WEBROOT = "/var/www/mirrorfleet-acme"  # HTTP-01 tokens, served on port 80
+RFC2136_INI = f"{TLS_DIR}/rfc2136.ini"  # DNS-01: certbot's credentials (root, 0600)
 TRUST_DIR = "/usr/local/share/ca-certificates"
 TRUST_PREFIX = "mirrorfleet-trust"
 RELOAD_NGINX = "systemctl reload nginx.service"
+# DNS-01: seconds certbot waits after writing the TXT record before the CA looks; a
+# public CA asks the zone's secondaries, which take a NOTIFY and a transfer to learn it.
+PROPAGATION = 30
 
 
 class CertificateNames(FactBase):
@@ -77,15 +86,46 @@ def site_data() -> dict[str, Any]:
     if mode == "own":
         _own()
     else:
-        apt.packages(name="Install certbot", packages=["certbot"], no_recommends=True)
-        files.directory(name="Create the ACME challenge folder", path=WEBROOT, mode="0755")
+        by_dns = fleet.acme_challenge(host) == "dns-01"
+        packages = ["certbot", *(["python3-certbot-dns-rfc2136"] if by_dns else [])]
+        apt.packages(name="Install certbot", packages=packages, no_recommends=True)
+        if by_dns:
+            files.put(
+                name="Install certbot's DNS-01 key (root-only, 0600)",
+                src=StringIO(rfc2136_credentials()),
+                dest=RFC2136_INI,
+                mode="0600",
+            )
+        else:
+            files.directory(name="Create the ACME challenge folder", path=WEBROOT, mode="0755")
         if not _issued():
             _bootstrap()
     return {
         "tls_certificate": CERTIFICATE,
         "tls_key": KEY,
-        "acme_webroot": WEBROOT if mode == "acme" else None,
+        "acme_webroot": WEBROOT if fleet.acme_challenge(host) == "http-01" else None,
     }
+
+
+def rfc2136_credentials() -> str:
+    """certbot-dns-rfc2136's credentials: the fleet's BIND primary (by address, as
+    the plugin needs) and this host's own key, made on the control node on first use."""
+    zone = dns.zone_name()
+    primaries = [h for h in inventory.get_group("dns", []) if h.data.get("dns_role") == "primary"]
+    if not primaries:
+        raise DeployError(
+            f"{host.name}: acme_challenge dns-01 needs a dns_role='primary' host in group dns"
+        )
+    key = acme_tsig_name(dns.zone_name_of(host, zone))
+    lines = [
+        "# Managed by mirrorfleet (roles/tls): certbot's RFC 2136 plugin, DNS-01.",
+        f"dns_rfc2136_server = {dns.dns_address(primaries[0])}",
+        "dns_rfc2136_port = 53",
+        f"dns_rfc2136_name = {key}",
+        f"dns_rfc2136_secret = {fleet.secrets().ensure_tsig(key)}",
+        "dns_rfc2136_algorithm = HMAC-SHA256",
+    ]
+    return "\n".join(lines) + "\n"
 
 
 def obtain() -> list[OperationMeta]:
@@ -115,10 +155,15 @@ def certonly(name: str) -> str:
     (--keep-until-expiring), and the deploy hook it records is what renewals run."""
     argv = [
         "certbot", "certonly", "--non-interactive", "--agree-tos",
-        "--cert-name", CERT_NAME, "--keep-until-expiring",
-        "--webroot", "--webroot-path", WEBROOT, "--domain", name,
+        "--cert-name", CERT_NAME, "--keep-until-expiring", "--domain", name,
         "--deploy-hook", RELOAD_NGINX,
     ]  # fmt: skip
+    if fleet.acme_challenge(host) == "dns-01":
+        wait = str(int(host.data.get("acme_dns_propagation_seconds") or PROPAGATION))
+        argv += ["--authenticator", "dns-rfc2136", "--dns-rfc2136-credentials", RFC2136_INI]
+        argv += ["--dns-rfc2136-propagation-seconds", wait]
+    else:
+        argv += ["--webroot", "--webroot-path", WEBROOT]
     if host.data.get("acme_directory"):
         argv += ["--server", host.data.acme_directory]
     email = host.data.get("acme_email")

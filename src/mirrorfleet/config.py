@@ -37,6 +37,10 @@ MONITOR_PORT = 8874  # the monitor daemon: POST /ping, GET /metrics, /status.jso
 # purpose). Host data `tls`; the roles and the checks read it for any host.
 TLS_MODES = ("acme", "own", "off")
 TLS_DEFAULT = "acme"
+# How the ACME CA checks the name (host data `acme_challenge`): HTTP-01 through the
+# host's own nginx, or DNS-01 through the fleet's BIND primary (RFC 2136, a TSIG key
+# that may write only that host's `_acme-challenge` TXT).
+ACME_CHALLENGES = ("http-01", "dns-01")
 
 
 def host_port(listen: str) -> tuple[str, int]:

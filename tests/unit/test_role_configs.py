@@ -35,7 +35,8 @@ from mirrorfleet.config import (
     toml_string,
 )
 from mirrorfleet.probe.observe import FleetConfig, MirrorSpec, load_fleet_config
-from mirrorfleet_roles import configs, mirror, monitor, origin
+from mirrorfleet.tree.keys import init_secrets
+from mirrorfleet_roles import configs, dns, mirror, monitor, origin, tls
 
 KEY = "Dvej1LGrusScI/8kmGloiYHiyBYweJYU6ASQ1PHw2/g="
 
@@ -259,3 +260,52 @@ def test_toml_string_escapes() -> None:
 def test_mirror_spec_round_trips() -> None:
     fleet = FleetConfig("http://o/", (KEY,), (MirrorSpec("a", "a.example", "http://a/"),))
     assert "[[mirrors]]\nlabel = " in dumps(fleet)
+
+
+def dns01_inventory(tmp_path: Path, public_name: str) -> Inventory:
+    """The sample fleet with its origin validated by DNS-01, and a secrets folder."""
+    init_secrets(tmp_path / "secrets")
+    inventory = sample_inventory(
+        {"acme_challenge": "dns-01", "public_name": public_name, "public_address": "192.0.2.10"}
+    )
+    for target in inventory:
+        target.host_data["secrets_dir"] = str(tmp_path / "secrets")
+    return inventory
+
+
+def test_dns01_gives_the_host_a_key_for_its_own_challenge_only(tmp_path: Path) -> None:
+    name = "origin.mirrors.example.org"
+    inventory = dns01_inventory(tmp_path, name)
+    with on(inventory, "origin.example.org", origin.DEFAULTS):
+        credentials = tls.rfc2136_credentials()
+        command = tls.certonly(name)
+    key = f"mirrorfleet-acme.{name}"
+    secret = (tmp_path / "secrets" / f"tsig-acme-{name}.key").read_text().strip()
+    assert (tmp_path / "secrets" / f"tsig-acme-{name}.key").stat().st_mode & 0o777 == 0o600
+    assert credentials.splitlines()[1:] == [
+        "dns_rfc2136_server = 192.0.2.53",  # the primary, by address
+        "dns_rfc2136_port = 53",
+        f"dns_rfc2136_name = {key}",
+        f"dns_rfc2136_secret = {secret}",
+        "dns_rfc2136_algorithm = HMAC-SHA256",
+    ]
+    assert "--authenticator dns-rfc2136" in command and "--webroot" not in command
+    with on(inventory, "ns1.example.org", dns.DEFAULTS):
+        conf = dns.named_conf(
+            "mirrors.example.org",
+            "primary",
+            "192.0.2.53",
+            [],
+            acme_names=dns.acme_names("mirrors.example.org"),
+        )
+    grants = [rule for rule in conf.update_policy if "acme" in rule]
+    assert grants == [f"grant {key} name _acme-challenge.{name}. TXT;"]
+
+
+def test_dns01_for_a_name_outside_the_zone_stops_the_deploy(tmp_path: Path) -> None:
+    inventory = dns01_inventory(tmp_path, "origin.example.org")
+    with (
+        on(inventory, "ns1.example.org", dns.DEFAULTS),
+        pytest.raises(DeployError, match=r"needs its public name inside mirrors\.example\.org"),
+    ):
+        dns.acme_names("mirrors.example.org")

@@ -61,6 +61,17 @@ def test_nginx_serves_that_certificate_and_the_host_trusts_it(host, secure) -> N
     assert host.run(f"{secure.curl} -s -o /dev/null {secure.url}/").rc == 0
 
 
+def test_only_a_host_validated_by_dns_holds_a_dns_key(host, site, inventory_host) -> None:
+    """DNS-01's key (roles/tls, RFC2136_INI) is on the hosts that use it alone: root's,
+    0600, and its own key, which BIND lets write its `_acme-challenge` TXT only."""
+    ini = host.file("/etc/mirrorfleet/tls/rfc2136.ini")
+    by_dns = site.tls == "acme" and inventory_host.data.get("acme_challenge") == "dns-01"
+    assert ini.exists == by_dns
+    if by_dns:
+        assert ini.user == "root" and ini.mode == 0o600
+        assert f"dns_rfc2136_name = mirrorfleet-acme.{site.name}" in ini.content_string
+
+
 def test_renewal_is_scheduled_where_acme_issues(host, secure) -> None:
     timer = host.service("certbot.timer")
     if secure.tls == "acme":

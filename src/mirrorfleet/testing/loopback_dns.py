@@ -16,7 +16,13 @@ import dns.query
 import dns.rdatatype
 
 from mirrorfleet.testing.loopback import ClosedOnExit, free_port, stop_process
-from mirrorfleet.tree.keys import HOSTS_TSIG, MONITOR_TSIG, TRANSFER_TSIG, tsig_secret
+from mirrorfleet.tree.keys import (
+    HOSTS_TSIG,
+    MONITOR_TSIG,
+    TRANSFER_TSIG,
+    acme_tsig_name,
+    tsig_secret,
+)
 from mirrorfleet.zone.providers.rfc2136 import Rfc2136Provider
 
 START_TIMEOUT = 20.0
@@ -56,6 +62,7 @@ class LoopbackBind(ClosedOnExit):
     regions: tuple[str, ...] = ()
     dnssec: bool = False
     host_names: tuple[str, ...] = ()  # names whose A records the hosts key may write
+    acme_names: tuple[str, ...] = ()  # names validated by DNS-01, each with its own key
     keys: dict[str, str] = field(default_factory=dict)
     servers: list[NamedProcess] = field(default_factory=list)
 
@@ -78,7 +85,9 @@ class LoopbackBind(ClosedOnExit):
 
         if shutil.which("named") is None:
             raise RuntimeError("named is not installed: apt-get install bind9")
-        self.keys = {k: tsig_secret() for k in (MONITOR_TSIG, TRANSFER_TSIG, HOSTS_TSIG)}
+        acme_keys = tuple(acme_tsig_name(n) for n in self.acme_names)
+        names = (MONITOR_TSIG, TRANSFER_TSIG, HOSTS_TSIG, *acme_keys)
+        self.keys = {k: tsig_secret() for k in names}
         roles = ["primary"] + (["secondary"] if self.secondary else [])
         self.servers = [NamedProcess(r, free_port(), self.workdir / r) for r in roles]
         zone = self.zone.rstrip(".")
@@ -93,6 +102,7 @@ class LoopbackBind(ClosedOnExit):
                 secondaries=["127.0.0.1"] * len(other),
                 regions=self.regions,
                 host_names=self.host_names,
+                acme_names=self.acme_names,
                 dnssec=self.dnssec and server.role == "primary",
                 port=server.port,
                 peer_port=other[0] if other else server.port,

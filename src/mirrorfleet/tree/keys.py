@@ -1,14 +1,17 @@
 """The fleet's secrets: the origin's Ed25519 signing key, the shared ping secret and
 the DNS TSIG keys (one per writer: the monitor's for the fleet's records, the DNS
-primary's own for the hosts' address records, and the one secondaries transfer with).
+primary's own for the hosts' address records, the one secondaries transfer with,
+and one per host that answers ACME DNS-01 challenges, for its own challenge name).
 
 Made on the control node by `mirrorfleet keys init` into a folder the inventory
-names (never committed); the roles copy each host only what it needs.
+names (never committed); a host's ACME key is made by the first deploy that needs
+it. The roles copy each host only what it needs.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import os
 import secrets
@@ -30,6 +33,13 @@ TSIG_KEYS = {
     "mirrorfleet-hosts": "tsig-hosts.key",
 }
 MONITOR_TSIG, TRANSFER_TSIG, HOSTS_TSIG = TSIG_KEYS
+ACME_TSIG_PREFIX = "mirrorfleet-acme."
+
+
+def acme_tsig_name(host_name: str) -> str:
+    """The TSIG key one host's certbot writes its `_acme-challenge` TXT with: named
+    after the host, so the key name says whose it is (BIND key names are DNS names)."""
+    return ACME_TSIG_PREFIX + host_name.rstrip(".").lower()
 
 
 @dataclass(frozen=True)
@@ -49,7 +59,16 @@ class SecretsDir:
         return self.path / PING_SECRET
 
     def tsig(self, key_name: str) -> Path:
+        if key_name.startswith(ACME_TSIG_PREFIX):
+            return self.path / f"tsig-acme-{key_name.removeprefix(ACME_TSIG_PREFIX)}.key"
         return self.path / TSIG_KEYS[key_name]
+
+    def ensure_tsig(self, key_name: str) -> str:
+        """A host's ACME key: made (0600) the first time a deploy needs it, then kept."""
+        # made before, or by another host's deploy a moment ago: kept as it is
+        with contextlib.suppress(FileExistsError):
+            _write_private(self.tsig(key_name), (tsig_secret() + "\n").encode())
+        return self.tsig_secret(key_name)
 
     def tsig_secret(self, key_name: str) -> str:
         """The base64 secret as BIND's key statement and dnspython's keyring take it."""
