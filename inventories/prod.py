@@ -40,7 +40,20 @@ Host data keys (per host, or for every host in group_data/all.py):
 - monitor_spot_checks (int): projects checked per probe against the signed
   manifest, index page and one file each (2; 0 for stamps only).
 - monitor_port (int): the monitor daemon's port for pings and /metrics (8874).
-- monitor_status_port (int): the status page's nginx port (80).
+- monitor_status_port (int): the status page's plain-HTTP nginx port (80); with tls
+  on it redirects to monitor_status_tls_port (443).
+- tls ("acme" | "own" | "off"): how the host's nginx serves (roles/tls): a
+  certificate from an ACME CA by certbot (default), the operator's own
+  (tls_certificate and tls_key: files on the control node), or plain HTTP kept on
+  purpose. Port 80 answers ACME challenges and redirects to HTTPS.
+- acme_directory (str): the ACME CA's directory URL; unset: certbot's default CA.
+- acme_email (str): the ACME account's contact; unset: none.
+- acme_challenge ("http-01" | "dns-01"): how the CA checks the name: through the
+  host's own nginx (default), or a TXT record at the fleet's BIND primary, written
+  with a key made for this host alone (its public name must lie in mirror_zone).
+- acme_dns_propagation_seconds (int): DNS-01's wait before the CA looks (30).
+- tls_trust (str): a PEM bundle on the control node whose roots every host trusts
+  (a private CA's); unset: the system's roots.
 - tree (str): where the tree lives on origin and mirrors ("/srv/mirror").
 - preset ("pypi" | "debian"): which top-level paths are content, synced first.
 - origin_state_dir (str): on the origin, publish's own state, what the tree held at
