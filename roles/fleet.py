@@ -18,6 +18,7 @@ from mirrorfleet.config import (
     TLS_MODES,
     AgentConfig,
 )
+from mirrorfleet.control.inventory import public_name as inventory_public_name
 from mirrorfleet.errors import UserError
 from mirrorfleet.tree.keys import SecretsDir
 from mirrorfleet.zone.records import meta_label
@@ -74,8 +75,7 @@ def web_url(target: Host) -> str:
 
 def public_name(target: Host) -> str:
     """How other hosts reach target: `public_name` data, else its inventory name."""
-    name = target.data.get("public_name") or target.name
-    return name.split("/", 1)[-1] if name.startswith("@") else name
+    return inventory_public_name(target.name, target.data)
 
 
 def label(target: Host) -> str:

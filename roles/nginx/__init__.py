@@ -28,7 +28,7 @@ def site(conf: str, template: Path, what: str, scripts: Sequence[Path] = ()) -> 
 
     scripts: njs modules the site imports, installed in SCRIPTS; the template gets
     each one's path as `<stem>_js`, and a change to any of them reloads nginx."""
-    secure = tls.site_data()
+    secure, certificate = tls.site_data()
     available = f"/etc/nginx/sites-available/{conf}"
     paths = {f"{script.stem}_js": f"{SCRIPTS}/{script.name}" for script in scripts}
     installed_scripts = [
@@ -56,7 +56,7 @@ def site(conf: str, template: Path, what: str, scripts: Sequence[Path] = ()) -> 
     default = files.link(
         name="Disable nginx's default site", path="/etc/nginx/sites-enabled/default", present=False
     )
-    triggers = [*installed_scripts, installed, enabled, default]
+    triggers = [*installed_scripts, installed, enabled, default, *certificate]
     changed = any_changed(*triggers)
     server.shell(name="Check the nginx configuration", commands=["nginx -t -q"], _if=changed)
     hardening.service("nginx.service", "Run nginx", "Reload nginx", triggers, reload=True)

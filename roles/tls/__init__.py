@@ -76,15 +76,17 @@ class CertificateNames(FactBase):
         return sorted(names)
 
 
-def site_data() -> dict[str, Any]:
-    """What a site template needs to serve HTTPS (all None with tls off); before the
-    site is installed, the links nginx reads are in place."""
+def site_data() -> tuple[dict[str, Any], list[OperationMeta]]:
+    """What a site template needs to serve HTTPS (all None with tls off), and the
+    operations that put in place the certificate nginx reads: a change to one (the
+    operator's new certificate) reloads nginx."""
     mode = fleet.tls_mode(host)
     if mode == "off":
-        return {"tls_certificate": None, "tls_key": None, "acme_webroot": None}
+        return {"tls_certificate": None, "tls_key": None, "acme_webroot": None}, []
     files.directory(name="Create the TLS folder", path=TLS_DIR, mode="0700")
+    installed: list[OperationMeta] = []
     if mode == "own":
-        _own()
+        installed = _own()
     else:
         by_dns = fleet.acme_challenge(host) == "dns-01"
         packages = ["certbot", *(["python3-certbot-dns-rfc2136"] if by_dns else [])]
@@ -99,12 +101,13 @@ def site_data() -> dict[str, Any]:
         else:
             files.directory(name="Create the ACME challenge folder", path=WEBROOT, mode="0755")
         if not _issued():
-            _bootstrap()
-    return {
+            installed = _bootstrap()
+    data = {
         "tls_certificate": CERTIFICATE,
         "tls_key": KEY,
         "acme_webroot": WEBROOT if fleet.acme_challenge(host) == "http-01" else None,
     }
+    return data, installed
 
 
 def rfc2136_credentials() -> str:
@@ -178,7 +181,7 @@ def _links(targets: dict[str, str]) -> list[OperationMeta]:
     ]
 
 
-def _bootstrap() -> None:
+def _bootstrap() -> list[OperationMeta]:
     """A self-signed certificate for the first start, until the CA has signed one."""
     name = fleet.public_name(host)
     command = [
@@ -190,10 +193,10 @@ def _bootstrap() -> None:
         name="Make a self-signed certificate until the CA signs one",
         commands=[f"umask 077 && {shlex.join(command)}"],
     )
-    _links(BOOTSTRAP)
+    return _links(BOOTSTRAP)
 
 
-def _own() -> None:
+def _own() -> list[OperationMeta]:
     """The operator's certificate and key (tls_certificate, tls_key), checked on the
     control node before any host is touched."""
     cert_path, key_path = host.data.get("tls_certificate"), host.data.get("tls_key")
@@ -204,9 +207,15 @@ def _own() -> None:
         check_own(cert_pem, key_pem, fleet.public_name(host))
     except UserError as exc:
         raise DeployError(f"{host.name}: {exc}") from None
-    files.put(name="Install the certificate", src=str(cert_pem), dest=OWN[CERTIFICATE], mode="0644")
-    files.put(name="Install the private key (0600)", src=str(key_pem), dest=OWN[KEY], mode="0600")
-    _links(OWN)
+    return [
+        files.put(
+            name="Install the certificate", src=str(cert_pem), dest=OWN[CERTIFICATE], mode="0644"
+        ),
+        files.put(
+            name="Install the private key (0600)", src=str(key_pem), dest=OWN[KEY], mode="0600"
+        ),
+        *_links(OWN),
+    ]
 
 
 def check_own(cert_pem: Path, key_pem: Path, name: str) -> None:

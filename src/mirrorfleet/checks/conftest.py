@@ -28,7 +28,7 @@ from typing import NamedTuple
 import pytest
 
 from mirrorfleet.config import TLS_DEFAULT
-from mirrorfleet.control.inventory import load_inventory, ssh_config_for
+from mirrorfleet.control.inventory import load_inventory, public_name, ssh_config_for
 
 INVENTORY_KEY = pytest.StashKey()
 WORKDIR_KEY = pytest.StashKey[Path]()
@@ -152,14 +152,10 @@ class Site(NamedTuple):
     tls: str  # the host's `tls` mode
 
 
-def public_name(inventory_host) -> str:
-    name = inventory_host.data.get("public_name") or inventory_host.name
-    return name.split("/", 1)[-1] if name.startswith("@") else name
-
-
 @pytest.fixture(scope="module")
 def site(inventory_host) -> Site:
-    name, mode = public_name(inventory_host), inventory_host.data.get("tls") or TLS_DEFAULT
+    name = public_name(inventory_host.name, inventory_host.data)
+    mode = inventory_host.data.get("tls") or TLS_DEFAULT
     if mode == "off":
         return Site("curl", "http://localhost", name, mode)
     port = 443

@@ -31,6 +31,17 @@ MAX_WEIGHT = 65535  # an SRV weight is 16 bits (RFC 2782)
 ZONE_GROUPS = ("dns", "monitor")  # they serve or write the zone, so need mirror_zone
 
 
+def host_part(name: str) -> str:
+    """A pyinfra connector host ("@vagrant/dns1") by its host part; others as they are."""
+    return name.split("/", 1)[-1] if name.startswith("@") else name
+
+
+def public_name(name: str, data: Mapping[str, Any]) -> str:
+    """How clients and the other hosts reach a host: `public_name` data, else its
+    inventory name (the roles and the checks read it alike)."""
+    return host_part(data.get("public_name") or name)
+
+
 def _entries(hosts: Sequence[HostEntry]) -> list[tuple[str, Mapping[str, Any]]]:
     return [(h, {}) if isinstance(h, str) else (h[0], h[1]) for h in hosts]
 
@@ -56,7 +67,7 @@ def validate_groups(
         seen: set[str] = set()
         for name, data in _entries(hosts):
             # pyinfra connector hosts ("@vagrant/dns1") are checked by their host part
-            if not HOSTNAME_RE.match(name.split("/", 1)[-1] if name.startswith("@") else name):
+            if not HOSTNAME_RE.match(host_part(name)):
                 problems.append(f"{group}: {name!r} is not a valid host name")
             if name in seen:
                 problems.append(f"{group}: host {name!r} is listed twice")
