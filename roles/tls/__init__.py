@@ -47,6 +47,7 @@ LIVE = {
 }
 WEBROOT = "/var/www/mirrorfleet-acme"  # HTTP-01 tokens, served on port 80
 RFC2136_INI = f"{TLS_DIR}/rfc2136.ini"  # DNS-01: certbot's credentials (root, 0600)
+CERTBOT, DNS01_PLUGIN = ["certbot"], ["python3-certbot-dns-rfc2136"]
 TRUST_DIR = "/usr/local/share/ca-certificates"
 TRUST_PREFIX = "mirrorfleet-trust"
 RELOAD_NGINX = "systemctl reload nginx.service"
@@ -89,9 +90,11 @@ def site_data() -> tuple[dict[str, Any], list[OperationMeta]]:
         installed = _own()
     else:
         by_dns = fleet.acme_challenge(host) == "dns-01"
-        packages = ["certbot", *(["python3-certbot-dns-rfc2136"] if by_dns else [])]
-        apt.packages(name="Install certbot", packages=packages, no_recommends=True)
+        apt.packages(name="Install certbot", packages=CERTBOT, no_recommends=True)
         if by_dns:
+            apt.packages(
+                name="Install certbot's RFC 2136 plugin", packages=DNS01_PLUGIN, no_recommends=True
+            )
             files.put(
                 name="Install certbot's DNS-01 key (root-only, 0600)",
                 src=StringIO(rfc2136_credentials()),
