@@ -23,11 +23,16 @@ from pathlib import Path
 
 from mirrorfleet.errors import UserError
 from mirrorfleet.lab.ca import LabCA
-from mirrorfleet.lab.inventory import ACME_GROUP, ACME_PORT, ACME_ROOTS, public_name
+from mirrorfleet.lab.inventory import (
+    ACME_GROUP,
+    ACME_PORT,
+    ACME_ROOTS,
+    acme_directory,
+    public_name,
+)
 from mirrorfleet.lab.ssh import ssh_run
 from mirrorfleet.lab.state import HostState, LabState
 
-GROUP, DIRECTORY_PORT = ACME_GROUP, ACME_PORT
 MANAGEMENT_PORT = 15000
 UNIT = "mirrorfleet-lab-acme.service"
 CONFIG_DIR = "etc/mirrorfleet-lab-acme"  # inside the acme host
@@ -55,12 +60,8 @@ WantedBy=multi-user.target
 
 
 def acme_host(state: LabState) -> HostState | None:
-    hosts = [h for h in state.hosts if GROUP in h.groups]
+    hosts = [h for h in state.hosts if ACME_GROUP in h.groups]
     return hosts[0] if hosts else None
-
-
-def directory_url(host: HostState) -> str:
-    return f"https://{public_name(host.name)}:{DIRECTORY_PORT}/dir"
 
 
 def roots_file(state: LabState) -> Path:
@@ -92,7 +93,7 @@ def _install(state: LabState, host: HostState) -> None:
         shutil.rmtree(state.dir / "acme-ca")  # the root key has done its one job
     config = {
         "pebble": {
-            "listenAddress": f"0.0.0.0:{DIRECTORY_PORT}",
+            "listenAddress": f"0.0.0.0:{ACME_PORT}",
             "managementListenAddress": f"0.0.0.0:{MANAGEMENT_PORT}",
             "certificate": f"/{CONFIG_DIR}/listener.crt",
             "privateKey": f"/{CONFIG_DIR}/listener.key",
@@ -135,5 +136,5 @@ def start(state: LabState, report: Callable[[str, str], None]) -> Path | None:
             time.sleep(0.5)
     bundle = roots_file(state)
     bundle.write_bytes(listener_root.read_bytes() + pebble_root)
-    report(host.name, f"ACME CA at {directory_url(host)}; lab roots in {bundle}")
+    report(host.name, f"ACME CA at {acme_directory(host.name)}; lab roots in {bundle}")
     return bundle

@@ -30,6 +30,11 @@ def public_name(host_name: str) -> str:
     return f"{host_name}.{LAB_HOST_DATA['mirror_zone']}"
 
 
+def acme_directory(host_name: str) -> str:
+    """The lab's ACME CA's directory, by the CA host's public name."""
+    return f"https://{public_name(host_name)}:{ACME_PORT}/dir"
+
+
 def tls_data(state: LabState) -> dict[str, Any]:
     """HTTPS with certificates from the lab's ACME CA when the lab has one (an `acme`
     host: mirrorfleet.lab.acme), plain HTTP otherwise."""
@@ -38,7 +43,7 @@ def tls_data(state: LabState) -> dict[str, Any]:
         return {"tls": "off"}
     return {
         "tls": "acme",
-        "acme_directory": f"https://{public_name(acme_hosts[0].name)}:{ACME_PORT}/dir",
+        "acme_directory": acme_directory(acme_hosts[0].name),
         "tls_trust": str(state.dir / ACME_ROOTS),
         # DNS-01: pebble asks the primary itself, which answers a new TXT at once
         "acme_dns_propagation_seconds": 2,

@@ -13,7 +13,7 @@ from typing import Any
 
 from mirrorfleet.errors import UserError
 from mirrorfleet.lab import acme, container, network
-from mirrorfleet.lab.inventory import public_name
+from mirrorfleet.lab.inventory import ACME_GROUP, public_name
 from mirrorfleet.lab.ssh import ensure_keypair, ssh_run, write_client_config
 from mirrorfleet.lab.state import (
     HostState,
@@ -80,7 +80,7 @@ def hosts_file(state: LabState) -> str:
     lines = ["127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost ip6-loopback"]
     by_dns = bool(nameservers(state))
     for h in state.hosts:
-        listed = not by_dns or acme.GROUP in h.groups
+        listed = not by_dns or ACME_GROUP in h.groups
         public = f"\t{public_name(h.name)}" if listed else ""
         lines.append(f"{h.address}\t{h.name}{public}")
     return "\n".join(lines) + "\n"
