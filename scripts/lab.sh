@@ -17,10 +17,11 @@ WAIT=${MIRRORFLEET_LAB_WAIT:-120}  # seconds each wait below may take at the mos
 .venv/bin/pyinfra -y inventories/lab.py deploy.py
 "$MF" lab status
 
-# The lab's facts, from its state file: ORIGIN, SECONDARY, MIRRORS, ZONE, KEY.
+# The lab's facts, from its state file: ORIGIN, SECONDARY, MIRRORS, ZONE, KEY, and
+# ROOTS: the lab's ACME roots when it has a CA (then every site is HTTPS).
 eval "$(.venv/bin/python - <<'PY'
 import shlex
-from mirrorfleet.lab.inventory import LAB_HOST_DATA
+from mirrorfleet.lab.inventory import ACME_ROOTS, LAB_HOST_DATA
 from mirrorfleet.lab.state import require_state
 
 state = require_state()
@@ -28,19 +29,26 @@ hosts = state.hosts
 dns = [h for h in hosts if "dns" in h.groups]
 secondary = next((h for h in dns if h.data.get("dns_role") == "secondary"), dns[0])
 facts = {
-    "ORIGIN": next(h.address for h in hosts if "origin" in h.groups),
+    "ORIGIN": next(f"{h.name}={h.address}" for h in hosts if "origin" in h.groups),
     "SECONDARY": secondary.address,
     "MIRRORS": " ".join(f"{h.name}={h.address}" for h in hosts if "mirrors" in h.groups),
     "ZONE": LAB_HOST_DATA["mirror_zone"],
     "KEY": (state.secrets_dir / "origin-signing.pub").read_text().strip(),
+    "ROOTS": str(roots) if (roots := state.dir / ACME_ROOTS).exists() else "",
 }
 for name, value in facts.items():
     print(f"{name}={shlex.quote(value)}")
 PY
 )"
 
-serial() {  # the serial a host serves (its signed stamp), or nothing
-  curl -sf --max-time 5 "http://$1/.mirror/stamp.json" \
+serial() {  # serial NAME=ADDRESS: the serial a host serves (its signed stamp), or nothing
+  local name=${1%=*}.$ZONE address=${1#*=} url
+  if [[ -n $ROOTS ]]; then  # by its name over HTTPS, trusting the lab's roots alone
+    url=(--cacert "$ROOTS" --resolve "$name:443:$address" "https://$name/.mirror/stamp.json")
+  else
+    url=("http://$address/.mirror/stamp.json")
+  fi
+  curl -sf --max-time 5 "${url[@]}" \
     | .venv/bin/python -c 'import json, sys; print(json.load(sys.stdin)["signed"]["serial"])' \
     2>/dev/null || true
 }
@@ -66,12 +74,12 @@ HEAD=$(serial "$ORIGIN")
 all_at_head() {
   local entry
   for entry in $MIRRORS; do
-    [[ $(serial "${entry#*=}") == "$HEAD" ]] || return 1
+    [[ $(serial "$entry") == "$HEAD" ]] || return 1
   done
 }
 wait_for "every mirror at serial $HEAD" all_at_head
 for entry in $MIRRORS; do
-  echo "    ${entry%=*} (${entry#*=}) serves serial $(serial "${entry#*=}")"
+  echo "    ${entry%=*} (${entry#*=}) serves serial $(serial "$entry")"
 done
 
 srv() { dig +short @"$SECONDARY" "_pkgmirror._tcp.$ZONE" SRV; }
