@@ -1,12 +1,29 @@
-"""Fixtures for the lab scenarios; the harness itself is tests/labkit.py."""
+"""Fixtures for the lab scenarios; the harness itself is tests/labkit.py. And one for
+every test: the client's memory of verified serials (client/memory.py) is the test's
+own, since the tests' fleets start their serials again in the same zone names."""
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 from labkit import LabRun, kernel_leftovers
+
+from mirrorfleet.client.memory import STATE_ENV
+
+# a module's fixtures run before any test's: they get a folder of the session's own
+os.environ[STATE_ENV] = tempfile.mkdtemp(prefix="mirrorfleet-state-")
+atexit.register(shutil.rmtree, os.environ[STATE_ENV], True)
+
+
+@pytest.fixture(autouse=True)
+def _own_verified_serials(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(STATE_ENV, str(tmp_path / "state"))
 
 
 @pytest.fixture(scope="module")

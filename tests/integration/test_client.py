@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from mirrorfleet.client.choose import MaxLag, NoFreshMirror, choose
 from mirrorfleet.client.discovery import Lookup, LookupFailed, discover, read_more
 from mirrorfleet.client.dnssec import TrustAnchor
+from mirrorfleet.client.memory import FILE, STATE_ENV, Memory
 from mirrorfleet.monitor.daemon import Monitor
 from mirrorfleet.testing.loopback import free_port
 from mirrorfleet.testing.loopback_dns import LoopbackBind
@@ -259,6 +260,24 @@ def test_cli_pick_prints_a_url_and_json_says_why(world) -> None:
     data = json.loads(cli(world, "pick", "--seed", "3", "--json").stdout)
     assert data["url"] == plain.stdout.strip() and data["serial"] == data["head"]["serial"]
     assert "priority 10" in data["why"]
+
+
+def test_cli_remembers_what_it_verified_and_refuses_a_rollback(world, tmp_path: Path) -> None:
+    """issue 19: the serial a pick verified is kept in the user's state directory; a
+    fleet whose head is older than it (a replay, or a frozen fleet) is refused, by
+    pick and pip-config alike, until `--forget`."""
+    state = Path(os.environ[STATE_ENV])  # this test's own (tests/conftest.py)
+    picked = json.loads(cli(world, "pick", "--json").stdout)
+    memory = Memory(state / FILE)
+    assert memory.serial(ZONE) == picked["serial"]
+    memory.remember(ZONE, picked["serial"] + 1)  # as if a newer serial had been seen
+    for command in ("pick", "pip-config"):
+        refused = cli(world, command)
+        assert refused.returncode == 1, refused.stdout
+        assert f"older than serial {picked['serial'] + 1} this machine" in refused.stderr
+    again = cli(world, "pick", "--forget")
+    assert again.returncode == 0, again.stderr
+    assert memory.serial(ZONE) == picked["serial"]
 
 
 def test_cli_list_shows_every_mirror(world) -> None:

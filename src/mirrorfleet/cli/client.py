@@ -20,6 +20,7 @@ import click
 
 from mirrorfleet import web
 from mirrorfleet.cli.output import emit_json, err, out, table, warn
+from mirrorfleet.client.memory import Memory
 from mirrorfleet.errors import UserError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -101,6 +102,22 @@ for_option = click.option(
 )
 
 
+forget_option = click.option(
+    "--forget",
+    is_flag=True,
+    help="Forget the highest serial this machine verified for the zone (a fleet rebuilt "
+    "from scratch); otherwise an older head or mirror is refused as a rollback.",
+)
+
+
+def verified_floor(zone: str, forget: bool) -> tuple[Memory, int]:
+    """The user's memory of verified serials (client/memory.py) and zone's floor."""
+    memory = Memory.for_user()
+    if forget:
+        memory.forget(zone)
+    return memory, memory.serial(zone)
+
+
 @dataclass(frozen=True)
 class Where:
     """The lookup options every client command shares."""
@@ -170,6 +187,7 @@ def _projects(text: str | None) -> list[str]:
     help="Time a HEAD request to the top N candidates and take the fastest.",
 )
 @click.option("--fallback", metavar="URL", help="Print this URL instead of failing.")
+@forget_option
 def pick(
     where: Where,
     as_json: bool,
@@ -178,6 +196,7 @@ def pick(
     seed: int | None,
     probe: int,
     fallback: str | None,
+    forget: bool,
 ) -> None:
     """Print the URL of a fresh mirror, picked by RFC 2782 priority and weight."""
     from mirrorfleet.client.choose import MaxLag, choose
@@ -185,6 +204,7 @@ def pick(
     lag = MaxLag.parse(max_lag)
     rng = random.Random(seed)
     try:
+        memory, floor = verified_floor(where.zone, forget)
         discovery, parsed, more = _discover(where, rng, batch=max(PICK_BATCH, probe))
         choice = choose(
             discovery,
@@ -195,7 +215,9 @@ def pick(
             _projects(projects),
             probe,
             more,
+            floor,
         )
+        memory.remember(where.zone, choice.stamp.serial)
         warn(choice.warnings)
     except UserError as exc:  # no answer, no SRV, a bad head, nothing fresh
         if fallback is None:
@@ -386,6 +408,7 @@ def pip_config_file() -> Path:
     help="pip.conf section, shell exports (pip and uv), or uv.toml.",
 )
 @click.option("--write", is_flag=True, help="Set index-url in your pip.conf (other keys kept).")
+@forget_option
 def pip_config(
     where: Where,
     as_json: bool,
@@ -394,6 +417,7 @@ def pip_config(
     seed: int | None,
     fmt: str,
     write: bool,
+    forget: bool,
 ) -> None:
     """Point pip (or uv) at a fresh mirror's /simple/ index."""
     import configparser
@@ -401,6 +425,7 @@ def pip_config(
     from mirrorfleet.client.choose import MaxLag, choose
 
     rng = random.Random(seed)
+    memory, floor = verified_floor(where.zone, forget)
     discovery, parsed, more = _discover(where, rng, PICK_BATCH)
     choice = choose(
         discovery,
@@ -410,7 +435,9 @@ def pip_config(
         2 * where.timeout,
         _projects(projects),
         more=more,
+        floor=floor,
     )
+    memory.remember(where.zone, choice.stamp.serial)
     warn(choice.warnings)
     index = urljoin(str(choice.mirror.url), "simple/")
     fallbacks = [urljoin(str(m.url), "simple/") for m in choice.fallbacks]

@@ -39,6 +39,10 @@ class NoFreshMirror(UserError):
     """Every listed mirror is stale, down, or failed its check."""
 
 
+class RolledBack(UserError):
+    """The fleet's head is older than a serial this machine already verified."""
+
+
 @dataclass(frozen=True)
 class MaxLag:
     """How far behind the head a mirror may be: None/None means "fresh, as the monitor
@@ -152,6 +156,7 @@ def choose(
     projects: Iterable[str] = (),
     probe: int = 0,
     more: Callable[[Discovery], Discovery] | None = None,
+    floor: int = 0,
 ) -> Choice:
     """RFC 2782 order over the candidates, the first whose stamp proves it fresh.
 
@@ -159,7 +164,15 @@ def choose(
     probe: time a HEAD request to the first `probe` candidates of the best priority
     and try the fastest first (reflector's rate sort, bounded to a few requests).
     more: reads the next pending mirrors when every one read so far fails.
+    floor: the highest serial this machine verified before (client/memory.py): an
+    older head is a rollback, and an older mirror is never chosen.
     """
+    if discovery.head.serial < floor:
+        raise RolledBack(
+            f"the head of {discovery.zone} is serial {discovery.head.serial}, older than "
+            f"serial {floor} this machine already verified: a replayed or frozen fleet "
+            "(if it was rebuilt from scratch, run again with --forget)"
+        )
     skipped: list[tuple[str, str]] = []
     seen: set[str] = set()
     rng = rng or random.Random()
@@ -171,6 +184,10 @@ def choose(
             ordered = by_latency(ordered, probe, timeout)
         for i, mirror in enumerate(ordered):
             stamp, why = _stamp_check(mirror, discovery, keys, max_lag, timeout, bool(projects))
+            if stamp is not None and stamp.serial < floor:
+                why = (
+                    f"its stamp is serial {stamp.serial}, older than serial {floor} verified before"
+                )
             if stamp is None or why:
                 skipped.append((mirror.target, why or "no stamp"))
                 continue
@@ -220,12 +237,18 @@ def _stamp_check(
     max_lag: MaxLag,
     timeout: float,
     per_project: bool,
+    floor: int = 0,
 ) -> tuple[Stamp | None, str | None]:
     """The mirror's own verified stamp, and why it rules the mirror out (None: it passes)."""
     try:
         stamp = fetch_stamp(str(mirror.url), keys, timeout)[0]
     except StampUnavailable as exc:
         return None, str(exc)
+    if stamp.serial < floor:
+        return (
+            stamp,
+            f"its stamp is serial {stamp.serial}, older than serial {floor} verified before",
+        )
     allowed = MaxLag(serials=MAX_BEHIND) if per_project else max_lag
     return stamp, stamp_verdict(stamp, mirror, discovery.head, allowed)
 
