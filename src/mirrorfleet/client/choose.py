@@ -183,11 +183,9 @@ def choose(
         if probe > 0 and ordered:
             ordered = by_latency(ordered, probe, timeout)
         for i, mirror in enumerate(ordered):
-            stamp, why = _stamp_check(mirror, discovery, keys, max_lag, timeout, bool(projects))
-            if stamp is not None and stamp.serial < floor:
-                why = (
-                    f"its stamp is serial {stamp.serial}, older than serial {floor} verified before"
-                )
+            stamp, why = _stamp_check(
+                mirror, discovery, keys, max_lag, timeout, bool(projects), floor
+            )
             if stamp is None or why:
                 skipped.append((mirror.target, why or "no stamp"))
                 continue
