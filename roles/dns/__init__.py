@@ -172,33 +172,38 @@ def nameserver(target: Host, zone: str) -> tuple[str, str]:
     return name, dns_address(target) if in_zone(name, zone) else ""
 
 
-def host_addresses(zone: str) -> dict[str, str]:
-    """Absolute name -> IPv4 address, for every fleet host named inside the zone (a
-    host named elsewhere keeps its records where its name lives)."""
-    found: dict[str, str] = {}
+def fleet_names(zone: str) -> dict[str, Host]:
+    """Absolute name -> host, for every fleet host named inside the zone (a host named
+    elsewhere keeps its records where its name lives)."""
+    found: dict[str, Host] = {}
     for group in FLEET_GROUPS:
         for target in inventory.get_group(group, []):
             name = zone_name_of(target, zone)
             if in_zone(name, zone) and name != f"{zone}.":
-                found[name] = public_address(target)
+                found[name] = target
     return found
+
+
+def host_addresses(zone: str) -> dict[str, str]:
+    """Absolute name -> IPv4 address of every fleet host named inside the zone."""
+    return {name: public_address(target) for name, target in fleet_names(zone).items()}
 
 
 def acme_names(zone: str) -> list[str]:
     """The absolute names of the fleet hosts validated by DNS-01; each must lie in the
     zone, where this primary can publish its challenge."""
+    inside = {target.name: name for name, target in fleet_names(zone).items()}
     found = []
     for group in FLEET_GROUPS:
         for target in inventory.get_group(group, []):
             if fleet.acme_challenge(target) != "dns-01":
                 continue
-            name = zone_name_of(target, zone)
-            if not in_zone(name, zone) or name == f"{zone}.":
+            if target.name not in inside:
                 raise DeployError(
                     f"{target.name}: acme_challenge dns-01 needs its public name inside "
                     f"{zone}, whose primary publishes the challenge"
                 )
-            found.append(name)
+            found.append(inside[target.name])
     return sorted(set(found))
 
 

@@ -81,7 +81,7 @@ def site_data() -> tuple[dict[str, Any], list[OperationMeta]]:
     """What a site template needs to serve HTTPS (all None with tls off), and the
     operations that put in place the certificate nginx reads: a change to one (the
     operator's new certificate) reloads nginx."""
-    mode = fleet.tls_mode(host)
+    mode, challenge = fleet.tls_mode(host), fleet.acme_challenge(host)
     if mode == "off":
         return {"tls_certificate": None, "tls_key": None, "acme_webroot": None}, []
     files.directory(name="Create the TLS folder", path=TLS_DIR, mode="0700")
@@ -89,7 +89,7 @@ def site_data() -> tuple[dict[str, Any], list[OperationMeta]]:
     if mode == "own":
         installed = _own()
     else:
-        by_dns = fleet.acme_challenge(host) == "dns-01"
+        by_dns = challenge == "dns-01"
         apt.packages(name="Install certbot", packages=CERTBOT, no_recommends=True)
         if by_dns:
             apt.packages(
@@ -108,7 +108,7 @@ def site_data() -> tuple[dict[str, Any], list[OperationMeta]]:
     data = {
         "tls_certificate": CERTIFICATE,
         "tls_key": KEY,
-        "acme_webroot": WEBROOT if fleet.acme_challenge(host) == "http-01" else None,
+        "acme_webroot": WEBROOT if challenge == "http-01" else None,
     }
     return data, installed
 

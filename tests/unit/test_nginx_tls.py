@@ -69,7 +69,7 @@ def test_https_serves_the_negotiated_tree(site) -> None:
     assert (page.status, page.getheader("Content-Type")) == (200, "text/html")
 
 
-def test_https_hides_dotfiles_and_the_challenge_folder(site) -> None:
+def test_https_does_not_serve_the_challenge_folder(site) -> None:
     server, root = site
     assert secure(server, root, "/.well-known/acme-challenge/token-1").status == 404
 

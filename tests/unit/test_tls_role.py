@@ -37,7 +37,7 @@ def test_an_own_certificate_for_the_name_passes(ca: TestCA) -> None:
         ("not pem", "unreadable"),
     ],
 )
-def test_a_bad_own_certificate_stops_the_deploy(ca: TestCA, how: str, message: str) -> None:
+def test_a_bad_own_certificate_is_refused(ca: TestCA, how: str, message: str) -> None:
     leaf = ca.leaf(
         "leaf", ("other.example.org",) if how == "other name" else (NAME,), expired=how == "expired"
     )
