@@ -1,5 +1,6 @@
 """The origin: holds the canonical tree, signs each serial, pings the first tier and
-the monitor."""
+the monitor, and signs its stamp again on a timer (the heartbeat) so an idle fleet
+stays provably fresh."""
 
 from __future__ import annotations
 
@@ -10,8 +11,10 @@ from pyinfra.api import deploy
 
 from mirrorfleet.config import OriginConfig, load_origin_config
 from mirrorfleet.tree.keys import SecretsDir
-from mirrorfleet_roles import configs, fleet, install, serve_tree
+from mirrorfleet_roles import configs, fleet, hardening, install, serve_tree
 
+TEMPLATES = Path(__file__).parent / "templates"
+UNITS = ("mirrorfleet-heartbeat.service", "mirrorfleet-heartbeat.timer")
 HEADER = "Managed by mirrorfleet (roles/origin). Used by `mirrorfleet origin publish`."
 DEFAULTS = {
     **fleet.SERVICE_DEFAULTS,
@@ -21,6 +24,10 @@ DEFAULTS = {
     # change records kept in .mirror/changes/: how far behind a mirror can catch up
     # from the feed instead of syncing everything.
     "origin_keep_records": OriginConfig.keep_records,
+    # seconds between heartbeats, and how long each stamp counts as fresh: a mirror
+    # (or a DNS answer) the heartbeat stops reaching is stale after stamp_lifetime.
+    "heartbeat_interval": OriginConfig.heartbeat,
+    "stamp_lifetime": OriginConfig.stamp_lifetime,
 }
 
 
@@ -37,6 +44,8 @@ def config() -> OriginConfig:
         + tuple(fleet.monitor_ping_urls()),
         state_dir=Path(host.data.origin_state_dir),
         keep_records=int(host.data.origin_keep_records),
+        heartbeat=int(host.data.heartbeat_interval),
+        stamp_lifetime=int(host.data.stamp_lifetime),
     )
 
 
@@ -52,4 +61,12 @@ def apply() -> None:
         "Configure origin publishing",
         "origin.toml",
         configs.render(config(), HEADER, load_origin_config),
+    )
+    writable = f"{host.data.tree} {host.data.origin_state_dir}"
+    units = hardening.units(TEMPLATES, UNITS, writable)
+    hardening.service(
+        "mirrorfleet-heartbeat.timer",
+        "Run the heartbeat timer",
+        "Restart the heartbeat timer on a new schedule",
+        [units["mirrorfleet-heartbeat.timer"]],
     )

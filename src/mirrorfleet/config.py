@@ -29,6 +29,10 @@ T = TypeVar("T")
 # origin keeps a change record per serial this long, so a mirror that was off for a
 # day catches up from the records instead of walking the whole tree.
 KEEP_RECORDS = 20_000
+# The origin re-signs its stamp every HEARTBEAT seconds, each good for STAMP_LIFETIME
+# (tree/stamp.py): six heartbeats may fail before a fleet goes stale for its clients.
+HEARTBEAT = 300
+STAMP_LIFETIME = 1800
 
 AGENT_PORT = 8873  # the sync agent: POST /ping, GET /metrics, /status
 MONITOR_PORT = 8874  # the monitor daemon: POST /ping, GET /metrics, /status.json
@@ -61,6 +65,10 @@ class OriginConfig:
     # so the next one finds what changed without hashing the whole tree
     state_dir: Path = Path("/var/lib/mirrorfleet/origin")
     keep_records: int = KEEP_RECORDS  # change records kept in .mirror/changes/
+    # how long each stamp counts as fresh, and how often the heartbeat re-signs it
+    # (tree/stamp.py): a fleet the heartbeat stops reaching goes stale after this long
+    stamp_lifetime: int = STAMP_LIFETIME
+    heartbeat: int = HEARTBEAT
 
 
 @dataclass(frozen=True)
@@ -201,8 +209,16 @@ def _check(config: Any, where: str) -> None:
         raise UserError(
             f"{where}: preset {config.preset!r} is unknown (known: {', '.join(PRESETS)})"
         )
-    if isinstance(config, OriginConfig) and config.keep_records < 1:
-        raise UserError(f"{where}: keep_records must be at least 1")
+    if isinstance(config, OriginConfig):
+        if config.keep_records < 1:
+            raise UserError(f"{where}: keep_records must be at least 1")
+        if not 10 <= config.heartbeat <= 86400:
+            raise UserError(f"{where}: heartbeat must be 10-86400 seconds")
+        if config.stamp_lifetime < 2 * config.heartbeat:
+            raise UserError(
+                f"{where}: stamp_lifetime ({config.stamp_lifetime}s) must be at least twice "
+                f"the heartbeat ({config.heartbeat}s), or one late heartbeat stales the fleet"
+            )
     urls = list(getattr(config, "ping", ())) + list(getattr(config, "notify", ()))
     if isinstance(config, AgentConfig):
         urls.append(config.upstream_http)

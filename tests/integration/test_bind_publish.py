@@ -76,7 +76,7 @@ def fleet(states: dict[str, str]) -> list[MirrorRecord]:
 
 
 def desired(states: dict[str, str]) -> list[records.RecordSet]:
-    stamp = Stamp(serial=5, ts=1_700_000_000, origin="origin")
+    stamp = Stamp(serial=5, ts=1_700_000_000, origin="origin", expires=2**32)
     head = records.head_rrset(stamp, b"\x01" * 64, "0123456789abcdef", ttl=60)
     return records.desired_records(ZONE, head, fleet(states), owner="fleet-test")
 
@@ -146,7 +146,7 @@ def _send(named: dict, update: dns.update.UpdateMessage) -> int:
 
 def test_unsigned_update_is_refused(named) -> None:
     update = dns.update.UpdateMessage(ZONE)
-    update.replace("_head._pkgmirror", 60, "TXT", '"txtvers=1"')
+    update.replace("_head._pkgmirror", 60, "TXT", '"txtvers=2"')
     assert _send(named, update) == dns.rcode.REFUSED
 
 
@@ -154,14 +154,14 @@ def test_a_key_without_a_grant_is_refused(named) -> None:
     """The secondaries' transfer key is known to the server but may not write."""
     keyring = dns.tsigkeyring.from_text({TRANSFER_TSIG: ("hmac-sha256", named["transfer"])})
     update = dns.update.UpdateMessage(ZONE, keyring=keyring, keyname=TRANSFER_TSIG)
-    update.replace("_head._pkgmirror", 60, "TXT", '"txtvers=1"')
+    update.replace("_head._pkgmirror", 60, "TXT", '"txtvers=2"')
     assert _send(named, update) == dns.rcode.REFUSED
 
 
 def test_an_unknown_key_is_refused(named) -> None:
     keyring = dns.tsigkeyring.from_text({OTHER_KEY: ("hmac-sha256", named["other"])})
     update = dns.update.UpdateMessage(ZONE, keyring=keyring, keyname=OTHER_KEY)
-    update.replace("_head._pkgmirror", 60, "TXT", '"txtvers=1"')
+    update.replace("_head._pkgmirror", 60, "TXT", '"txtvers=2"')
     with pytest.raises(dns.tsig.PeerBadKey):
         _send(named, update)
 
@@ -207,7 +207,7 @@ def test_published_records_are_dnssec_signed(named) -> None:
         ("www", "A", "192.0.2.66"),
         ("_head._pkgmirror", "A", "192.0.2.66"),
         ("@", "TXT", '"v=spf1 -all"'),
-        ("x._pkgmirror", "TXT", '"txtvers=1"'),
+        ("x._pkgmirror", "TXT", '"txtvers=2"'),
     ],
 )
 def test_our_key_outside_our_names_is_refused(named, name: str, rdtype: str, value: str) -> None:
@@ -236,7 +236,7 @@ def test_unreachable_server_is_a_clear_error(named) -> None:
 
 def test_cli_plan_apply_show(named, tmp_path: Path) -> None:
     key = Ed25519PrivateKey.generate()
-    stamp = json.loads(Stamp(serial=9, ts=1_700_000_900, origin="origin").sign(key))
+    stamp = json.loads(Stamp(serial=9, ts=1_700_000_900, origin="origin", expires=2**32).sign(key))
     mirrors = [asdict(m) for m in fleet({"mirror3": "fresh"})]
     (tmp_path / "state.json").write_text(json.dumps({"stamp": stamp, "mirrors": mirrors}))
     (tmp_path / "tsig.key").write_text(named["secret"] + "\n")
@@ -299,7 +299,7 @@ def test_a_thousand_mirror_fleet_publishes_and_settles(tmp_path: Path) -> None:
     """Too big for one DNS message: packed into several, each accepted; then idle."""
     regions = [f"r{i}" for i in range(10)]
     mirrors = demo_fleet.mirrors(1000, regions=10)
-    stamp = Stamp(serial=5, ts=1_700_000_000, origin="origin")
+    stamp = Stamp(serial=5, ts=1_700_000_000, origin="origin", expires=2**32)
     head = records.head_rrset(stamp, b"\x01" * 64, "0123456789abcdef", ttl=60)
     want = records.desired_records(ZONE, head, mirrors, owner="fleet-test")
     with LoopbackBind(tmp_path, ZONE, regions=tuple(regions)) as server:
@@ -323,7 +323,7 @@ def test_targets_inside_the_zone_compare_equal_after_a_read(tmp_path: Path) -> N
         chk=1_700_000_060,
         url="http://m1/",
     )
-    stamp = Stamp(serial=5, ts=1_700_000_000, origin="origin")
+    stamp = Stamp(serial=5, ts=1_700_000_000, origin="origin", expires=2**32)
     head = records.head_rrset(stamp, b"\x01" * 64, "0123456789abcdef", ttl=60)
     want = records.desired_records(ZONE, head, [inside], owner="fleet-test")
     with LoopbackBind(tmp_path, ZONE) as server:

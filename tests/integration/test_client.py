@@ -218,10 +218,10 @@ def test_a_head_signed_by_another_key_is_refused(world) -> None:
 @pytest.mark.parametrize(
     ("value", "problem"),
     [
-        ('"txtvers=1" "st=fresh" "serial=x" "ts=1" "chk=1" "url=http://a/"', "malformed"),
-        ('"txtvers=1" "st=gone" "serial=1" "ts=1" "chk=1" "url=http://a/"', "unknown state"),
-        ('"txtvers=1" "st=fresh" "serial=1" "ts=1" "chk=1" "url=ftp://a/"', "not an http"),
-        ('"txtvers=1" "st=fresh" "serial=1" "ts=1" "chk=1" "url=http://\\195/"', "malformed"),
+        ('"txtvers=2" "st=fresh" "serial=x" "ts=1" "chk=1" "url=http://a/"', "malformed"),
+        ('"txtvers=2" "st=gone" "serial=1" "ts=1" "chk=1" "url=http://a/"', "unknown state"),
+        ('"txtvers=2" "st=fresh" "serial=1" "ts=1" "chk=1" "url=ftp://a/"', "not an http"),
+        ('"txtvers=2" "st=fresh" "serial=1" "ts=1" "chk=1" "url=http://\\195/"', "malformed"),
         ('"junk"', "malformed"),
     ],
     ids=["bad-number", "bad-state", "bad-scheme", "non-ascii", "not-key-value"],

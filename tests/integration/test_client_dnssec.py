@@ -56,7 +56,7 @@ def bind(tmp_path_factory) -> Iterator[LoopbackBind]:
     with LoopbackBind(tmp_path_factory.mktemp("bind"), ZONE, dnssec=True) as server:
         keyring = dns.tsigkeyring.from_text({MONITOR_TSIG: server.keys[MONITOR_TSIG]})
         update = dns.update.UpdateMessage(ZONE, keyring=keyring, keyname=MONITOR_TSIG)
-        update.replace("_head._pkgmirror", 60, "TXT", '"txtvers=1" "serial=7"')
+        update.replace("_head._pkgmirror", 60, "TXT", '"txtvers=2" "serial=7"')
         update.replace("_pkgmirror._tcp", 60, "SRV", "10 100 80 m1.example.net.")
         update.add("_pkgmirror._tcp", 60, "SRV", "20 100 80 m2.example.net.")
         response = dns.query.tcp(update, "127.0.0.1", port=server.primary.port, timeout=5)

@@ -463,8 +463,8 @@ def _update(secrets: SecretsDir, key: str | None, name: str, rdtype: str, value:
 @pytest.mark.parametrize(
     ("key", "name", "rdtype", "value"),
     [
-        (None, "_head._pkgmirror", "TXT", '"txtvers=1"'),
-        (TRANSFER_TSIG, "_head._pkgmirror", "TXT", '"txtvers=1"'),
+        (None, "_head._pkgmirror", "TXT", '"txtvers=2"'),
+        (TRANSFER_TSIG, "_head._pkgmirror", "TXT", '"txtvers=2"'),
         (MONITOR_TSIG, "www", "A", "192.0.2.66"),
         (MONITOR_TSIG, "_head._pkgmirror", "A", "192.0.2.66"),
     ],

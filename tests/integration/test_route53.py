@@ -113,7 +113,9 @@ def fleet_state(states: dict[str, str], regions: int = 0) -> dict:
         demo_fleet.mirror(label, state, serial=9, region=f"r{i % regions}" if regions else None)
         for i, (label, state) in enumerate(states.items())
     ]
-    stamp = json.loads(Stamp(serial=9, ts=1_700_000_900, origin="origin").sign(SIGNING_KEY))
+    stamp = json.loads(
+        Stamp(serial=9, ts=1_700_000_900, origin="origin", expires=2**32).sign(SIGNING_KEY)
+    )
     return {"stamp": stamp, "mirrors": [asdict(m) for m in mirrors]}
 
 
@@ -162,7 +164,7 @@ def test_first_publish_is_one_batch_and_listed(client, zone_id, target) -> None:
         "20 100 80 mirror2.example.net.",
     ]
     assert '"st=lagging"' in values(client, zone_id, f"mirror2.{META}", "TXT")[0]
-    assert values(client, zone_id, OWNER, "TXT") == ['"txtvers=1" "owner=fleet-test"']
+    assert values(client, zone_id, OWNER, "TXT") == ['"txtvers=2" "owner=fleet-test"']
     assert '"serial=9"' in values(client, zone_id, HEAD, "TXT")[0]
 
 
@@ -239,7 +241,7 @@ def test_a_zone_another_fleet_owns_is_refused(client, zone_id, target, how: str)
     else:
         impostor = records.owner_rrset("another-fleet", 60)
         result = plan([impostor], target.read_live())
-        result.creates.append(RecordSet(f"mirror2.{META}", "TXT", 60, ('"txtvers=1"',)))
+        result.creates.append(RecordSet(f"mirror2.{META}", "TXT", 60, ('"txtvers=2"',)))
         match = "marker is not ours" if how == "apply" else "already has a _owner._pkgmirror"
         with pytest.raises(MirrorfleetError, match=match):
             target.apply(result, impostor, owner_is_live=how == "apply")
@@ -272,8 +274,8 @@ def test_a_thousand_mirrors_publish_in_the_fewest_batches_within_limits(
 
 def _bad_plan(case: str, live: list[RecordSet]) -> Plan:
     head = next(r for r in live if r.name == HEAD)
-    other = RecordSet(HEAD, "TXT", 60, ('"txtvers=1" "serial=6"',))
-    meta = RecordSet(f"mirror9.{META}", "TXT", 60, ('"txtvers=1"',))
+    other = RecordSet(HEAD, "TXT", 60, ('"txtvers=2" "serial=6"',))
+    meta = RecordSet(f"mirror9.{META}", "TXT", 60, ('"txtvers=2"',))
     return {
         "create-of-live-record": Plan(creates=[other]),
         "delete-with-other-ttl": Plan(deletes=[replace(head, ttl=300)]),

@@ -112,7 +112,9 @@ def fleet_state(states: dict[str, str], regions: int = 0) -> dict:
         demo_fleet.mirror(label, state, serial=9, region=f"r{i % regions}" if regions else None)
         for i, (label, state) in enumerate(states.items())
     ]
-    stamp = json.loads(Stamp(serial=9, ts=1_700_000_900, origin="origin").sign(SIGNING_KEY))
+    stamp = json.loads(
+        Stamp(serial=9, ts=1_700_000_900, origin="origin", expires=2**32).sign(SIGNING_KEY)
+    )
     return {"stamp": stamp, "mirrors": [asdict(m) for m in mirrors]}
 
 
@@ -169,7 +171,7 @@ def _other_srv(live: dict) -> tuple[str, dict]:
 
 def _other_meta(live: dict) -> tuple[str, dict]:
     meta = live[(f"m2.{META}.{ZONE}", "TXT")]
-    return "UPSERT", {**meta, "ResourceRecords": [{"Value": '"txtvers=1" "st=fresh"'}]}
+    return "UPSERT", {**meta, "ResourceRecords": [{"Value": '"txtvers=2" "st=fresh"'}]}
 
 
 def _gone_meta(live: dict) -> tuple[str, dict]:
@@ -216,7 +218,7 @@ def test_a_writer_that_takes_the_zone_between_plan_and_apply_keeps_it(client, ta
     cycle(target, {"m1": "fresh", "m2": "fresh"})
     stale = cycle(target, {"m1": "fresh", "m2": "down"}, apply=False).plan
     marker = listed(client, target.hosted_zone_id)[(OWNER_NAME, "TXT")]
-    theirs = {**marker, "ResourceRecords": [{"Value": '"txtvers=1" "owner=another-fleet"'}]}
+    theirs = {**marker, "ResourceRecords": [{"Value": '"txtvers=2" "owner=another-fleet"'}]}
     write(client, target.hosted_zone_id, "UPSERT", theirs)
     before = listed(client, target.hosted_zone_id)
     with pytest.raises(MirrorfleetError, match=f"name='{OWNER_NAME}'.*do not match"):

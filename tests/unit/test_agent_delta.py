@@ -19,10 +19,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from mirrorfleet.agent import delta, sync
 from mirrorfleet.config import AgentConfig, OriginConfig
 from mirrorfleet.testing.loopback import LoopbackUpstream
-from mirrorfleet.tree.changes import ChangeRecord, Written, changes_path
+from mirrorfleet.tree.changes import ChangeRecord, Written, changes_path, parse_record
 from mirrorfleet.tree.files import atomic_write
 from mirrorfleet.tree.keys import load_signing_key
-from mirrorfleet.tree.stamp import STAMP_PATH, Stamp, read_local_stamp
+from mirrorfleet.tree.seal import seal
+from mirrorfleet.tree.stamp import read_local_stamp
 
 
 def listing(tree: Path) -> dict[str, bytes]:
@@ -47,15 +48,16 @@ def publish_paths(
 ) -> int:
     """Sign serial+1 naming exactly these paths, then its stamp (the publisher's order)."""
     tree, own = config.tree, load_signing_key(config.signing_key)
-    serial = read_local_stamp(tree, [own.public_key()]).serial + 1
+    previous = read_local_stamp(tree, [own.public_key()])
+    serial = previous.serial + 1
     items = []
     for rel in written:
         data = (tree / rel).read_bytes()
         digest = "" if rel.startswith("packages/") else hashlib.sha256(data).hexdigest()
         items.append(Written(rel, len(data), digest))
-    record = ChangeRecord(serial, ["x"], items, list(removed), complete, keep)
+    record = ChangeRecord(serial, ["x"], items, list(removed), complete, keep, previous.record)
     atomic_write(tree / changes_path(serial), record.sign(key or own), tree)
-    atomic_write(tree / STAMP_PATH, Stamp.new(serial, "origin").sign(own), tree)
+    seal(tree, own, serial, "origin")
     return serial
 
 
@@ -164,7 +166,22 @@ def _hostile_path(tree: Path, serial: int, key: Ed25519PrivateKey) -> None:
 
 
 def _incomplete(tree: Path, serial: int, key: Ed25519PrivateKey) -> None:
-    (tree / changes_path(serial)).write_bytes(ChangeRecord(serial, [], complete=False).sign(key))
+    """As if the origin had published it so: the chain made again up to the stamp."""
+    record = ChangeRecord(serial, [], complete=False)
+    (tree / changes_path(serial)).write_bytes(record.sign(key))
+    later_path = tree / changes_path(serial + 1)
+    later = parse_record(later_path.read_bytes(), [key.public_key()], serial + 1)
+    later.prev = hashlib.sha256(record.sign(key)).hexdigest()
+    later_path.write_bytes(later.sign(key))
+    seal(tree, key, serial + 1, "origin")
+
+
+def _stray(tree: Path, serial: int, key: Ed25519PrivateKey) -> None:
+    """Signed by the origin for this very serial, but not the record the stamp's chain
+    names (a publish that died before its stamp, then redone): mix-and-match."""
+    record = parse_record((tree / changes_path(serial)).read_bytes(), [key.public_key()], serial)
+    record.written = record.written[:1]
+    (tree / changes_path(serial)).write_bytes(record.sign(key))
 
 
 @pytest.mark.parametrize(
@@ -175,8 +192,9 @@ def _incomplete(tree: Path, serial: int, key: Ed25519PrivateKey) -> None:
         (_other_serial, "rejected: not the change record of serial"),
         (_hostile_path, "rejected: record names a path outside the tree"),
         (_incomplete, "does not list its paths"),
+        (_stray, "record 2 is not the one the stamp's chain names"),
     ],
-    ids=["missing", "forged", "other-serial", "hostile-path", "incomplete"],
+    ids=["missing", "forged", "other-serial", "hostile-path", "incomplete", "stray"],
 )
 def test_a_record_that_cannot_be_trusted_means_a_full_sync_that_ends_right(
     synced: AgentConfig, origin_config: OriginConfig, add_project, spoil, why: str
@@ -184,7 +202,7 @@ def test_a_record_that_cannot_be_trusted_means_a_full_sync_that_ends_right(
     first = publish_paths(origin_config, release(origin_config, add_project, "new0", "1.0"))
     publish_paths(origin_config, release(origin_config, add_project, "new1", "1.0"))
     key = load_signing_key(origin_config.signing_key)
-    if spoil in (_hostile_path, _incomplete):
+    if spoil in (_hostile_path, _incomplete, _stray):
         spoil(origin_config.tree, first, key)
     else:
         spoil(origin_config.tree, first)

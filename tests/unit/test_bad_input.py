@@ -42,6 +42,7 @@ from mirrorfleet.testing.loopback import LoopbackUpstream
 from mirrorfleet.tree.changes import MAX_RECORD, ChangeRecord, changes_path
 from mirrorfleet.tree.keys import SecretsDir, init_secrets, load_signing_key, public_key_text
 from mirrorfleet.tree.manifest import shard_path
+from mirrorfleet.tree.seal import seal
 from mirrorfleet.tree.signed import sign
 from mirrorfleet.tree.stamp import MAX_STAMP, STAMP_PATH, Stamp, read_local_stamp
 from mirrorfleet.zone import records
@@ -305,7 +306,7 @@ BAD_STAMPS: dict[str, tuple[Callable[[bytes], bytes], str]] = {
     "truncated": (lambda raw: raw[: len(raw) // 2], "not a signed document"),
     "empty": (lambda raw: b"", "not a signed document"),
     "wrong-key": (
-        lambda raw: Stamp(2, 1, "origin").sign(Ed25519PrivateKey.generate()),
+        lambda raw: Stamp(2, 1, "origin", expires=2**32).sign(Ed25519PrivateKey.generate()),
         "signed by unknown key",
     ),
     # valid and correctly signed, padded with JSON whitespace: only the size is wrong
@@ -337,13 +338,13 @@ def test_bad_stamp_is_refused_everywhere_and_the_mirror_keeps_its_tree(
     assert tree_listing(agent_config.tree) == before
     assert read_local_stamp(agent_config.tree, keys).serial == 1  # type: ignore[union-attr]
 
-    head = Head(Stamp(2, 1, "origin"), good)
+    head = Head(Stamp(2, 1, "origin", expires=2**32), good)
     seen = observe(MirrorSpec("origin", "origin.test", upstream.http_url), head, keys, 5, 0)
     assert seen.verdict == "bad" and seen.stamp is None
     assert re.search(message, seen.error or ""), seen.error
 
     listed = Listed("origin.test", 80, 10, 100, "fresh", 2, 1, 1, upstream.http_url)
-    found = Discovery("mirrors.test.", Stamp(2, 1, "origin"), (listed,))
+    found = Discovery("mirrors.test.", Stamp(2, 1, "origin", expires=2**32), (listed,))
     with pytest.raises(NoFreshMirror, match=message):
         choose(found, keys, rng=random.Random(0))
 
@@ -413,9 +414,10 @@ def test_huge_change_record_is_refused_by_the_monitor_within_bounds(mirror_http)
 def test_huge_change_record_is_refused_within_bounds(mirror_http) -> None:
     base, tree, _paths, keys = mirror_http
     _sparse(tree / changes_path(1))
+    head = Stamp(1, 1, "origin", expires=2**32)
     with pytest.raises(ChangesUnavailable, match=f"larger than {MAX_RECORD} bytes"):
-        fetch_changes(base, [1], keys, 5)
-    assert _peak(lambda: fetch_changes(base, [1], keys, 5)) < 4 * MAX_RECORD
+        fetch_changes(base, head, 0, keys, 5)
+    assert _peak(lambda: fetch_changes(base, head, 0, keys, 5)) < 4 * MAX_RECORD
 
 
 # --- 4. Symlinks and ../ out of the tree ---------------------------------------------
@@ -494,6 +496,7 @@ def _hostile_shards(tree: Path, key: Ed25519PrivateKey, page: bytes) -> None:
         by_shard.setdefault(shard_path(name), {})[name] = [1, digest]
     for path, projects in by_shard.items():
         (tree / path).write_bytes(sign({"v": 1, "serial": 1, "projects": projects}, key))
+    seal(tree, key, 1, "origin")
 
 
 def test_project_names_from_the_records_never_leave_the_tree(
@@ -512,7 +515,8 @@ def test_project_names_from_the_records_never_leave_the_tree(
     assert pool == [Candidate("proj0", 1)]
     assert "'../../secret' is not a project name; not checked" in caplog.text
     hostile = [Candidate(name, 1) for name in TRAVERSALS]  # a pool made some other way
-    assert spot_check(base, 1, hostile, keys, 5, len(hostile), 1024, random.Random(0)) == 0
+    stamp = read_local_stamp(tree, keys)
+    assert spot_check(base, stamp, hostile, keys, 5, len(hostile), 1024, random.Random(0)) == 0
     assert [p for p in paths if not p.startswith("/m/")] == []
 
 
@@ -527,11 +531,14 @@ def test_a_page_linking_out_of_the_tree_is_not_followed(
     projects = {"proj0": [1, hashlib.sha256(page).hexdigest()]}
     doc = {"v": 1, "serial": 1, "projects": projects}
     (tree / shard_path("proj0")).write_bytes(sign(doc, key))
+    seal(tree, key, 1, "origin")
     pool = [Candidate("proj0", 1)]
-    assert spot_check(base, 1, pool, keys, 2, 1, 1024, random.Random(0)) == 1
-    # the shard, the signed page, the folder as pip and as uv ask; nothing outside
+    stamp = read_local_stamp(tree, keys)
+    assert spot_check(base, stamp, pool, keys, 2, 1, 1024, random.Random(0)) == 1
+    # the snapshot, the shard, the signed page, the folder as pip and as uv ask; nothing outside
     folder = "/m/simple/proj0/"
-    assert paths == ["/m/" + shard_path("proj0"), f"{folder}index.html", folder, folder]
+    shard = "/m/" + shard_path("proj0")
+    assert paths == ["/m/.mirror/snapshot.json", shard, f"{folder}index.html", folder, folder]
 
 
 def test_change_record_names_are_data_never_urls(mirror_http, origin_config: OriginConfig) -> None:
@@ -539,8 +546,10 @@ def test_change_record_names_are_data_never_urls(mirror_http, origin_config: Ori
     base, tree, paths, keys = mirror_http
     names = ["../../secret", "/etc/passwd", "%2e%2e", "http://elsewhere/"]
     key = load_signing_key(origin_config.signing_key)
-    (tree / changes_path(2)).write_bytes(sign({"v": 1, "serial": 2, "changed": names}, key))
-    assert fetch_changes(base, [2], keys, 5) == {2: frozenset(names)}
+    raw = sign({"v": 1, "serial": 2, "changed": names}, key)
+    (tree / changes_path(2)).write_bytes(raw)
+    head = Stamp(2, 1, "origin", expires=2**32, record=hashlib.sha256(raw).hexdigest())
+    assert fetch_changes(base, head, 1, keys, 5) == {2: frozenset(names)}
     assert paths == ["/m/" + changes_path(2)]
 
 
@@ -569,7 +578,7 @@ def test_hostile_label_in_the_fleet_config_is_refused_as_it_loads(
 
 def _publish_records(path: Path) -> list[records.RecordSet]:
     """Fleet config -> the records the monitor would write, with no DNS server involved."""
-    stamp = Stamp(serial=3, ts=1_700_000_000, origin="origin")
+    stamp = Stamp(serial=3, ts=1_700_000_000, origin="origin", expires=2**32)
     key = Ed25519PrivateKey.generate()
     signature = base64.b64decode(json.loads(stamp.sign(key))["sig"])
     head = records.head_rrset(stamp, signature, "0" * 16, ttl=60)

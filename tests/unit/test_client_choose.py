@@ -19,7 +19,7 @@ from mirrorfleet.errors import MirrorfleetError
 from mirrorfleet.tree.stamp import STAMP_PATH, Stamp
 
 KEY = Ed25519PrivateKey.generate()
-HEAD = Stamp(serial=5, ts=1_700_000_500, origin="origin")
+HEAD = Stamp(serial=5, ts=1_700_000_500, origin="origin", expires=2**32)
 SLOW = 0.2
 
 
@@ -46,7 +46,7 @@ def base(tmp_path_factory) -> Iterator[str]:
     for name, serial in (("slow", 5), ("fast", 5), ("behind", 4)):
         path = root / name / STAMP_PATH
         path.parent.mkdir(parents=True)
-        path.write_bytes(Stamp(serial, HEAD.ts - 5 + serial, "origin").sign(KEY))
+        path.write_bytes(Stamp(serial, HEAD.ts - 5 + serial, "origin", expires=2**32).sign(KEY))
     server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Handler, directory=root))
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:

@@ -12,7 +12,7 @@ from mirrorfleet.zone.providers.rfc2136 import pack
 from mirrorfleet.zone.records import RecordSet
 
 
-def txt(name: str, value: str = '"txtvers=1"', ttl: int = 60) -> RecordSet:
+def txt(name: str, value: str = '"txtvers=2"', ttl: int = 60) -> RecordSet:
     return RecordSet(name, "TXT", ttl, (value,))
 
 
@@ -112,7 +112,7 @@ def test_duplicate_desired_sets_are_an_error() -> None:
 
 
 def meta(chk: int, st: str = "ok", ttl: int = 60) -> RecordSet:
-    return txt("m1._meta._pkgmirror", f'"txtvers=1" "serial=5" "chk={chk}" "st={st}"', ttl)
+    return txt("m1._meta._pkgmirror", f'"txtvers=2" "serial=5" "chk={chk}" "st={st}"', ttl)
 
 
 @pytest.mark.parametrize(
@@ -132,9 +132,9 @@ def test_chk_alone_is_refreshed_only_every_few_minutes(live, desired, kept: bool
 
 
 def test_a_plan_too_big_for_one_message_is_packed_in_order() -> None:
-    owner = txt("_owner._pkgmirror", '"txtvers=1" "owner=x"')
+    owner = txt("_owner._pkgmirror", '"txtvers=2" "owner=x"')
     metas = [
-        txt(f"m{i:04d}._meta._pkgmirror", '"txtvers=1" "' + "u" * 200 + '"') for i in range(600)
+        txt(f"m{i:04d}._meta._pkgmirror", '"txtvers=2" "' + "u" * 200 + '"') for i in range(600)
     ]
     big_srv = srv(*(f"m{i:04d}.example" for i in range(100)))
     gone = txt("old._meta._pkgmirror")

@@ -13,7 +13,7 @@ HEAD = 5
 
 
 def seen(verdict: str, serial: int | None = HEAD, at: float = 1000.0) -> Observation:
-    stamp = Stamp(serial, 100 + serial, "origin") if serial is not None else None
+    stamp = Stamp(serial, 100 + serial, "origin", expires=2**32) if serial is not None else None
     return Observation("m1", verdict, stamp, None if verdict == "ok" else "boom", at, 0.01)
 
 

@@ -68,11 +68,11 @@ def test_published_state_round_trips_through_the_records() -> None:
 @pytest.mark.parametrize(
     "value",
     [
-        '"txtvers=1" "st=ok" "serial=1" "ts=1" "chk=1"',
-        '"txtvers=1" "st=fresh"',
+        '"txtvers=2" "st=ok" "serial=1" "ts=1" "chk=1"',
+        '"txtvers=2" "st=fresh"',
         '"junk"',
-        '"txtvers=2" "st=fresh" "serial=1" "ts=1" "chk=1"',
-        '"txtvers=1" "st=fresh" "serial=x" "ts=1" "chk=1"',
+        '"txtvers=3" "st=fresh" "serial=1" "ts=1" "chk=1"',
+        '"txtvers=2" "st=fresh" "serial=x" "ts=1" "chk=1"',
     ],
     ids=["old-vocabulary", "missing-fields", "not-key-value", "future-version", "bad-number"],
 )
@@ -81,6 +81,6 @@ def test_malformed_meta_records_are_skipped(value: str) -> None:
 
 
 def test_the_head_is_read_back_with_its_signature() -> None:
-    stamp = Stamp(serial=9, ts=1234, origin="origin")
+    stamp = Stamp(serial=9, ts=1234, origin="origin", expires=2**32)
     head = read_head([head_rrset(stamp, b"s" * 64, "0123456789abcdef", 60)])
     assert head == (stamp, b"s" * 64, "0123456789abcdef")

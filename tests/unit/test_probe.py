@@ -40,7 +40,9 @@ def served(tmp_path: Path) -> Iterator[tuple[str, Path]]:
 def put_stamp(root: Path, tree: str, serial: int, key: Ed25519PrivateKey = KEY) -> None:
     path = root / tree / STAMP_PATH
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(Stamp(serial=serial, ts=1_700_000_000 + serial, origin="origin").sign(key))
+    path.write_bytes(
+        Stamp(serial=serial, ts=1_700_000_000 + serial, origin="origin", expires=2**32).sign(key)
+    )
 
 
 def spec(base: str, label: str) -> MirrorSpec:

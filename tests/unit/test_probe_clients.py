@@ -29,7 +29,9 @@ from mirrorfleet.probe.fetch import SpotCheckFailed
 from mirrorfleet.probe.spotcheck import Candidate, spot_check
 from mirrorfleet.tree.keys import load_signing_key
 from mirrorfleet.tree.manifest import shard_path
+from mirrorfleet.tree.seal import seal
 from mirrorfleet.tree.signed import sign
+from mirrorfleet.tree.stamp import fetch_stamp
 
 PROJECT = "demo-00000"  # the demo's project with an sdist, a yank and .metadata files
 
@@ -46,7 +48,8 @@ def tree(tmp_path: Path, origin_config: OriginConfig) -> Path:
 def check(base: str, origin_config: OriginConfig) -> int:
     keys = [load_signing_key(origin_config.signing_key).public_key()]
     pool = [Candidate(PROJECT, 1)]
-    return spot_check(base, 1, pool, keys, 5, 1, 1 << 20, random.Random(0))
+    stamp = fetch_stamp(base, keys)[0]
+    return spot_check(base, stamp, pool, keys, 5, 1, 1 << 20, random.Random(0))
 
 
 @pytest.fixture
@@ -153,6 +156,7 @@ def test_a_signed_page_no_client_could_read_is_not_the_mirrors_fault(
     key = load_signing_key(origin_config.signing_key)
     doc = {"v": 1, "serial": 1, "projects": {PROJECT: [1, hashlib.sha256(page).hexdigest()]}}
     (tree / shard_path(PROJECT)).write_bytes(sign(doc, key))
+    seal(tree, key, 1, "origin")  # as the origin would: its snapshot names the new shard
     with caplog.at_level(logging.WARNING, logger="mirrorfleet.spotcheck"):
         assert check(f"{nginx.url}/", origin_config) == 1
     assert "is never closed; its files and its clients' view are not checked" in caplog.text

@@ -25,6 +25,7 @@ from mirrorfleet.origin.changelist import ChangeList, read_change_list
 from mirrorfleet.origin.publish import page_links, publish
 from mirrorfleet.origin.state import STATE_FILE, PublishState
 from mirrorfleet.tree import manifest
+from mirrorfleet.tree import seal as seal_module
 from mirrorfleet.tree.changes import ChangeRecord, changes_path, parse_record
 from mirrorfleet.tree.files import atomic_write
 from mirrorfleet.tree.keys import SecretsDir, load_signing_key
@@ -344,10 +345,12 @@ def test_a_crash_before_the_stamp_redoes_the_same_serial(
         return real(path, *args, **kwargs)
 
     monkeypatch.setattr(publish_module, "atomic_write", no_stamp)
+    monkeypatch.setattr(seal_module, "atomic_write", no_stamp)
     with pytest.raises(OSError, match="disk on fire"):
         publish(config, ping=False, changed=listed(config, wrote))
     assert serial_of(config) == 1 and (config.tree / changes_path(2)).exists()
     monkeypatch.setattr(publish_module, "atomic_write", real)
+    monkeypatch.setattr(seal_module, "atomic_write", real)
     # told nothing this time: what the dead publish was told is redone all the same
     result = publish(config, ping=False, changed=ChangeList())
     assert result.serial == 2 and serial_of(config) == 2

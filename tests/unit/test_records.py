@@ -36,7 +36,7 @@ def mirror(i: int, state: str = "fresh", **changes) -> MirrorRecord:
 
 
 def head() -> records.RecordSet:
-    stamp = Stamp(serial=10, ts=1_700_000_000, origin="origin")
+    stamp = Stamp(serial=10, ts=1_700_000_000, origin="origin", expires=2**32)
     signature = base64.b64decode(json.loads(stamp.sign(KEY))["sig"])
     return records.head_rrset(stamp, signature, key_id(KEY.public_key()), ttl=60)
 
@@ -58,7 +58,7 @@ def test_desired_records_shape() -> None:
     srv = by_name[("_pkgmirror._tcp", "SRV")]
     assert srv.values == ("10 101 80 mirror1.example.net.", "20 102 80 mirror2.example.net.")
     meta3 = by_name[("mirror3._meta._pkgmirror", "TXT")].values[0]
-    assert '"st=down"' in meta3 and '"txtvers=1"' in meta3
+    assert '"st=down"' in meta3 and '"txtvers=2"' in meta3
     assert ("_owner._pkgmirror", "TXT") in by_name
 
 
@@ -110,14 +110,14 @@ def test_bad_input_is_refused_before_anything_is_sent(fleet, message: str) -> No
 @pytest.mark.parametrize(
     ("strings", "message"),
     [
-        ([b"txtvers=1", "k=\u00e9".encode()], "not ASCII"),
-        ([b"txtvers=1", b"novalue"], "not key=value"),
-        ([b"txtvers=1", b"k=a b"], "not key=value"),
-        ([b"txtvers=1", b"k=1", b"k=2"], "appears twice"),
-        ([b"txtvers=2"], "unsupported txtvers"),
+        ([b"txtvers=2", "k=\u00e9".encode()], "not ASCII"),
+        ([b"txtvers=2", b"novalue"], "not key=value"),
+        ([b"txtvers=2", b"k=a b"], "not key=value"),
+        ([b"txtvers=2", b"k=1", b"k=2"], "appears twice"),
+        ([b"txtvers=3"], "unsupported txtvers"),
         ([b"serial=1"], "unsupported txtvers"),
         (
-            [b"txtvers=1"]
+            [b"txtvers=2"]
             + [b"k" + bytes([97 + i % 26]) * 2 + b"=" + b"x" * 200 for i in range(3)],
             "over 400",
         ),

@@ -24,7 +24,7 @@ KEYS = st.text(string.ascii_lowercase, min_size=1, max_size=16)
 # The documented alphabet: printable ASCII without space or '"'. Backslash is left out
 # too: txt_value writes it unescaped (see test_txt_value_output_always_parses_back).
 VALUE_CHARS = "".join(chr(c) for c in range(0x21, 0x7F) if chr(c) not in '"\\')
-HEADER = ("txtvers", "1")
+HEADER = ("txtvers", "2")
 FAST = settings(max_examples=150, deadline=None)
 QUICK = settings(max_examples=60, deadline=None)  # variations on the round trip's input
 
@@ -42,10 +42,10 @@ def _values(room: int) -> st.SearchStrategy[str | int]:
 
 @st.composite
 def valid_pairs(draw: st.DrawFn) -> list[tuple[str, str | int]]:
-    """txtvers=1 first, then unique keys with values that fit both size limits."""
+    """txtvers=2 first, then unique keys with values that fit both size limits."""
     keys = draw(st.lists(KEYS.filter(lambda k: k != "txtvers"), unique=True, max_size=8))
     pairs: list[tuple[str, str | int]] = [HEADER]
-    budget = MAX_TXT_TOTAL - len("txtvers=1") - 1
+    budget = MAX_TXT_TOTAL - len("txtvers=2") - 1
     for key in keys:
         room = min(MAX_TXT_STRING, budget - 1) - len(key) - 1
         if room < 0:
@@ -70,7 +70,7 @@ chunks = st.one_of(
     st.builds(lambda k, v: k + b"=" + v, st.binary(max_size=20), st.binary(max_size=40)),
     st.builds(lambda k, v: k.encode() + b"=" + v, KEYS, st.binary(max_size=40)),
     ascii_pairs,
-    st.sampled_from([b"", b"=", b"==", b"txtvers=1", b"txtvers=", b"=1", b"txtvers=1=1"]),
+    st.sampled_from([b"", b"=", b"==", b"txtvers=2", b"txtvers=", b"=1", b"txtvers=2=1"]),
 )
 
 
@@ -79,26 +79,26 @@ chunks = st.one_of(
 @example([])
 @example([b""])
 @example([b"x" * 100_000])
-@example([b"txtvers=1", b"=" * 1000])
-@example([b"txtvers=1", b"k=\xff"])
+@example([b"txtvers=2", b"=" * 1000])
+@example([b"txtvers=2", b"k=\xff"])
 @example([b"\xc3\xa9=1"])
-@example([b"txtvers=1"] * 2)
-@example([b"txtvers=1", b"a=" + b"x" * 253, b"b=" + b"x" * 131])  # exactly 400 bytes
+@example([b"txtvers=2"] * 2)
+@example([b"txtvers=2", b"a=" + b"x" * 253, b"b=" + b"x" * 131])  # exactly 400 bytes
 def test_parse_txt_refuses_with_mirrorfleet_error_only(strings: list[bytes]) -> None:
     try:
         fields = parse_txt(strings)
     except MirrorfleetError:
         return
-    assert fields["txtvers"] == "1"
+    assert fields["txtvers"] == "2"
     assert total(strings) <= MAX_TXT_TOTAL
     assert len(fields) == len(strings)
 
 
 @FAST
-@given(st.lists(ascii_pairs, max_size=6).map(lambda strings: [b"txtvers=1", *strings]))
-@example([b"txtvers=1", b"k=v\n"])
-@example([b"txtvers=1", b"k\n=v"])
-@example([b"txtvers=1", b'k=a"b'])
+@given(st.lists(ascii_pairs, max_size=6).map(lambda strings: [b"txtvers=2", *strings]))
+@example([b"txtvers=2", b"k=v\n"])
+@example([b"txtvers=2", b"k\n=v"])
+@example([b"txtvers=2", b'k=a"b'])
 def test_parse_txt_accepts_only_the_documented_alphabet(strings: list[bytes]) -> None:
     try:
         fields = parse_txt(strings)
@@ -126,33 +126,33 @@ def test_round_trip(pairs: list[tuple[str, str | int]]) -> None:
 @pytest.mark.parametrize(
     "strings",
     [
-        pytest.param([b"txtvers=1", b"k=a", b"k=b"], id="duplicate key"),
-        pytest.param([b"txtvers=1", b"txtvers=1"], id="duplicate txtvers"),
-        pytest.param([b"txtvers=1", b"flag"], id="no ="),
-        pytest.param([b"txtvers=1", b""], id="empty string"),
-        pytest.param([b"txtvers=1", b"=v"], id="empty key"),
-        pytest.param([b"txtvers=1", b"Key=v"], id="upper-case key"),
-        pytest.param([b"txtvers=1", b"k" * 17 + b"=v"], id="17-letter key"),
-        pytest.param([b"txtvers=1", b"k=a b"], id="space in value"),
-        pytest.param([b"txtvers=1", b"k=caf\xc3\xa9"], id="UTF-8 value"),
-        pytest.param([b"txtvers=1", b"k=\x80"], id="byte 0x80"),
-        pytest.param([b"txtvers=1", b"k=\x7f"], id="DEL"),
-        pytest.param([b"txtvers=1", b"a=" + b"x" * 253, b"b=" + b"x" * 132], id="401 bytes"),
+        pytest.param([b"txtvers=2", b"k=a", b"k=b"], id="duplicate key"),
+        pytest.param([b"txtvers=2", b"txtvers=2"], id="duplicate txtvers"),
+        pytest.param([b"txtvers=2", b"flag"], id="no ="),
+        pytest.param([b"txtvers=2", b""], id="empty string"),
+        pytest.param([b"txtvers=2", b"=v"], id="empty key"),
+        pytest.param([b"txtvers=2", b"Key=v"], id="upper-case key"),
+        pytest.param([b"txtvers=2", b"k" * 17 + b"=v"], id="17-letter key"),
+        pytest.param([b"txtvers=2", b"k=a b"], id="space in value"),
+        pytest.param([b"txtvers=2", b"k=caf\xc3\xa9"], id="UTF-8 value"),
+        pytest.param([b"txtvers=2", b"k=\x80"], id="byte 0x80"),
+        pytest.param([b"txtvers=2", b"k=\x7f"], id="DEL"),
+        pytest.param([b"txtvers=2", b"a=" + b"x" * 253, b"b=" + b"x" * 132], id="401 bytes"),
         pytest.param([], id="no strings"),
         pytest.param([b"k=v"], id="missing txtvers"),
-        pytest.param([b"txtvers=2"], id="txtvers 2"),
+        pytest.param([b"txtvers=3"], id="txtvers 3"),
         pytest.param([b"txtvers="], id="empty txtvers"),
-        pytest.param([b"txtvers=01"], id="txtvers 01"),
+        pytest.param([b"txtvers=02"], id="txtvers 02"),
         pytest.param(
-            [b"txtvers=1", b"k=v\n"],
+            [b"txtvers=2", b"k=v\n"],
             id="newline after value",
         ),
         pytest.param(
-            [b"txtvers=1", b"k\n=v"],
+            [b"txtvers=2", b"k\n=v"],
             id="newline after key",
         ),
         pytest.param(
-            [b"txtvers=1", b'k=a"b'],
+            [b"txtvers=2", b'k=a"b'],
             id="quote in value",
         ),
     ],

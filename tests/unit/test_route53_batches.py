@@ -29,7 +29,9 @@ def fleet(labels: range | list[int], lagging: frozenset[int] = frozenset()) -> l
 
 
 def desired(n: int | list[int], lagging: frozenset[int] = frozenset()) -> list[RecordSet]:
-    head = records.head_rrset(Stamp(5, 1_700_000_000, "origin"), b"\x01" * 64, "0" * 16, 60)
+    head = records.head_rrset(
+        Stamp(5, 1_700_000_000, "origin", expires=2**32), b"\x01" * 64, "0" * 16, 60
+    )
     labels = range(n) if isinstance(n, int) else n
     return records.desired_records(ZONE, head, fleet(labels, lagging), "fleet")
 
@@ -99,7 +101,7 @@ def test_every_batch_is_conditional_on_the_exact_live_marker() -> None:
     before = desired(200)
     live = live_of(before)
     # the marker as Route 53 happens to hold it: same record, other spelling of the value
-    marker = dict(live[(OWNER, "TXT")], ResourceRecords=[{"Value": '"txtvers=1"  "owner=fleet"'}])
+    marker = dict(live[(OWNER, "TXT")], ResourceRecords=[{"Value": '"txtvers=2"  "owner=fleet"'}])
     live[(OWNER, "TXT")] = marker
     result = plan(desired(200, lagging=frozenset(range(0, 200, 2))), route53_view(live))
     batches = route53.change_batches(result, owner_of(before), True, live, ZONE, max_chars=8000)
@@ -166,7 +168,7 @@ def _refused(case: str) -> tuple[Plan, RecordSet, bool, dict]:
     want = desired(2)
     owner, live = owner_of(want), live_of(want)
     head = next(r for r in want if r.name == records.HEAD)
-    other = RecordSet(head.name, "TXT", 60, ('"txtvers=1" "serial=6"',))
+    other = RecordSet(head.name, "TXT", 60, ('"txtvers=2" "serial=6"',))
     plans = {
         "create-exists": (Plan(creates=[other]), True),
         "delete-ttl": (Plan(deletes=[RecordSet(head.name, "TXT", 300, head.values)]), True),
@@ -275,7 +277,7 @@ def test_relative_names_as_rfc2136_gives_them(name: str, relative: str) -> None:
     [
         ("SRV", "10 100 80 m1.example.net", "10 100 80 m1.example.net."),
         ("SRV", "10 100 80 m1.example.net.", "10 100 80 m1.example.net."),
-        ("TXT", '"txtvers=1" "owner=x"', '"txtvers=1" "owner=x"'),
+        ("TXT", '"txtvers=2" "owner=x"', '"txtvers=2" "owner=x"'),
         ("TXT", '"a\\042b"', '"a\\"b"'),  # octal 042 is a double quote
         ("SOA", "{'Value': 'garbled'}", "{'Value': 'garbled'}"),  # kept, never a crash
     ],

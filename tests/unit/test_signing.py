@@ -56,8 +56,29 @@ def test_stamp_roundtrip_and_bad_fields() -> None:
     assert parse_stamp(stamp.sign(KEY), [KEY.public_key()]) == stamp
     with pytest.raises(BadSignature, match="lacks a valid field"):
         parse_stamp(sign({"serial": "x", "ts": 1, "origin": "o", "v": 1}, KEY), [KEY.public_key()])
-    with pytest.raises(BadSignature, match="unsupported stamp"):
-        parse_stamp(sign({"serial": 1, "ts": 1, "origin": "o", "v": 2}, KEY), [KEY.public_key()])
+    with pytest.raises(BadSignature, match="lacks a valid field: 'expires'"):
+        parse_stamp(sign({"serial": 1, "ts": 1, "origin": "o", "v": 1}, KEY), [KEY.public_key()])
+    fields = stamp.signed()
+    for bad, message in [
+        ({"v": 1}, r"unsupported stamp \(v=1"),
+        ({"expires": stamp.ts}, "expires before it was made"),
+        ({"snapshot": "ab"}, "snapshot is not a sha256"),
+        ({"record": "A" * 64}, "record is not a sha256"),
+        ({"expires": True}, "lacks a valid field"),
+    ]:
+        with pytest.raises(BadSignature, match=message):
+            parse_stamp(sign({**fields, **bad}, KEY), [KEY.public_key()])
+
+
+def test_a_stamp_expires_on_the_verifiers_clock_and_a_heartbeat_renews_it() -> None:
+    stamp = Stamp.new(7, "origin", lifetime=600)
+    assert not stamp.expired(stamp.ts + 599) and stamp.expiry_problem(stamp.ts + 599) is None
+    assert stamp.expired(stamp.ts + 600)
+    assert "stamp of serial 7 expired at" in (stamp.expiry_problem(stamp.ts + 600) or "")
+    renewed = stamp.renewed(600, now=stamp.ts + 500)
+    assert (renewed.serial, renewed.snapshot, renewed.record) == (7, stamp.snapshot, stamp.record)
+    assert (renewed.ts, renewed.expires) == (stamp.ts + 500, stamp.ts + 1100)
+    assert not renewed.expired(stamp.ts + 600)
 
 
 def test_ping_accepted_once() -> None:

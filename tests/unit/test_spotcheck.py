@@ -20,6 +20,7 @@ from mirrorfleet.probe.fetch import SpotCheckFailed, Unreachable
 from mirrorfleet.probe.spotcheck import Candidate, spot_check
 from mirrorfleet.tree.keys import SecretsDir, parse_public_key
 from mirrorfleet.tree.manifest import shard_path
+from mirrorfleet.tree.stamp import fetch_stamp
 
 PROJECT = "proj1"
 SHARD, PAGE = shard_path(PROJECT), f"simple/{PROJECT}/index.html"
@@ -64,7 +65,8 @@ def mirror(tmp_path: Path, trees) -> Iterator[tuple[str, Path, list[Callable[[st
 def check(base: str, secrets_dir: SecretsDir) -> int:
     keys = [parse_public_key(secrets_dir.public_key.read_text())]
     pool = [Candidate(PROJECT, 1)]
-    return spot_check(base, 1, pool, keys, 5, 1, 1 << 20, random.Random(0))
+    stamp = fetch_stamp(base, keys)[0]
+    return spot_check(base, stamp, pool, keys, 5, 1, 1 << 20, random.Random(0))
 
 
 def test_a_consistent_tree_passes(mirror, secrets_dir: SecretsDir) -> None:

@@ -1,7 +1,8 @@
 """Reading the upstream's change records: what a mirror k serials behind must copy.
 
 Each record is fetched over HTTP from the same upstream the stamp came from, checked
-against its serial's signature, and merged. Any doubt (a record missing, forged,
+against its serial's signature and the chain that ends in the stamp's record, and
+merged. Any doubt (a record missing, forged,
 from another serial, written without its paths, or a delta too big to be worth it)
 is a reason, not an error: the caller falls back to the full sync, which needs no
 record at all.
@@ -24,10 +25,14 @@ from mirrorfleet.tree.changes import (
     ChangeRecord,
     Delta,
     changes_path,
+    check_chain,
     merge,
     parse_record,
 )
+from mirrorfleet.tree.manifest import shard_of_path
 from mirrorfleet.tree.signed import BadSignature
+from mirrorfleet.tree.snapshot import MixedSnapshot, Snapshot
+from mirrorfleet.tree.stamp import Stamp
 
 log = logging.getLogger("mirrorfleet.agent")
 FETCHERS = 8
@@ -48,8 +53,15 @@ class NoFeed(MirrorfleetError):
 
 
 def read_feed(
-    config: AgentConfig, keys: Sequence[Ed25519PublicKey], since: int, until: int
+    config: AgentConfig,
+    keys: Sequence[Ed25519PublicKey],
+    since: int,
+    stamp: Stamp,
+    snapshot: Snapshot,
 ) -> Feed:
+    """The records after `since` up to the stamp's serial, chained to the stamp's
+    record, and naming every shard as the snapshot does."""
+    until = stamp.serial
     gap = until - since
     if gap > config.max_delta_serials:
         raise NoFeed(
@@ -73,6 +85,10 @@ def read_feed(
     with ThreadPoolExecutor(max_workers=min(FETCHERS, gap)) as pool:
         fetched = list(pool.map(one, range(since + 1, until + 1)))
     records = [record for _serial, _raw, record in fetched]
+    try:
+        check_chain([(record, raw.body) for _serial, raw, record in fetched], stamp.record)
+    except MixedSnapshot as exc:
+        raise NoFeed(str(exc)) from None
     delta = merge(since, records)
     if delta is None:
         incomplete = next(r.serial for r in records if not r.complete)
@@ -81,5 +97,10 @@ def read_feed(
         raise NoFeed(
             f"{delta.size} paths changed, more than max_delta_paths={config.max_delta_paths}"
         )
+    for path, item in delta.written.items():
+        shard = shard_of_path(path)
+        entry = snapshot.shards.get(shard) if shard else None
+        if shard and (entry is None or (entry.sha256, entry.size) != (item.sha256, item.size)):
+            raise NoFeed(f"the records' {path} is not the one serial {until}'s snapshot names")
     raw = {serial: raw for serial, raw, _record in fetched}
     return Feed(delta=delta, raw=raw, keep=records[-1].keep)

@@ -1,13 +1,19 @@
 """One sync of a mirror's tree from its upstream, never exposing a torn state.
 
 1. Fetch the upstream stamp over HTTP and verify its signature; stop if the serial
-   is the one we serve (no rsync at all).
-2. Catch up: by the change records when they can say what changed (delta.py: cost
+   is the one we serve (no rsync at all). An expired stamp is reported, not refused
+   (the agent's own clock is trusted for nothing). A heartbeat (the same serial
+   and metadata, signed again) is put in place as it is: that is all a heartbeat
+   costs a mirror.
+2. Fetch the snapshot the stamp names (every manifest shard by hash).
+3. Catch up: by the change records when they can say what changed (delta.py: cost
    follows the change), else by walking the whole tree (full.py: cost follows the
-   tree). A delta that finds upstream moved on under it tries again from the new
+   tree). The records must chain to the stamp's record, and every shard must be the
+   one the snapshot names, so nothing from another serial is ever stamped as this
+   one. A delta that finds upstream moved on under it tries again from the new
    stamp, a few times, then walks.
-3. Put the verified stamp in place last: the stamp served is never newer than the
-   content served.
+4. Put the snapshot, then the verified stamp, in place last: the stamp served is
+   never newer than the content served.
 """
 
 from __future__ import annotations
@@ -29,9 +35,18 @@ from mirrorfleet.agent.full import full_sync
 from mirrorfleet.agent.rsync import SyncError, clear_leftovers
 from mirrorfleet.config import AgentConfig
 from mirrorfleet.notify.ping import send_ping
+from mirrorfleet.probe.fetch import SpotCheckFailed, Unreachable, fetch_file
 from mirrorfleet.tree.files import META_DIR, atomic_write
 from mirrorfleet.tree.keys import parse_public_key, read_secret
 from mirrorfleet.tree.signed import BadSignature
+from mirrorfleet.tree.snapshot import (
+    MAX_SNAPSHOT,
+    SNAPSHOT_PATH,
+    MixedSnapshot,
+    Snapshot,
+    mismatched_shards,
+    parse_snapshot,
+)
 from mirrorfleet.tree.stamp import (
     STAMP_PATH,
     Stamp,
@@ -49,9 +64,19 @@ class NotPublished(SyncError):
     """Upstream has no stamp yet: a new fleet before its first publish."""
 
 
+@dataclass(frozen=True)
+class Upstream:
+    """Upstream's verified stamp and the snapshot it names, with their bytes."""
+
+    stamp: Stamp
+    raw: bytes
+    snapshot: Snapshot
+    snapshot_raw: bytes
+
+
 @dataclass
 class SyncResult:
-    status: str  # "unchanged" | "synced" | "waiting" | "error" | "busy"
+    status: str  # "unchanged" | "renewed" (a heartbeat) | "synced" | "waiting" | "error" | "busy"
     serial: int | None = None
     previous: int | None = None
     bytes: int = 0
@@ -60,6 +85,7 @@ class SyncResult:
     finished: float = 0.0
     mode: str = ""  # "delta" (by the change records) | "full" (a walk of the tree)
     why_full: str = ""  # why the records could not be used
+    stale: str = ""  # upstream's stamp expired, on this host's clock: why, for the operator
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -88,6 +114,39 @@ def fetch_upstream_stamp(config: AgentConfig, keys: list[Ed25519PublicKey]) -> t
         raise (NotPublished if exc.missing else SyncError)(f"upstream {exc}") from None
 
 
+def fetch_upstream(
+    config: AgentConfig, keys: list[Ed25519PublicKey], stamp: Stamp, raw: bytes
+) -> Upstream:
+    """The snapshot `stamp` names. Upstream writes it before its stamp, so one that is
+    newer means upstream published since: then its newer stamp, a few times."""
+    for _attempt in range(DELTA_ATTEMPTS):
+        url = f"{config.upstream_http.rstrip('/')}/{SNAPSHOT_PATH}"
+        try:
+            fetched = fetch_file(url, timeout=config.rsync_timeout, limit=MAX_SNAPSHOT)
+        except (Unreachable, SpotCheckFailed) as exc:
+            raise SyncError(f"upstream snapshot: {exc}") from None
+        if fetched is None:
+            raise SyncError(f"upstream has no snapshot at {url}")
+        try:
+            snapshot = parse_snapshot(fetched.body, keys, stamp.snapshot)
+            return Upstream(stamp, raw, snapshot, fetched.body)
+        except MixedSnapshot:
+            stamp, raw = fetch_upstream_stamp(config, keys)  # moved on: read again
+        except BadSignature as exc:
+            raise SyncError(f"upstream snapshot rejected: {exc}") from None
+    raise SyncError(f"upstream's snapshot never matched its stamp ({DELTA_ATTEMPTS} reads)")
+
+
+def renew(config: AgentConfig, local: Stamp, upstream: Stamp, raw: bytes) -> bool:
+    """Put a heartbeat of the serial we serve in place; False when `upstream` is not
+    one (its metadata differs: then the caller syncs)."""
+    if (upstream.snapshot, upstream.record) != (local.snapshot, local.record):
+        return False
+    if upstream.ts > local.ts:
+        atomic_write(config.tree / STAMP_PATH, raw, config.tree)
+    return True
+
+
 def sync_once(config: AgentConfig, full: bool = False) -> SyncResult:
     """full: walk the whole tree even at the head serial (the audit: it repairs what
     was damaged behind the agent's back)."""
@@ -110,9 +169,21 @@ def sync_once(config: AgentConfig, full: bool = False) -> SyncResult:
             result.status = "waiting"
             log.info("%s: nothing to sync yet", exc)
             return result
+        # The agent's clock decides nothing: an expired stamp is still the newest
+        # state upstream vouched for, and a mirror whose clock is wrong must keep
+        # syncing. Clients and the monitor judge expiry on their own clocks; the
+        # agent says it, so the operator sees a stopped heartbeat here too.
+        result.stale = upstream.expiry_problem() or ""
+        if result.stale:
+            log.warning("upstream %s", result.stale)
         if local and upstream.serial == local.serial and not full:
-            result.status = "unchanged"
-            return result
+            if renew(config, local, upstream, raw):
+                result.status = "renewed" if upstream.ts > local.ts else "unchanged"
+                if result.status == "renewed":
+                    notify(config, result)
+                return result
+            log.warning("upstream's serial %d names other metadata: syncing it", upstream.serial)
+            full = True
         if local and upstream.serial < local.serial:
             raise SyncError(
                 f"upstream serial {upstream.serial} is older than ours ({local.serial}); "
@@ -120,11 +191,14 @@ def sync_once(config: AgentConfig, full: bool = False) -> SyncResult:
             )
         config.tree.mkdir(parents=True, exist_ok=True)
         log.info("syncing serial %s -> %d", result.previous, upstream.serial)
-        upstream, raw = catch_up(config, keys, local, upstream, raw, result, full)
-        atomic_write(config.tree / STAMP_PATH, raw, config.tree)
-        result.status, result.serial = "synced", upstream.serial
+        held = catch_up(
+            config, keys, local, fetch_upstream(config, keys, upstream, raw), result, full
+        )
+        atomic_write(config.tree / SNAPSHOT_PATH, held.snapshot_raw, config.tree)
+        atomic_write(config.tree / STAMP_PATH, held.raw, config.tree)
+        result.status, result.serial = "synced", held.stamp.serial
         result.seconds = time.monotonic() - started
-        write_trace(config, upstream, result)
+        write_trace(config, held.stamp, result)
         notify(config, result)
         return result
     except SyncError as exc:
@@ -144,39 +218,61 @@ def catch_up(
     config: AgentConfig,
     keys: list[Ed25519PublicKey],
     local: Stamp | None,
-    upstream: Stamp,
-    raw: bytes,
+    upstream: Upstream,
     result: SyncResult,
     full: bool,
-) -> tuple[Stamp, bytes]:
-    """Step 2 of the module docstring; the stamp (and its bytes) the tree now holds."""
+) -> Upstream:
+    """Step 3 of the module docstring; the stamp and snapshot the tree now holds."""
     result.why_full = "asked for" if full else "no local stamp" if local is None else ""
     for _attempt in range(DELTA_ATTEMPTS if not result.why_full else 0):
         assert local is not None
         try:
-            feed = read_feed(config, keys, local.serial, upstream.serial)
+            feed = read_feed(config, keys, local.serial, upstream.stamp, upstream.snapshot)
         except NoFeed as exc:
             result.why_full = str(exc)
             break
         try:
             result.bytes = apply_delta(config, feed)
             result.mode = "delta"
-            return upstream, raw
+            return upstream
         except Mismatch as exc:
             clear_leftovers(config.tree)  # the staged pages; the content added stays
-            newer, newer_raw = fetch_upstream_stamp(config, keys)
-            if newer.serial == upstream.serial:  # not moving: it does not hold what it signed
-                result.why_full = f"serial {upstream.serial}: {exc}"
+            newer = _newer(config, keys, upstream)
+            if newer is None:  # not moving: it does not hold what it signed
+                result.why_full = f"serial {upstream.stamp.serial}: {exc}"
                 log.warning("upstream %s", result.why_full)
                 break
-            log.info("upstream moved on to %d during the delta (%s)", newer.serial, exc)
-            upstream, raw = newer, newer_raw
+            log.info("upstream moved on to %d during the delta (%s)", newer.stamp.serial, exc)
+            upstream = newer
     else:
         result.why_full = result.why_full or f"upstream kept moving ({DELTA_ATTEMPTS} deltas)"
     log.info("full sync: %s", result.why_full)
-    result.bytes = full_sync(config)
     result.mode = "full"
-    return upstream, raw
+    for _attempt in range(DELTA_ATTEMPTS):
+        result.bytes += full_sync(config)
+        # the walk may have copied shards of a serial published while it ran
+        wrong = mismatched_shards(config.tree, upstream.snapshot)
+        if not wrong:
+            return upstream
+        newer = _newer(config, keys, upstream)
+        if newer is not None and not mismatched_shards(config.tree, newer.snapshot):
+            return newer
+        upstream = newer or upstream
+        log.info("shards %s are not serial %d's: walking again", wrong[:5], upstream.stamp.serial)
+    raise Mismatch(
+        f"after {DELTA_ATTEMPTS} walks the shards are not the ones serial "
+        f"{upstream.stamp.serial}'s snapshot names"
+    )
+
+
+def _newer(
+    config: AgentConfig, keys: list[Ed25519PublicKey], upstream: Upstream
+) -> Upstream | None:
+    """Upstream's stamp now, when it has moved past `upstream`; None when it has not."""
+    stamp, raw = fetch_upstream_stamp(config, keys)
+    if stamp.serial <= upstream.stamp.serial:
+        return None
+    return fetch_upstream(config, keys, stamp, raw)
 
 
 def write_trace(config: AgentConfig, upstream: Stamp, result: SyncResult) -> None:

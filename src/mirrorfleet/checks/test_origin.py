@@ -35,6 +35,14 @@ def test_publish_state_dir_belongs_to_the_service_user(host) -> None:
     assert (state.user, state.group, state.mode) == ("mirrorfleet", "mirrorfleet", 0o750)
 
 
+def test_heartbeat_timer_is_armed(host) -> None:
+    """The heartbeat keeps the stamp from expiring on an idle fleet (tree/stamp.py)."""
+    timer = host.service("mirrorfleet-heartbeat.timer")
+    assert timer.is_enabled and timer.is_running
+    show = "systemctl show -p NextElapseUSecMonotonic --value mirrorfleet-heartbeat.timer"
+    assert host.check_output(show).strip() not in ("", "infinity")
+
+
 def test_mirrorfleet_command_works(host) -> None:
     assert host.run("mirrorfleet --version").stdout.startswith("mirrorfleet, version")
 

@@ -83,6 +83,37 @@ def origin_publish(
         out.print(f"  ping {url}: {status or 'unreachable'}")
 
 
+@origin.command(name="heartbeat")
+@config_option("/etc/mirrorfleet/origin.toml")
+@click.option("--dry-run", is_flag=True, help="Say what would be signed; write nothing.")
+@click.option("--no-ping", is_flag=True, help="Do not ping mirrors (they pick it up by timer).")
+@json_option
+def origin_heartbeat(config_path: Path, dry_run: bool, no_ping: bool, as_json: bool) -> None:
+    """Sign the current stamp again (same serial, new expiry), then ping the mirrors.
+
+    Run by mirrorfleet-heartbeat.timer every `heartbeat` seconds: an idle fleet stays
+    provably fresh, and a mirror or DNS answer that stops receiving it expires."""
+    from dataclasses import asdict
+
+    from mirrorfleet.config import load_origin_config
+    from mirrorfleet.origin.heartbeat import heartbeat
+
+    config = load_origin_config(config_path)
+    result = heartbeat(config, ping=not (no_ping or dry_run), dry_run=dry_run)
+    if as_json:
+        emit_json(asdict(result))
+        return
+    verb = "would renew" if dry_run else "renewed"
+    out.print(
+        f"{verb} serial {result.serial}: expires in "
+        f"{result.expires - result.ts}s (was {result.previous_expires - result.ts:+d}s)"
+    )
+    for warning in result.warnings:
+        err.print(f"warning: {warning}", markup=False)
+    for url, status in result.pings.items():
+        out.print(f"  ping {url}: {status or 'unreachable'}")
+
+
 def _read_changed(path: Path, tree: Path) -> ChangeList:
     from mirrorfleet.origin.changelist import read_change_list
 

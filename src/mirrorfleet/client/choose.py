@@ -139,7 +139,7 @@ class ProjectView:
         for source in sources:
             try:
                 self.changes = fetch_changes(
-                    str(source.url), range(oldest + 1, head + 1), self.keys, self.timeout
+                    str(source.url), self.discovery.head, oldest, self.keys, self.timeout
                 )
                 return
             except ChangesUnavailable as exc:
@@ -173,6 +173,9 @@ def choose(
             f"serial {floor} this machine already verified: a replayed or frozen fleet "
             "(if it was rebuilt from scratch, run again with --forget)"
         )
+    problem = discovery.head.expiry_problem()
+    if problem:
+        raise NoFreshMirror(f"the head of {discovery.zone} is not fresh: {problem}")
     skipped: list[tuple[str, str]] = []
     seen: set[str] = set()
     rng = rng or random.Random()
@@ -242,6 +245,9 @@ def _stamp_check(
         stamp = fetch_stamp(str(mirror.url), keys, timeout)[0]
     except StampUnavailable as exc:
         return None, str(exc)
+    problem = stamp.expiry_problem()
+    if problem:  # DNS may still say fresh: the monitor's verdict, or a replayed answer
+        return stamp, problem
     if stamp.serial < floor:
         return (
             stamp,

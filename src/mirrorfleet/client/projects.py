@@ -3,8 +3,9 @@ you need when none of them changed since its serial.
 
 The origin writes one signed record per serial naming what it changed
 (`.mirror/changes/<serial>.json`). Each is bound to its serial by the signature, so
-a mirror cannot pass off an old record as a newer one; the client fetches the
-records after the candidate's serial, up to the head, from a mirror at the head.
+a mirror cannot pass off an old record as a newer one, and to the head's stamp by
+the chain of record hashes; the client fetches the records after the candidate's
+serial, up to the head, from a mirror at the head.
 """
 
 from __future__ import annotations
@@ -18,8 +19,15 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from mirrorfleet.content.pypi import normalize
 from mirrorfleet.errors import UserError
 from mirrorfleet.probe.fetch import SpotCheckFailed, Unreachable, fetch
-from mirrorfleet.tree.changes import MAX_RECORD, changes_path, parse_changes
+from mirrorfleet.tree.changes import (
+    MAX_RECORD,
+    ChangeRecord,
+    changes_path,
+    check_chain,
+    parse_record,
+)
 from mirrorfleet.tree.signed import BadSignature
+from mirrorfleet.tree.stamp import Stamp
 
 MAX_BEHIND = 10  # serials a mirror may lag and still be checked per project
 
@@ -35,13 +43,17 @@ def wanted(projects: Iterable[str]) -> frozenset[str]:
 
 def fetch_changes(
     base_url: str,
-    serials: Sequence[int],
+    head: Stamp,
+    since: int,
     keys: Sequence[Ed25519PublicKey],
     timeout: float,
 ) -> dict[int, frozenset[str]]:
-    """serial -> the projects it changed, each record verified; in parallel, bounded."""
+    """serial -> the projects it changed, for the serials after `since` up to the head:
+    each record verified, and all of them chained to the head's record (a stray
+    record of some serial, however well signed, is refused). In parallel, bounded."""
+    serials = range(since + 1, head.serial + 1)
 
-    def one(serial: int) -> tuple[int, frozenset[str]]:
+    def one(serial: int) -> tuple[ChangeRecord, bytes]:
         url = urljoin(base_url, changes_path(serial))
         try:
             raw = fetch(url, timeout, MAX_RECORD)
@@ -50,14 +62,19 @@ def fetch_changes(
         if raw is None:
             raise ChangesUnavailable(f"{url} is missing")
         try:
-            return serial, frozenset(parse_changes(raw, keys, serial))
+            return parse_record(raw, keys, serial), raw
         except BadSignature as exc:
             raise ChangesUnavailable(f"{url}: {exc}") from None
 
     if len(serials) > MAX_BEHIND:
         raise ChangesUnavailable(f"{len(serials)} serials to check; at most {MAX_BEHIND}")
     with ThreadPoolExecutor(max_workers=max(1, min(8, len(serials)))) as pool:
-        return dict(pool.map(one, serials))
+        records = list(pool.map(one, serials))
+    try:
+        check_chain(records, head.record)
+    except BadSignature as exc:
+        raise ChangesUnavailable(f"{base_url}: {exc}") from None
+    return {record.serial: frozenset(record.changed) for record, _raw in records}
 
 
 def changed_since(changes: dict[int, frozenset[str]], serial: int, head: int) -> frozenset[str]:

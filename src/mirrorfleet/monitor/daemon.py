@@ -87,7 +87,7 @@ class Monitor:
         """Probe the host a notification names now; the origin's means a new head."""
         sender = str(payload.get("from", ""))
         with self._lock:
-            if payload.get("event") == "publish":
+            if payload.get("event") in ("publish", "heartbeat"):  # the head moved or renewed
                 self._head_pending = True
             elif sender in self.names:
                 self._pending.add(self.names[sender])

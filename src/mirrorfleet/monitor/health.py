@@ -9,6 +9,8 @@
   the monitor's clock from when the monitor first saw a newer head), since every
   publish leaves every mirror behind for the few seconds its sync takes. After
   that it is lagging until it serves the head again, which makes it fresh at once.
+- A mirror whose stamp expired (on the monitor's clock) is lagging at once, at any
+  serial: no heartbeat reached it, so nothing vouches that its state is current.
 """
 
 from __future__ import annotations
@@ -61,6 +63,8 @@ def judge(health: Health, seen: Observation, head_serial: int, policy: Policy) -
         if oks < policy.up_after:
             return replace(health, oks=oks, last=seen)
         health = replace(health, state="lagging", oks=0)
+    if stamp.expired(now):  # frozen: no heartbeat reached it, whatever its serial
+        return replace(health, state="lagging", last=seen)
     if stamp.serial >= head_serial:
         return replace(health, state="fresh", behind_since=None, last=seen)
     behind_since = health.behind_since if health.behind_since is not None else now

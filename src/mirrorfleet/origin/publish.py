@@ -18,7 +18,8 @@ state, and its page's links with the links it had: new links to files on disk ar
 written content, old links to files gone are removed content. simple/'s own pages
 are stat'ed every time.
 
-Order matters: manifest shards, trace, the record, then the stamp, each file
+Order matters: manifest shards, trace, the record, the snapshot (every shard by
+hash), then the stamp (naming the snapshot and the record by hash), each file
 atomic; the state is committed after the stamp. A mirror that copies the tree
 mid-publish gets an older stamp, never a stamp ahead of the content it describes,
 and a publish that dies before its commit is done again by the next one (at the same
@@ -51,8 +52,10 @@ from mirrorfleet.tree import manifest
 from mirrorfleet.tree.changes import CHANGES_DIR, ChangeRecord, Written, changes_path, check_path
 from mirrorfleet.tree.files import META_DIR, atomic_write
 from mirrorfleet.tree.keys import load_signing_key, read_secret
+from mirrorfleet.tree.seal import seal
 from mirrorfleet.tree.signed import BadSignature
-from mirrorfleet.tree.stamp import STAMP_PATH, Stamp, read_local_stamp
+from mirrorfleet.tree.snapshot import Snapshot, read_local_snapshot, snapshot_of_tree
+from mirrorfleet.tree.stamp import Stamp, read_local_stamp
 
 CHANGED_LIST, STAT, FULL = "changed-list", "stat", "full"
 MAX_RECORD_PATHS = 200_000  # twice an agent's max_delta_paths; well inside MAX_RECORD
@@ -379,7 +382,7 @@ class _Docs:
     trace: bytes
     record: ChangeRecord
     record_bytes: bytes
-    stamp: bytes
+    snapshot: Snapshot
 
 
 def publish(
@@ -412,9 +415,8 @@ def publish(
             current = read_local_stamp(tree, keys)
         except BadSignature as exc:
             raise _rotated(exc) from None
-        previous = current.serial if current else 0
         return _publish(
-            config, key, keys, state, previous, current is not None,
+            config, key, keys, state, current,
             force, ping, progress, changed, full, dry_run, started,
         )  # fmt: skip
     finally:
@@ -426,8 +428,7 @@ def _publish(
     key: Ed25519PrivateKey,
     keys: list[Ed25519PublicKey],
     state: PublishState,
-    previous: int,
-    stamped: bool,
+    current: Stamp | None,
     force: bool,
     ping: bool,
     progress: Callable[[str], None],
@@ -437,6 +438,7 @@ def _publish(
     started: float,
 ) -> PublishResult:
     tree = config.tree
+    previous, stamped = (current.serial, True) if current else (0, False)
     serial = previous + 1
     content = PRESETS[config.preset]
     change = _Change(tree, content, state)
@@ -486,7 +488,7 @@ def _publish(
     except manifest.MissingShard as exc:
         raise UserError(f"{exc}; run `mirrorfleet origin publish --full` to rebuild") from None
     retired = _retire(tree, change)
-    docs = _documents(config, key, serial, update, change, shards, mode)
+    docs = _documents(config, key, keys, current, serial, update, change, shards, mode)
     result.serial, result.changed, result.removed = serial, update.changed, update.removed
     result.written, result.removed_paths = len(docs.record.written), len(docs.record.removed)
     result.complete = docs.record.complete
@@ -501,7 +503,7 @@ def _publish(
     # whole seconds: a mirror fetches records over HTTP, whose Last-Modified has no
     # more, and rsync compares to the nanosecond (agent/rsync.py)
     atomic_write(tree / changes_path(serial), docs.record_bytes, tree, mtime=int(time.time()))
-    atomic_write(tree / STAMP_PATH, docs.stamp, tree)
+    seal(tree, key, serial, config.name, config.stamp_lifetime, docs.snapshot)
     for rel in retired:
         (tree / rel).unlink(missing_ok=True)
     _prune(tree, serial, config.keep_records, sweep=mode == FULL)
@@ -557,14 +559,16 @@ def _find_full(
 def _documents(
     config: OriginConfig,
     key: Ed25519PrivateKey,
+    keys: list[Ed25519PublicKey],
+    current: Stamp | None,
     serial: int,
     update: manifest.ManifestUpdate,
     change: _Change,
     shards: dict[str, bytes],
     mode: str,
 ) -> _Docs:
-    stamp = Stamp.new(serial, config.name)
-    trace = _json({"name": config.name, "serial": serial, "ts": stamp.ts, "upstream": None})
+    now = int(time.time())
+    trace = _json({"name": config.name, "serial": serial, "ts": now, "upstream": None})
     # a record naming more paths than an agent would copy one by one is no use to
     # it, and would not fit the size every reader accepts: say "sync everything"
     complete = (
@@ -586,8 +590,14 @@ def _documents(
         removed=sorted(change.removed) if complete else [],
         complete=complete,
         keep=config.keep_records,
+        prev=current.record if current else "",
     )
-    return _Docs(shards, trace, record, record.sign(key), stamp.sign(key))
+    before = None if current is None or mode == FULL else read_local_snapshot(
+        config.tree, keys, current.snapshot
+    )  # fmt: skip
+    # the first snapshot, or one that does not verify, is made from every shard on disk
+    base = before or snapshot_of_tree(config.tree, serial)
+    return _Docs(shards, trace, record, record.sign(key), base.updated(serial, shards))
 
 
 def _keep_state(
@@ -685,13 +695,13 @@ def _rotated(exc: BadSignature) -> UserError:
     )
 
 
-def ping_all(config: OriginConfig, serial: int) -> dict[str, int]:
+def ping_all(config: OriginConfig, serial: int, event: str = "publish") -> dict[str, int]:
     from concurrent.futures import ThreadPoolExecutor
 
     from mirrorfleet.notify.ping import send_ping
 
     secret = read_secret(config.ping_secret)
-    payload = {"event": "publish", "serial": serial, "from": config.name}
+    payload = {"event": event, "serial": serial, "from": config.name}
     with ThreadPoolExecutor(max_workers=min(16, len(config.ping))) as pool:
         statuses = pool.map(lambda url: send_ping(url, secret, payload), config.ping)
         return dict(zip(config.ping, statuses, strict=True))

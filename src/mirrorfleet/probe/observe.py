@@ -128,6 +128,9 @@ def fetch_head(
         stamp, raw = fetch_stamp(config.origin_url, keys, config.timeout)
     except StampUnavailable as exc:
         raise UserError(f"origin: {exc}") from None
+    problem = stamp.expiry_problem()
+    if problem:  # nothing it says can be published as fresh: keep the last head
+        raise UserError(f"origin: {problem}; is `mirrorfleet-heartbeat.timer` running?")
     if previous is not None and previous.stamp.serial == stamp.serial:
         return Head(stamp, raw, previous.pool)
     pool: tuple[Candidate, ...] = previous.pool if previous is not None else ()
@@ -175,12 +178,13 @@ def observe(
         expires = web.certificate_expiry(spec.url, timeout)
     except OSError as exc:
         log.info("%s: certificate expiry unknown: %s", spec.label, exc)
+    stale = stamp.expiry_problem(at)  # still ok as an answer; judged stale (health.py)
     if stamp.serial > head.stamp.serial or not spot_checks:
-        return seen("ok", stamp, None)  # ahead of our head: the head is refreshed next
+        return seen("ok", stamp, stale)  # ahead of our head: the head is refreshed next
     try:
         files = spot_check(
             spec.url,
-            stamp.serial,
+            stamp,
             head.pool,
             keys,
             timeout,
@@ -196,7 +200,7 @@ def observe(
         except StampUnavailable:
             moved = False
         return seen("unreachable" if moved else "bad", stamp, f"spot check: {exc}", 0, exc.check)
-    return seen("ok", stamp, None, files)
+    return seen("ok", stamp, stale, files)
 
 
 def observe_all(
@@ -234,6 +238,8 @@ def first_verdict(seen: Observation, head_serial: int) -> str:
     """A state from one observation alone."""
     if seen.verdict != "ok" or seen.stamp is None:
         return "down"
+    if seen.stamp.expired(seen.at):
+        return "lagging"
     return "fresh" if seen.stamp.serial >= head_serial else "lagging"
 
 

@@ -2,7 +2,8 @@
 
 A mirror could serve the right stamp over a broken tree (a failed disk, a half
 restore, an operator's rm). So the monitor also fetches a few projects the origin's
-change records name: the mirror's own signed manifest shard must list the project, the
+change records name: the mirror's own signed manifest shard must be the one its
+stamp's snapshot names (no shard from another serial) and list the project, the
 project's index page must hash to the manifest's value, pip and uv must get that
 page's files from the project's folder (clients.py), and one file the page links
 must hash to the page's `#sha256=` fragment. All reads are bounded.
@@ -14,8 +15,10 @@ import hashlib
 import logging
 import random
 import re
+import threading
 import urllib.error
 import urllib.request
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from urllib.parse import urldefrag, urljoin
@@ -27,8 +30,16 @@ from mirrorfleet.content.pages import PageError, parse_html
 from mirrorfleet.probe.clients import check_as_clients
 from mirrorfleet.probe.fetch import MAX_PAGE, SpotCheckFailed, Unreachable, fetch, within
 from mirrorfleet.tree.changes import MAX_RECORD, changes_path, parse_record
-from mirrorfleet.tree.manifest import parse_shard, shard_path
+from mirrorfleet.tree.manifest import parse_shard, shard_of, shard_path
 from mirrorfleet.tree.signed import BadSignature
+from mirrorfleet.tree.snapshot import (
+    MAX_SNAPSHOT,
+    SNAPSHOT_PATH,
+    MixedSnapshot,
+    Snapshot,
+    parse_snapshot,
+)
+from mirrorfleet.tree.stamp import Stamp
 
 log = logging.getLogger("mirrorfleet.spotcheck")
 POOL_SIZE = 1000  # recently changed projects the monitor samples from
@@ -73,9 +84,45 @@ def candidates_from_records(
     return [Candidate(name, serial) for name, serial in list(fresh.items())[:POOL_SIZE]]
 
 
+class SnapshotCache:
+    """Snapshots by the sha256 a stamp names: every mirror at one serial shares one, so
+    a probe round fetches each once (thread-safe; the newest few are kept)."""
+
+    def __init__(self, size: int = 8) -> None:
+        self.size = size
+        self._by_digest: OrderedDict[str, Snapshot] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(
+        self, base_url: str, stamp: Stamp, keys: Sequence[Ed25519PublicKey], timeout: float
+    ) -> Snapshot:
+        """The snapshot `stamp` names, from the cache or from the mirror at base_url;
+        SpotCheckFailed when the mirror serves another one (or none)."""
+        with self._lock:
+            if stamp.snapshot in self._by_digest:
+                self._by_digest.move_to_end(stamp.snapshot)
+                return self._by_digest[stamp.snapshot]
+        url = urljoin(base_url, SNAPSHOT_PATH)
+        raw = fetch(url, timeout, MAX_SNAPSHOT)
+        if raw is None:
+            raise SpotCheckFailed(f"{url} is missing at serial {stamp.serial}")
+        try:
+            snapshot = parse_snapshot(raw, keys, stamp.snapshot)
+        except BadSignature as exc:
+            raise SpotCheckFailed(f"{url}: {exc}") from None
+        with self._lock:
+            self._by_digest[stamp.snapshot] = snapshot
+            while len(self._by_digest) > self.size:
+                self._by_digest.popitem(last=False)
+        return snapshot
+
+
+SNAPSHOTS = SnapshotCache()
+
+
 def spot_check(
     base_url: str,
-    serial: int,
+    stamp: Stamp,
     pool: Sequence[Candidate],
     keys: Sequence[Ed25519PublicKey],
     timeout: float,
@@ -87,22 +134,26 @@ def spot_check(
 
     Raises SpotCheckFailed when the tree is wrong, Unreachable when it could not tell.
     """
+    serial = stamp.serial
     eligible = [c for c in pool if c.serial <= serial and PROJECT_RE.fullmatch(c.project)]
     chosen = rng.sample(eligible, min(count, len(eligible)))
+    if chosen:
+        snapshot = SNAPSHOTS.get(base_url, stamp, keys, timeout)
     for candidate in chosen:
-        _check_project(base_url, serial, candidate.project, keys, timeout, max_file, rng)
+        _check_project(base_url, snapshot, candidate.project, keys, timeout, max_file, rng)
     return len(chosen)
 
 
 def _check_project(
     base_url: str,
-    serial: int,
+    snapshot: Snapshot,
     project: str,
     keys: Sequence[Ed25519PublicKey],
     timeout: float,
     max_file: int,
     rng: random.Random,
 ) -> None:
+    serial = snapshot.serial
     shard_url = urljoin(base_url, shard_path(project))
     raw = fetch(shard_url, timeout, MAX_PAGE)
     if raw is None:
@@ -113,6 +164,10 @@ def _check_project(
         raise SpotCheckFailed(f"{shard_url}: {exc}") from None
     if shard_serial > serial:
         raise Unreachable(f"{shard_url} is newer than the stamp: the mirror is mid-sync")
+    try:  # signed, but maybe from another serial: the snapshot says which one is ours
+        snapshot.check_shard(shard_of(project), raw)
+    except MixedSnapshot as exc:
+        raise SpotCheckFailed(f"{shard_url}: {exc}") from None
     if project not in projects:
         return  # removed again since that record; nothing to hold
     page_url = urljoin(base_url, f"simple/{project}/index.html")

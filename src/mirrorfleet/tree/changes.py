@@ -10,6 +10,11 @@ re-hash) is `complete = False`: whoever reads it syncs the whole tree instead.
 
 The per-project names (`changed`) are what a client's per-project freshness
 check reads; they were the whole record in version 1.
+
+Since version 3 each record names the sha256 of the one before it (`prev`), and the
+stamp names the newest one's: the records a reader fetches chain to the stamp it
+trusts, so a record signed for the same serial by a publish that never finished
+(or any other stray) is refused, not merged.
 """
 
 from __future__ import annotations
@@ -24,9 +29,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from mirrorfleet.config import KEEP_RECORDS
 from mirrorfleet.tree.files import META_DIR
 from mirrorfleet.tree.signed import BadSignature, sign, verify
+from mirrorfleet.tree.snapshot import SNAPSHOT_PATH, MixedSnapshot, digest
 
 CHANGES_DIR = f"{META_DIR}/changes"
-RECORD_VERSION = 2
+RECORD_VERSION = 3
 MAX_RECORD = 32 * 1024 * 1024  # about 250,000 paths; a publish naming more is incomplete
 SHA256_RE = re.compile(r"[0-9a-f]{64}")
 
@@ -52,10 +58,12 @@ class ChangeRecord:
     removed: list[str] = field(default_factory=list)
     complete: bool = True  # False: the paths are not known, sync everything
     keep: int = KEEP_RECORDS  # records the origin keeps: how far back the feed reaches
+    prev: str = ""  # sha256 of the record before; "" when there was none to name
 
     def sign(self, key: Ed25519PrivateKey) -> bytes:
         doc = {
             "v": RECORD_VERSION,
+            "prev": self.prev,
             "serial": self.serial,
             "changed": self.changed,
             "written": [[w.path, w.size, w.sha256] for w in self.written],
@@ -75,7 +83,7 @@ def check_path(path: object) -> str:
         raise BadSignature(f"record names a bad path {path!r}")
     if path.startswith("/") or posixpath.normpath(path) != path or path.split("/")[0] == "..":
         raise BadSignature(f"record names a path outside the tree: {path!r}")
-    if path == f"{META_DIR}/stamp.json" or path.startswith(f"{CHANGES_DIR}/"):
+    if path in (f"{META_DIR}/stamp.json", SNAPSHOT_PATH) or path.startswith(f"{CHANGES_DIR}/"):
         raise BadSignature(f"record names a file only the sync writes: {path!r}")
     return path
 
@@ -89,16 +97,33 @@ def parse_record(raw: bytes, keys: Sequence[Ed25519PublicKey], serial: int) -> C
         raise BadSignature(f"not the change record of serial {serial}")
     try:
         changed = [str(name) for name in data["changed"]]
-        if data.get("v", 1) < RECORD_VERSION:
+        if data.get("v", 1) < 2:  # v1 named projects only
             return ChangeRecord(serial=serial, changed=changed, complete=False)
         written = [_written(item) for item in data["written"]]
         removed = [check_path(path) for path in data["removed"]]
         complete, keep = data["complete"], data["keep"]
+        prev = data["prev"] if data["v"] >= 3 else ""  # v2: no chain, checks fail
     except (KeyError, TypeError, ValueError) as exc:
         raise BadSignature(f"malformed change record {serial}: {exc!r}") from None
     if not isinstance(complete, bool) or not isinstance(keep, int) or keep < 1:
         raise BadSignature(f"malformed change record {serial}: complete/keep")
-    return ChangeRecord(serial, changed, written, removed, complete, keep)
+    if not isinstance(prev, str) or (prev and not SHA256_RE.fullmatch(prev)):
+        raise BadSignature(f"malformed change record {serial}: prev")
+    return ChangeRecord(serial, changed, written, removed, complete, keep, prev)
+
+
+def check_chain(records: Sequence[tuple[ChangeRecord, bytes]], newest: str) -> None:
+    """MixedSnapshot unless the records (consecutive serials, oldest first) are the
+    ones whose newest hashes to `newest` (the stamp's `record`) and each names the
+    one before it."""
+    expected = newest
+    for record, raw in reversed(records):
+        if digest(raw) != expected:
+            raise MixedSnapshot(
+                f"change record {record.serial} is not the one the stamp's chain names "
+                "(a record from a publish that was never stamped, or another fleet's)"
+            )
+        expected = record.prev
 
 
 def _written(item: object) -> Written:
@@ -110,11 +135,6 @@ def _written(item: object) -> Written:
     if digest and not (isinstance(digest, str) and SHA256_RE.fullmatch(digest)):
         raise BadSignature(f"bad sha256 for {path!r}")
     return Written(check_path(path), size, digest)
-
-
-def parse_changes(raw: bytes, keys: Sequence[Ed25519PublicKey], serial: int) -> list[str]:
-    """The projects `serial` changed (the client's per-project check)."""
-    return parse_record(raw, keys, serial).changed
 
 
 @dataclass

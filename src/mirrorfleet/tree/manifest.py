@@ -35,6 +35,14 @@ def shard_path(project_or_shard: str) -> str:
     return f"{MANIFEST_DIR}/{shard}.json"
 
 
+def shard_of_path(path: str) -> str | None:
+    """The shard id a tree path is, or None when it is not a shard."""
+    folder, _, name = path.rpartition("/")
+    if folder != MANIFEST_DIR or len(name) != 7 or not name.endswith(".json"):
+        return None
+    return name[:2]
+
+
 def parse_shard(raw: bytes, keys: Sequence[Ed25519PublicKey]) -> tuple[int, ProjectState]:
     data = verify(raw, keys)
     try:

@@ -1,4 +1,13 @@
-"""The stamp: the origin's signed statement "the tree is at serial N, made at T".
+"""The stamp: the origin's signed statement "the tree is at serial N, made at T, good
+until E, and its metadata is exactly these bytes".
+
+- `snapshot` is the sha256 of the serial's signed snapshot (tree/snapshot.py), which
+  names every manifest shard by hash: a shard from another serial does not match.
+- `record` is the sha256 of the serial's change record, whose `prev` chains the
+  records before it: a record from another publish does not match.
+- `expires`: the origin re-signs its stamp on a timer (the heartbeat: same serial,
+  new `ts` and `expires`), so a mirror, or a DNS answer, that keeps serving an old
+  stamp goes stale on every verifier's own clock, however valid its signature.
 
 It is small on purpose: the same fields go into the head TXT record in DNS, so a
 client can check the signature of either.
@@ -7,19 +16,24 @@ client can check the signature of either.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from mirrorfleet.config import STAMP_LIFETIME
 from mirrorfleet.errors import MirrorfleetError
 from mirrorfleet.tree.files import META_DIR
 from mirrorfleet.tree.signed import BadSignature, sign, verify
 
 STAMP_PATH = f"{META_DIR}/stamp.json"
-STAMP_VERSION = 1
+STAMP_VERSION = 2
 MAX_STAMP = 64 * 1024
+SHA256_HEX = 64
+# what a stamp names when there is no document: the sha256 of no bytes, which no
+# snapshot or record has (readers then refuse, or walk the whole tree)
+NOTHING = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
 
 
 class StampUnavailable(MirrorfleetError):
@@ -47,31 +61,94 @@ class Stamp:
     serial: int
     ts: int
     origin: str
+    expires: int = 0
+    snapshot: str = NOTHING  # sha256 (hex) of this serial's snapshot
+    record: str = NOTHING  # sha256 (hex) of this serial's change record
     v: int = STAMP_VERSION
 
     def sign(self, key: Ed25519PrivateKey) -> bytes:
-        return sign(asdict(self), key)
+        return sign(self.signed(), key)
+
+    def signed(self) -> dict[str, object]:
+        """The content the signature covers (the head TXT carries the same fields)."""
+        return asdict(self)
 
     @classmethod
-    def new(cls, serial: int, origin: str) -> Stamp:
-        return cls(serial=serial, ts=int(time.time()), origin=origin)
+    def new(
+        cls,
+        serial: int,
+        origin: str,
+        snapshot: str = NOTHING,
+        record: str = NOTHING,
+        lifetime: int = STAMP_LIFETIME,
+    ) -> Stamp:
+        now = int(time.time())
+        return cls(serial, now, origin, now + lifetime, snapshot, record)
+
+    def renewed(self, lifetime: int, now: float | None = None) -> Stamp:
+        """The heartbeat: the same serial and metadata, signed again at `now`."""
+        ts = int(time.time() if now is None else now)
+        return replace(self, ts=ts, expires=ts + lifetime)
+
+    def expired(self, now: float | None = None) -> bool:
+        """On the verifier's own clock: the origin's clock set `expires`, and each
+        verifier trusts only its own clock to say when that is past."""
+        return (time.time() if now is None else now) >= self.expires
+
+    def expiry_problem(self, now: float | None = None) -> str | None:
+        """Why the stamp no longer counts as fresh, for messages; None while it does."""
+        now = time.time() if now is None else now
+        if not self.expired(now):
+            return None
+        return (
+            f"stamp of serial {self.serial} expired at {_utc(self.expires)} (this clock: "
+            f"{_utc(now)}): the origin's heartbeat did not reach it (a frozen mirror, a "
+            "replayed answer, a stopped origin, or this clock is wrong)"
+        )
 
 
-def parse_stamp(raw: bytes, keys: Sequence[Ed25519PublicKey]) -> Stamp:
-    """Verify and parse; BadSignature for anything that is not a valid stamp."""
-    data = verify(raw, keys)
+def _utc(when: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(when))
+
+
+def stamp_from_fields(data: Mapping[str, object]) -> Stamp:
+    """A stamp from its signed fields (the JSON or the head TXT), checked for shape;
+    BadSignature when one is missing or malformed."""
     try:
         stamp = Stamp(
-            serial=int(data["serial"]),
-            ts=int(data["ts"]),
+            serial=_int(data["serial"]),
+            ts=_int(data["ts"]),
             origin=str(data["origin"]),
-            v=int(data["v"]),
+            expires=_int(data["expires"]),
+            snapshot=str(data["snapshot"]),
+            record=str(data["record"]),
+            v=_int(data["v"]),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise BadSignature(f"stamp lacks a valid field: {exc}") from None
     if stamp.v != STAMP_VERSION or stamp.serial < 0:
-        raise BadSignature(f"unsupported stamp (v={stamp.v}, serial={stamp.serial})")
+        raise BadSignature(
+            f"unsupported stamp (v={stamp.v}, serial={stamp.serial}): this version reads "
+            f"v{STAMP_VERSION}, which expires and names its snapshot"
+        )
+    if stamp.expires <= stamp.ts:
+        raise BadSignature(f"stamp of serial {stamp.serial} expires before it was made")
+    for name in ("snapshot", "record"):
+        value = getattr(stamp, name)
+        if len(value) != SHA256_HEX or value.strip("0123456789abcdef"):
+            raise BadSignature(f"stamp's {name} is not a sha256: {value[:70]!r}")
     return stamp
+
+
+def _int(value: object) -> int:
+    if isinstance(value, bool):
+        raise ValueError(f"{value!r} is not an integer")
+    return int(value)  # type: ignore[call-overload]
+
+
+def parse_stamp(raw: bytes, keys: Sequence[Ed25519PublicKey]) -> Stamp:
+    """Verify and parse; BadSignature for anything that is not a valid stamp."""
+    return stamp_from_fields(verify(raw, keys))
 
 
 def read_local_stamp(tree: Path, keys: Sequence[Ed25519PublicKey]) -> Stamp | None:

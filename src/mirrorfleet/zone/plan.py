@@ -21,7 +21,8 @@ from typing import Any
 
 from mirrorfleet.config import DnsConfig
 from mirrorfleet.errors import UserError
-from mirrorfleet.tree.stamp import Stamp
+from mirrorfleet.tree.signed import BadSignature
+from mirrorfleet.tree.stamp import stamp_from_fields
 from mirrorfleet.zone.records import (
     HEAD,
     META,
@@ -174,12 +175,10 @@ def fleet_records(state: Mapping[str, Any], config: DnsConfig) -> list[RecordSet
     try:
         envelope = state["stamp"]
         signed = envelope["signed"]
-        stamp = Stamp(
-            serial=int(signed["serial"]), ts=int(signed["ts"]), origin=str(signed["origin"])
-        )
+        stamp = stamp_from_fields(signed)
         signature = base64.b64decode(envelope["sig"], validate=True)
         mirrors = [MirrorRecord(**m) for m in state["mirrors"]]
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, BadSignature) as exc:
         raise UserError(f"fleet state is malformed: {exc!r}") from None
     head = head_rrset(stamp, signature, str(envelope["key"]), config.ttl)
     return desired_records(config.zone, head, mirrors, config.owner, config.ttl)

@@ -18,10 +18,10 @@ import dns.name
 import dns.rrset
 
 from mirrorfleet.errors import UserError
-from mirrorfleet.tree.signed import canonical
-from mirrorfleet.tree.stamp import STAMP_VERSION, Stamp
+from mirrorfleet.tree.signed import BadSignature, canonical
+from mirrorfleet.tree.stamp import STAMP_VERSION, Stamp, stamp_from_fields
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: the head carries the stamp's expiry, snapshot and record
 SERVICE = "_pkgmirror._tcp"
 HEAD = "_head._pkgmirror"
 META = "_meta._pkgmirror"
@@ -31,7 +31,7 @@ STATES = ("fresh", "lagging", "down")
 MAIN_SRV_LIMIT = 16  # fits a 1,232-byte UDP answer with room to spare
 MAX_RRSET = 100  # BIND 9.18's max-records-per-type
 MAX_TXT_STRING = 255
-MAX_TXT_TOTAL = 400
+MAX_TXT_TOTAL = 400  # the head's nine strings take 380 with a 63-byte origin name
 UDP_ANSWER = 1232
 LABEL_RE = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
 KEY_RE = re.compile(r"[a-z]{1,16}")
@@ -133,7 +133,10 @@ def head_rrset(stamp: Stamp, signature: bytes, key_id: str, ttl: int) -> RecordS
             ("txtvers", SCHEMA_VERSION),
             ("serial", stamp.serial),
             ("ts", stamp.ts),
+            ("exp", stamp.expires),
             ("origin", check_label(stamp.origin, "origin name")),
+            ("snap", stamp.snapshot),
+            ("rec", stamp.record),
             ("kid", key_id),
             ("sig", base64.b64encode(signature).decode()),
         ]
@@ -144,20 +147,25 @@ def head_rrset(stamp: Stamp, signature: bytes, key_id: str, ttl: int) -> RecordS
 def stamp_from_head(fields: Mapping[str, str]) -> tuple[Stamp, bytes, str]:
     """Rebuild the stamp and the bytes its signature covers, for the client to verify."""
     try:
-        stamp = Stamp(
-            serial=int(fields["serial"]),
-            ts=int(fields["ts"]),
-            origin=fields["origin"],
-            v=STAMP_VERSION,
+        stamp = stamp_from_fields(
+            {
+                "serial": fields["serial"],
+                "ts": fields["ts"],
+                "expires": fields["exp"],
+                "origin": fields["origin"],
+                "snapshot": fields["snap"],
+                "record": fields["rec"],
+                "v": STAMP_VERSION,
+            }
         )
         signature = base64.b64decode(fields["sig"], validate=True)
         return stamp, signature, fields["kid"]
-    except (KeyError, ValueError) as exc:
+    except (KeyError, ValueError, BadSignature) as exc:
         raise _bad(f"head TXT lacks a valid field: {exc}") from None
 
 
 def signed_bytes(stamp: Stamp) -> bytes:
-    return canonical({"origin": stamp.origin, "serial": stamp.serial, "ts": stamp.ts, "v": stamp.v})
+    return canonical(stamp.signed())
 
 
 def meta_label(target: str) -> str:
