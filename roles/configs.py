@@ -65,6 +65,18 @@ def put_secret(src: Path, filename: str) -> OperationMeta:
     )
 
 
+def put_public(src: Path, filename: str) -> OperationMeta:
+    """A public file (the roots' keys document) into config_dir: root's, world-readable."""
+    return files.put(
+        name=f"Install {filename} (0644)",
+        src=str(src),
+        dest=f"{host.data.config_dir}/{filename}",
+        user="root",
+        group="root",
+        mode="0644",
+    )
+
+
 def put_state_dir(name: str, path: str) -> OperationMeta:
     """A daemon's state folder: the service user's alone (0750)."""
     user = host.data.service_user

@@ -20,6 +20,7 @@ from mirrorfleet.config import (
 )
 from mirrorfleet.control.inventory import public_name as inventory_public_name
 from mirrorfleet.errors import UserError
+from mirrorfleet.tree.keyfiles import Anchors, fleet_anchors
 from mirrorfleet.tree.keys import SecretsDir
 from mirrorfleet.zone.records import meta_label
 
@@ -92,6 +93,15 @@ def secrets() -> SecretsDir:
     except UserError as exc:
         raise DeployError(str(exc)) from None
     return folder
+
+
+def anchors() -> Anchors:
+    """What every verifier pins: the roots once `mirrorfleet keys certify` ran, else
+    the origin's own key (tree/keyfiles.py); a rotation changes neither."""
+    try:
+        return fleet_anchors(secrets())
+    except UserError as exc:
+        raise DeployError(str(exc)) from None
 
 
 def origin_host() -> Host:

@@ -8,6 +8,7 @@ from pyinfra import host
 from pyinfra.api import deploy
 
 from mirrorfleet.config import AgentConfig, load_agent_config
+from mirrorfleet.tree.keyfiles import Anchors
 from mirrorfleet_roles import configs, fleet, hardening, install, serve_tree
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -34,8 +35,9 @@ DEFAULTS = {
 }
 
 
-def config(public_key: str) -> AgentConfig:
-    """agent.toml: where the agent syncs from, and whom it notifies after a sync."""
+def config(anchors: Anchors) -> AgentConfig:
+    """agent.toml: where the agent syncs from, whom it notifies after a sync, and what
+    it pins."""
     source = fleet.upstream_of(host)
     upstream = fleet.public_name(source)
     return AgentConfig(
@@ -44,7 +46,8 @@ def config(public_key: str) -> AgentConfig:
         preset=host.data.preset,
         upstream_rsync=f"rsync://{upstream}/{host.data.rsync_module}/",
         upstream_http=fleet.web_url(source),
-        public_keys=(public_key,),
+        public_keys=anchors.keys,
+        root_threshold=anchors.threshold,
         ping_secret=Path(host.data.config_dir) / "ping.secret",
         listen=f"0.0.0.0:{fleet.AGENT_PORT}",
         state_dir=Path(host.data.service_home),
@@ -59,7 +62,7 @@ def config(public_key: str) -> AgentConfig:
 @deploy("mirrorfleet mirror", data_defaults=DEFAULTS)
 def apply() -> None:
     secrets = fleet.secrets()
-    agent = config(secrets.public_key.read_text().strip())
+    agent = config(fleet.anchors())
     installed = install.apply()
     serve_tree.apply()
 

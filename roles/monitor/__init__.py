@@ -14,6 +14,7 @@ from pyinfra.operations import apt, files
 
 from mirrorfleet.config import DnsConfig, MonitorConfig, load_dns_config, load_monitor_config
 from mirrorfleet.probe.observe import FleetConfig, MirrorSpec, load_fleet_config
+from mirrorfleet.tree.keyfiles import Anchors
 from mirrorfleet.tree.keys import MONITOR_TSIG
 from mirrorfleet_roles import configs, dns, fleet, hardening, install, nginx
 
@@ -69,12 +70,13 @@ def mirror_spec(mirror: Host) -> MirrorSpec:
     )
 
 
-def fleet_config(public_key: str) -> FleetConfig:
-    """fleet.toml: the origin and the mirrors the monitor probes."""
+def fleet_config(anchors: Anchors) -> FleetConfig:
+    """fleet.toml: the origin and the mirrors the monitor probes, and what it pins."""
     return FleetConfig(
         origin_url=fleet.web_url(fleet.origin_host()),
-        public_keys=(public_key,),
+        public_keys=anchors.keys,
         mirrors=tuple(mirror_spec(m) for m in inventory.get_group("mirrors", [])),
+        root_threshold=anchors.threshold,
     )
 
 
@@ -148,8 +150,7 @@ def check_ports() -> None:
 @deploy("mirrorfleet monitor", data_defaults=DEFAULTS)
 def apply() -> None:
     secrets = fleet.secrets()
-    public_key = secrets.public_key.read_text().strip()
-    publish, probe, daemon = dns_config(), fleet_config(public_key), monitor_config()
+    publish, probe, daemon = dns_config(), fleet_config(fleet.anchors()), monitor_config()
     check_ports()
     changed = [install.apply()]
     if publish.provider == "route53":

@@ -8,8 +8,11 @@ from pathlib import Path
 
 from pyinfra import host
 from pyinfra.api import deploy
+from pyinfra.operations import systemd
+from pyinfra.operations.util import any_changed
 
 from mirrorfleet.config import OriginConfig, load_origin_config
+from mirrorfleet.tree.keyfiles import KEYS_FILE, Anchors
 from mirrorfleet.tree.keys import SecretsDir
 from mirrorfleet_roles import configs, fleet, hardening, install, serve_tree
 
@@ -31,7 +34,7 @@ DEFAULTS = {
 }
 
 
-def config() -> OriginConfig:
+def config(anchors: Anchors) -> OriginConfig:
     """origin.toml: what `mirrorfleet origin publish` signs and whom it pings."""
     config_dir = Path(host.data.config_dir)
     return OriginConfig(
@@ -46,12 +49,14 @@ def config() -> OriginConfig:
         keep_records=int(host.data.origin_keep_records),
         heartbeat=int(host.data.heartbeat_interval),
         stamp_lifetime=int(host.data.stamp_lifetime),
+        keys_document=config_dir / KEYS_FILE if anchors.document else Path(),
     )
 
 
 @deploy("mirrorfleet origin", data_defaults=DEFAULTS)
 def apply() -> None:
     secrets: SecretsDir = fleet.secrets()
+    anchors = fleet.anchors()
     install.apply()
     serve_tree.apply()
     configs.put_secret(secrets.signing_key, "origin-signing.key")
@@ -60,8 +65,11 @@ def apply() -> None:
     configs.put_config(
         "Configure origin publishing",
         "origin.toml",
-        configs.render(config(), HEADER, load_origin_config),
+        configs.render(config(anchors), HEADER, load_origin_config),
     )
+    # the roots' keys document, published with the next heartbeat: started at once
+    # when it changed (a rotation, a revocation), so it reaches the fleet now
+    keys = configs.put_public(anchors.document, KEYS_FILE) if anchors.document else None
     writable = f"{host.data.tree} {host.data.origin_state_dir}"
     units = hardening.units(TEMPLATES, UNITS, writable)
     hardening.service(
@@ -70,3 +78,10 @@ def apply() -> None:
         "Restart the heartbeat timer on a new schedule",
         [units["mirrorfleet-heartbeat.timer"]],
     )
+    if keys is not None:
+        systemd.service(
+            name="Publish the new keys document (a heartbeat now)",
+            service="mirrorfleet-heartbeat.service",
+            running=True,
+            _if=any_changed(keys),
+        )

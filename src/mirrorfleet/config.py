@@ -69,6 +69,9 @@ class OriginConfig:
     # (tree/stamp.py): a fleet the heartbeat stops reaching goes stale after this long
     stamp_lifetime: int = STAMP_LIFETIME
     heartbeat: int = HEARTBEAT
+    # the root-signed keys document (`mirrorfleet keys certify`) served at
+    # .mirror/keys.json; unset: verifiers pin this origin's key itself
+    keys_document: Path = Path()
 
 
 @dataclass(frozen=True)
@@ -91,6 +94,9 @@ class AgentConfig:
     max_delta_serials: int = KEEP_RECORDS  # further behind: walk the whole tree
     max_delta_paths: int = 100_000  # more changed paths than this: walk the whole tree
     ca_file: Path = Path()  # trust only this CA (PEM) for an https upstream; unset: the system's
+    # how many of public_keys must sign the keys document (tree/trust.py); with 1, a
+    # pinned key may also sign stamps directly (a fleet without an offline root)
+    root_threshold: int = 1
 
     @property
     def content_paths(self) -> tuple[str, ...]:
@@ -226,6 +232,8 @@ def _check(config: Any, where: str) -> None:
             raise UserError(f"{where}: upstream_rsync must be an rsync:// URL")
         if not config.public_keys:
             raise UserError(f"{where}: public_keys must name at least one key")
+        if not 1 <= config.root_threshold <= len(config.public_keys):
+            raise UserError(f"{where}: root_threshold must be 1 to the number of public_keys")
         if config.interval < 10:
             raise UserError(f"{where}: interval must be at least 10 seconds")
         try:

@@ -35,10 +35,12 @@ from mirrorfleet.config import (
     toml_string,
 )
 from mirrorfleet.probe.observe import FleetConfig, MirrorSpec, load_fleet_config
+from mirrorfleet.tree.keyfiles import Anchors
 from mirrorfleet.tree.keys import init_secrets
 from mirrorfleet_roles import configs, dns, mirror, monitor, origin, tls
 
 KEY = "Dvej1LGrusScI/8kmGloiYHiyBYweJYU6ASQ1PHw2/g="
+PINNED = Anchors((KEY,), 1, None)  # a fleet without an offline root: its own key
 
 
 def sample_inventory(origin_data: dict[str, Any] | None = None, **monitor_data: Any) -> Inventory:
@@ -88,7 +90,7 @@ def round_trip(config: Any, load: Callable[[Path], Any], tmp_path: Path) -> str:
 
 def test_origin_config(tmp_path: Path) -> None:
     with on(sample_inventory(), "origin.example.org", origin.DEFAULTS):
-        config = origin.config()
+        config = origin.config(PINNED)
         text = round_trip(config, load_origin_config, tmp_path)
     assert isinstance(config, OriginConfig)
     assert config.ping == (
@@ -105,10 +107,25 @@ def test_origin_config(tmp_path: Path) -> None:
 def test_origin_state_and_records_come_from_host_data(tmp_path: Path) -> None:
     inventory = sample_inventory({"origin_state_dir": "/srv/st", "origin_keep_records": 500})
     with on(inventory, "origin.example.org", origin.DEFAULTS):
-        config = origin.config()
+        config = origin.config(PINNED)
         text = round_trip(config, load_origin_config, tmp_path)
     assert (config.state_dir, config.keep_records) == (Path("/srv/st"), 500)
     assert "keep_records = 500" in text.splitlines()
+
+
+def test_with_an_offline_root_every_verifier_pins_the_roots_and_the_origin_serves_keys(
+    tmp_path: Path,
+) -> None:
+    roots = Anchors(("A" * 43 + "=", "B" * 43 + "=", "C" * 43 + "="), 2, Path("keys.json"))
+    with on(sample_inventory(), "origin.example.org", origin.DEFAULTS):
+        served = round_trip(origin.config(roots), load_origin_config, tmp_path)
+    assert 'keys_document = "/etc/mirrorfleet/keys.json"' in served.splitlines()
+    with on(sample_inventory(), "mirror-fra1.example.org", mirror.DEFAULTS):
+        agent = mirror.config(roots)
+    with on(sample_inventory(), "monitor.example.org", monitor.DEFAULTS):
+        probe = monitor.fleet_config(roots)
+    for pinned in (agent, probe):
+        assert (pinned.public_keys, pinned.root_threshold) == (roots.keys, 2)
 
 
 def test_a_bad_keep_records_stops_the_deploy() -> None:
@@ -129,7 +146,7 @@ def test_a_bad_keep_records_stops_the_deploy() -> None:
 )
 def test_agent_config(tmp_path: Path, name: str, upstream: str, notify: list[str]) -> None:
     with on(sample_inventory(), name, mirror.DEFAULTS):
-        config = mirror.config(KEY)
+        config = mirror.config(PINNED)
         text = round_trip(config, load_agent_config, tmp_path)
     assert isinstance(config, AgentConfig)
     assert config.upstream_rsync == f"rsync://{upstream}/mirror/"
@@ -145,7 +162,7 @@ def test_agent_config(tmp_path: Path, name: str, upstream: str, notify: list[str
 def test_monitor_configs(tmp_path: Path) -> None:
     with on(sample_inventory(monitor_interval=15), "monitor.example.org", monitor.DEFAULTS):
         daemon, publish = monitor.monitor_config(), monitor.dns_config()
-        probe = monitor.fleet_config(KEY)
+        probe = monitor.fleet_config(PINNED)
         round_trip(daemon, load_monitor_config, tmp_path)
         round_trip(publish, load_dns_config, tmp_path)
         text = round_trip(probe, load_fleet_config, tmp_path)
@@ -168,20 +185,20 @@ def test_urls_follow_each_hosts_tls() -> None:
     inventory = sample_inventory({"tls": "off"})
     inventory.get_host("mirror-nyc1.example.org").host_data["tls"] = "own"
     with on(inventory, "monitor.example.org", monitor.DEFAULTS):
-        probe = monitor.fleet_config(KEY)
+        probe = monitor.fleet_config(PINNED)
     assert probe.origin_url == "http://origin.example.org/"
     assert [(m.url, m.port) for m in probe.mirrors] == [
         ("https://mirror-fra1.example.org/", 443),
         ("https://mirror-nyc1.example.org/", 443),
     ]
     with on(inventory, "mirror-fra1.example.org", mirror.DEFAULTS):
-        assert mirror.config(KEY).upstream_http == "http://origin.example.org/"
+        assert mirror.config(PINNED).upstream_http == "http://origin.example.org/"
     inventory.get_host("origin.example.org").host_data["tls"] = "yes"
     with (
         on(inventory, "mirror-fra1.example.org", mirror.DEFAULTS),
         pytest.raises(DeployError, match="tls must be one of acme, own, off, not 'yes'"),
     ):
-        mirror.config(KEY)
+        mirror.config(PINNED)
 
 
 def test_monitor_route53_config(tmp_path: Path) -> None:

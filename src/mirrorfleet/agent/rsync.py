@@ -17,9 +17,8 @@ from pathlib import Path
 
 from mirrorfleet.config import AgentConfig
 from mirrorfleet.errors import MirrorfleetError
+from mirrorfleet.tree.changes import SYNC_WRITES
 from mirrorfleet.tree.files import META_DIR, TMP_SUFFIX, make_parents
-from mirrorfleet.tree.snapshot import SNAPSHOT_PATH
-from mirrorfleet.tree.stamp import STAMP_PATH
 
 log = logging.getLogger("mirrorfleet.agent")
 
@@ -86,8 +85,8 @@ def rsync_argv(config: AgentConfig, stage: str) -> list[str]:
             argv.append(f"--include=/{path.strip('/')}/***")
         argv.append("--exclude=*")
     elif stage in ("scan", "list", "pages"):
-        # the stamp and the snapshot it names: written by the sync itself, last
-        argv += [f"--exclude=/{STAMP_PATH}", f"--exclude=/{SNAPSHOT_PATH}"]
+        # the stamp, the snapshot and the keys document: written by the sync itself
+        argv += [f"--exclude=/{path}" for path in SYNC_WRITES]
         argv.append(f"--exclude=/{META_DIR}/trace/{config.name}")
         if stage == "scan":
             argv += ["--dry-run", "--delete", "--existing", "--ignore-existing", "-i"]

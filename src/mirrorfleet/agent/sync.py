@@ -27,8 +27,6 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-
 from mirrorfleet.agent.delta import Mismatch, apply_delta
 from mirrorfleet.agent.feed import NoFeed, read_feed
 from mirrorfleet.agent.full import full_sync
@@ -37,7 +35,7 @@ from mirrorfleet.config import AgentConfig
 from mirrorfleet.notify.ping import send_ping
 from mirrorfleet.probe.fetch import SpotCheckFailed, Unreachable, fetch_file
 from mirrorfleet.tree.files import META_DIR, atomic_write
-from mirrorfleet.tree.keys import parse_public_key, read_secret
+from mirrorfleet.tree.keys import read_secret
 from mirrorfleet.tree.signed import BadSignature
 from mirrorfleet.tree.snapshot import (
     MAX_SNAPSHOT,
@@ -54,6 +52,7 @@ from mirrorfleet.tree.stamp import (
     fetch_stamp,
     read_local_stamp,
 )
+from mirrorfleet.tree.trust import KEYS_PATH, Keyring, KeysUnavailable
 
 log = logging.getLogger("mirrorfleet.agent")
 
@@ -107,16 +106,42 @@ def sync_lock(state_dir: Path, wait: bool) -> Iterator[bool]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def fetch_upstream_stamp(config: AgentConfig, keys: list[Ed25519PublicKey]) -> tuple[Stamp, bytes]:
+def fetch_upstream_stamp(config: AgentConfig, keys: Keyring) -> tuple[Stamp, bytes]:
+    """Upstream's verified stamp. A signer we do not trust yet may be certified by a
+    newer keys document (a rotation), and a stamp naming a newer document means a
+    revocation may be in it: either way upstream's document is fetched first."""
     try:
-        return fetch_stamp(config.upstream_http, keys)
+        stamp, raw = fetch_stamp(config.upstream_http, keys)
     except StampUnavailable as exc:
-        raise (NotPublished if exc.missing else SyncError)(f"upstream {exc}") from None
+        if exc.missing or not exc.rejected or not refresh_keys(config, keys):
+            raise (NotPublished if exc.missing else SyncError)(f"upstream {exc}") from None
+        return fetch_upstream_stamp(config, keys)  # with the newer document, once
+    if stamp.keys > keys.version:
+        refresh_keys(config, keys)
+        if stamp.keys > keys.version:
+            raise SyncError(
+                f"upstream's stamp names keys document version {stamp.keys}, "
+                f"and it serves version {keys.version}"
+            )
+        stamp, raw = fetch_upstream_stamp(config, keys)  # its signer may now be revoked
+    return stamp, raw
 
 
-def fetch_upstream(
-    config: AgentConfig, keys: list[Ed25519PublicKey], stamp: Stamp, raw: bytes
-) -> Upstream:
+def refresh_keys(config: AgentConfig, keys: Keyring) -> bool:
+    """Adopt upstream's keys document when newer; False when there is none newer."""
+    try:
+        return keys.refresh(config.upstream_http, config.rsync_timeout)
+    except (KeysUnavailable, BadSignature) as exc:
+        raise SyncError(f"upstream keys document: {exc}") from None
+
+
+def keep_keys(config: AgentConfig, keys: Keyring, held: int) -> None:
+    """Serve the keys document we adopted, before the stamp that needs it."""
+    if keys.raw is not None and keys.version > held:
+        atomic_write(config.tree / KEYS_PATH, keys.raw, config.tree)
+
+
+def fetch_upstream(config: AgentConfig, keys: Keyring, stamp: Stamp, raw: bytes) -> Upstream:
     """The snapshot `stamp` names. Upstream writes it before its stamp, so one that is
     newer means upstream published since: then its newer stamp, a few times."""
     for _attempt in range(DELTA_ATTEMPTS):
@@ -151,7 +176,11 @@ def sync_once(config: AgentConfig, full: bool = False) -> SyncResult:
     """full: walk the whole tree even at the head serial (the audit: it repairs what
     was damaged behind the agent's back)."""
     started = time.monotonic()
-    keys = [parse_public_key(k) for k in config.public_keys]
+    keys = Keyring.pinned(config.public_keys, config.root_threshold)
+    problem = keys.load(config.tree / KEYS_PATH)
+    if problem:
+        log.warning("the keys document we serve is refused (%s): upstream's decides", problem)
+    held = keys.version
     result = SyncResult(status="error")
     try:
         clear_leftovers(config.tree)
@@ -177,6 +206,7 @@ def sync_once(config: AgentConfig, full: bool = False) -> SyncResult:
         if result.stale:
             log.warning("upstream %s", result.stale)
         if local and upstream.serial == local.serial and not full:
+            keep_keys(config, keys, held)
             if renew(config, local, upstream, raw):
                 result.status = "renewed" if upstream.ts > local.ts else "unchanged"
                 if result.status == "renewed":
@@ -191,14 +221,15 @@ def sync_once(config: AgentConfig, full: bool = False) -> SyncResult:
             )
         config.tree.mkdir(parents=True, exist_ok=True)
         log.info("syncing serial %s -> %d", result.previous, upstream.serial)
-        held = catch_up(
+        caught = catch_up(
             config, keys, local, fetch_upstream(config, keys, upstream, raw), result, full
         )
-        atomic_write(config.tree / SNAPSHOT_PATH, held.snapshot_raw, config.tree)
-        atomic_write(config.tree / STAMP_PATH, held.raw, config.tree)
-        result.status, result.serial = "synced", held.stamp.serial
+        keep_keys(config, keys, held)
+        atomic_write(config.tree / SNAPSHOT_PATH, caught.snapshot_raw, config.tree)
+        atomic_write(config.tree / STAMP_PATH, caught.raw, config.tree)
+        result.status, result.serial = "synced", caught.stamp.serial
         result.seconds = time.monotonic() - started
-        write_trace(config, held.stamp, result)
+        write_trace(config, caught.stamp, result)
         notify(config, result)
         return result
     except SyncError as exc:
@@ -216,7 +247,7 @@ def sync_once(config: AgentConfig, full: bool = False) -> SyncResult:
 
 def catch_up(
     config: AgentConfig,
-    keys: list[Ed25519PublicKey],
+    keys: Keyring,
     local: Stamp | None,
     upstream: Upstream,
     result: SyncResult,
@@ -265,9 +296,7 @@ def catch_up(
     )
 
 
-def _newer(
-    config: AgentConfig, keys: list[Ed25519PublicKey], upstream: Upstream
-) -> Upstream | None:
+def _newer(config: AgentConfig, keys: Keyring, upstream: Upstream) -> Upstream | None:
     """Upstream's stamp now, when it has moved past `upstream`; None when it has not."""
     stamp, raw = fetch_upstream_stamp(config, keys)
     if stamp.serial <= upstream.stamp.serial:

@@ -100,12 +100,13 @@ def test_mirror_holds_no_dns_key(host, path: str) -> None:
 
 
 VERIFY = """
-import tomllib
-from pathlib import Path
-from mirrorfleet.tree.keys import parse_public_key
+from mirrorfleet.config import load_agent_config
 from mirrorfleet.tree.stamp import read_local_stamp
-config = tomllib.loads(Path("/etc/mirrorfleet/agent.toml").read_text())
-stamp = read_local_stamp(Path(config["tree"]), [parse_public_key(k) for k in config["public_keys"]])
+from mirrorfleet.tree.trust import KEYS_PATH, Keyring
+config = load_agent_config(__import__("pathlib").Path("/etc/mirrorfleet/agent.toml"))
+keys = Keyring.pinned(config.public_keys, config.root_threshold)
+keys.load(config.tree / KEYS_PATH)
+stamp = read_local_stamp(config.tree, keys)
 print(stamp.serial if stamp else "none")
 """
 

@@ -20,7 +20,7 @@ import click
 
 from mirrorfleet import web
 from mirrorfleet.cli.output import emit_json, err, out, table, warn
-from mirrorfleet.client.memory import Memory
+from mirrorfleet.client.memory import Memory, keep_keys, keys_file
 from mirrorfleet.errors import UserError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -38,7 +38,17 @@ def lookup_options(command: F) -> F:
             "keys",
             multiple=True,
             envvar="MIRRORFLEET_KEY",
-            help="The origin's Ed25519 public key (base64); repeatable. Env: MIRRORFLEET_KEY.",
+            help="The fleet's root public key (base64), or the origin's own key for a fleet "
+            "without an offline root; repeatable. Env: MIRRORFLEET_KEY.",
+        ),
+        click.option(
+            "--root-threshold",
+            "threshold",
+            type=click.IntRange(1, 16),
+            default=1,
+            envvar="MIRRORFLEET_ROOT_THRESHOLD",
+            show_default=True,
+            help="How many of the --key roots must sign the fleet's keys document.",
         ),
         click.option(
             "--server",
@@ -76,6 +86,7 @@ def lookup_options(command: F) -> F:
     def with_where(
         zone: str,
         keys: tuple[str, ...],
+        threshold: int,
         servers: tuple[str, ...],
         port: int,
         region: str | None,
@@ -85,7 +96,7 @@ def lookup_options(command: F) -> F:
         **rest: Any,
     ) -> Any:
         web.use_ca_file(ca_file)  # every HTTPS read of this command trusts it
-        where = Where(zone, keys, servers, port, region, anchor_file, timeout, ca_file)
+        where = Where(zone, keys, servers, port, region, anchor_file, timeout, ca_file, threshold)
         return command(where, **rest)
 
     wrapped: Any = with_where
@@ -130,6 +141,7 @@ class Where:
     anchor_file: str | None
     timeout: float
     ca_file: str | None = None
+    threshold: int = 1  # of the keys (roots) that must sign the keys document
 
 
 def _discover(where: Where, rng: random.Random | None = None, batch: int | None = None):
@@ -137,6 +149,7 @@ def _discover(where: Where, rng: random.Random | None = None, batch: int | None 
     pick order and a function that reads the next ones."""
     from mirrorfleet.client.discovery import Lookup, discover, read_more
     from mirrorfleet.tree.keys import parse_public_key
+    from mirrorfleet.tree.trust import Keyring
 
     if not where.keys:
         raise click.UsageError("give the origin's public key with --key (or MIRRORFLEET_KEY)")
@@ -146,9 +159,16 @@ def _discover(where: Where, rng: random.Random | None = None, batch: int | None 
         except ValueError:
             raise click.UsageError(f"--server {server!r} is not an IP address") from None
     try:
-        parsed = [parse_public_key(k) for k in where.keys]
+        parsed = Keyring([parse_public_key(k) for k in where.keys], where.threshold)
     except (UserError, ValueError) as exc:
         raise click.UsageError(f"--key: {exc}") from None
+    # the keys document verified last time: its version is the floor (a rollback of
+    # it would bring a revoked key back), and it spares a fetch while it is current
+    kept = keys_file(where.zone)
+    problem = parsed.load(kept)
+    if problem:
+        err.print(f"warning: the kept keys document is refused ({problem})", markup=False)
+    held = parsed.version
     anchor = None
     if where.anchor_file:
         from mirrorfleet.client.dnssec import TrustAnchor
@@ -168,7 +188,12 @@ def _discover(where: Where, rng: random.Random | None = None, batch: int | None 
     def more(found):
         return read_more(lookup, found, batch or PICK_BATCH)
 
-    return discover(lookup, rng, batch), parsed, more
+    found = discover(lookup, rng, batch)
+    if parsed.raw is not None and parsed.version > held:
+        problem = keep_keys(kept, parsed.raw)
+        if problem:
+            err.print(f"warning: {problem}", markup=False)
+    return found, parsed, more
 
 
 def _projects(text: str | None) -> list[str]:

@@ -4,8 +4,11 @@ Round one asks for the SRV set and the head TXT at once; round two asks for the
 meta TXT of every listed mirror at once, or, for a pick, of the first few in pick
 order (the rest only if those fail). Answers come over UDP with a 1,232-byte EDNS
 buffer, and over TCP when truncated (dnspython's resolver retries by itself).
-The head is only believed when its signature verifies with the pinned key; a
-malformed or inconsistent meta record costs only that mirror, with a warning.
+The head is only believed when its signature verifies with the pinned key, or with
+an online key the pinned roots certify in the keys document the listed mirrors
+serve (fetched only when the head names a signer or a document this client does not
+hold yet); a malformed or inconsistent meta record costs only that mirror, with a
+warning.
 With a trust anchor, every answer must also carry a valid DNSSEC signature.
 """
 
@@ -13,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
@@ -28,7 +32,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from mirrorfleet.client.select import rfc2782_order
 from mirrorfleet.errors import UserError
 from mirrorfleet.tree.keys import key_id
+from mirrorfleet.tree.signed import BadSignature
 from mirrorfleet.tree.stamp import Stamp
+from mirrorfleet.tree.trust import Keyring, KeysUnavailable
 from mirrorfleet.zone.records import (
     HEAD,
     SERVICE,
@@ -144,7 +150,7 @@ async def discover_async(
                 validate_answer(answer, zone_keys, lookup.origin)  # type: ignore[arg-type]
             except UserError as exc:
                 raise LookupFailed(f"DNSSEC: {exc}") from None
-    stamp = _verified_head(head, head_name, lookup.keys)
+    signed_head = _read_head(head, head_name)
     warnings: list[str] = []
     entries: dict[str, Entry] = {}
     for rdata in srv:
@@ -161,6 +167,9 @@ async def discover_async(
         order = rfc2782_order(order, rng)
     first = order if batch is None else order[:batch]
     mirrors, problems = await _metas(resolver, lookup, first, zone_keys)
+    if _needs_keys(signed_head, lookup.keys):
+        problems += await asyncio.to_thread(_keys_from_mirrors, lookup, mirrors, signed_head[0])
+    stamp = _verified_head(signed_head, head_name, lookup.keys)
     return Discovery(
         lookup.zone,
         stamp,
@@ -246,16 +255,53 @@ async def _resolve(
     raise LookupFailed(problem)
 
 
-def _verified_head(
-    answer: dns.resolver.Answer | str, name: dns.name.Name, keys: Sequence[Ed25519PublicKey]
-) -> Stamp:
+SignedHead = tuple[Stamp, bytes, str]  # the stamp, its signature, the signer's key id
+
+
+def _read_head(answer: dns.resolver.Answer | str, name: dns.name.Name) -> SignedHead:
+    """The head as it reads, before its signature is checked."""
     assert not isinstance(answer, str)  # a hard lookup raises instead
     if len(answer) != 1:
         raise LookupFailed(f"{name} has {len(answer)} TXT records, not 1")
     try:
-        stamp, signature, kid = stamp_from_head(parse_txt(answer[0].strings))
+        return stamp_from_head(parse_txt(answer[0].strings))
     except UserError as exc:
         raise LookupFailed(f"{name}: {exc}") from None
+
+
+def _needs_keys(head: SignedHead, keys: Sequence[Ed25519PublicKey]) -> bool:
+    """With pinned roots (a Keyring): the head's signer is not trusted yet (a
+    rotation), or it names a newer keys document (maybe a revocation)."""
+    if not isinstance(keys, Keyring):
+        return False
+    stamp, _signature, kid = head
+    return stamp.keys > keys.version or kid not in {key_id(k) for k in keys}
+
+
+def _keys_from_mirrors(lookup: Lookup, mirrors: Sequence[Listed], head: Stamp) -> list[str]:
+    """The keys document from the first listed mirror that serves one at least as new
+    as the head names; what went wrong on the way, as warnings. Any mirror will do:
+    the document is checked against the pinned roots, whoever serves it."""
+    keys = lookup.keys
+    assert isinstance(keys, Keyring)
+    problems = []
+    for mirror in mirrors:
+        if mirror.url is None or mirror.problem:
+            continue
+        try:
+            keys.refresh(mirror.url, 2 * lookup.timeout)
+        except (KeysUnavailable, BadSignature) as exc:
+            problems.append(f"{mirror.target}: {exc}")
+            continue
+        if keys.version >= head.keys:
+            break
+    return problems
+
+
+def _verified_head(
+    head: SignedHead, name: dns.name.Name, keys: Sequence[Ed25519PublicKey]
+) -> Stamp:
+    stamp, signature, kid = head
     for key in keys:
         if key_id(key) == kid:
             try:
@@ -263,7 +309,11 @@ def _verified_head(
             except InvalidSignature:
                 break
             return stamp
-    raise LookupFailed(f"{name}: the head's signature does not verify with the pinned key")
+    why = keys.why_refused(kid, int(time.time())) if isinstance(keys, Keyring) else None
+    raise LookupFailed(
+        f"{name}: the head's signature does not verify with the pinned key"
+        + (f" ({why})" if why else "")
+    )
 
 
 def _listed(

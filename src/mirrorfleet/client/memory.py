@@ -1,4 +1,5 @@
-"""What a client remembers between runs: the highest serial it has verified per zone.
+"""What a client remembers between runs: the highest serial it has verified per zone,
+and the newest keys document its roots certified.
 
 Without it, a client that used serial 900 yesterday would accept serial 800 today
 from a mirror (or a DNS answer) replaying an old, validly signed state: TUF's
@@ -59,10 +60,12 @@ class Memory:
                 self._save({**seen, zone_key(zone): serial})
 
     def forget(self, zone: str) -> None:
-        """Drop zone's floor; a damaged file is written again with what it still held."""
+        """Drop zone's floor and its kept keys document; a damaged file is written
+        again with what it still held."""
         with self._locked():
             seen = self._load(strict=False)
             self._save({k: v for k, v in seen.items() if k != zone_key(zone)})
+            keys_file(zone, self.path.parent).unlink(missing_ok=True)
 
     def _load(self, strict: bool = True) -> dict[str, int]:
         try:
@@ -95,3 +98,19 @@ class Memory:
         with lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             yield
+
+
+def keys_file(zone: str, directory: Path | None = None) -> Path:
+    """Where a client keeps the zone's keys document (tree/trust.py) it verified last."""
+    return (directory or state_dir()) / f"keys-{zone_key(zone)}json"
+
+
+def keep_keys(path: Path, raw: bytes) -> str | None:
+    """Keep a verified keys document; why not, when it cannot be kept (the client then
+    fetches it again next time, and holds no floor for it)."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(path, raw)
+    except OSError as exc:
+        return f"cannot keep the keys document in {path}: {exc.strerror or exc}"
+    return None

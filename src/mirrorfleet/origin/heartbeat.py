@@ -21,6 +21,7 @@ from mirrorfleet.origin.publish import ping_all
 from mirrorfleet.origin.state import PublishState
 from mirrorfleet.tree.files import atomic_write
 from mirrorfleet.tree.keys import load_signing_key
+from mirrorfleet.tree.seal import origin_keys, publish_keys
 from mirrorfleet.tree.signed import BadSignature
 from mirrorfleet.tree.snapshot import SNAPSHOT_PATH, read_local_snapshot
 from mirrorfleet.tree.stamp import STAMP_PATH, read_local_stamp
@@ -42,7 +43,7 @@ def heartbeat(config: OriginConfig, ping: bool = True, dry_run: bool = False) ->
     state = PublishState.open(config.state_dir, dry_run=dry_run)  # the publish lock
     try:
         try:
-            keys = [key.public_key()]
+            keys = origin_keys(key, config.keys_document)
             current = read_local_stamp(config.tree, keys)
         except BadSignature as exc:
             raise UserError(
@@ -54,7 +55,9 @@ def heartbeat(config: OriginConfig, ping: bool = True, dry_run: bool = False) ->
                 f"{config.tree} has no stamp yet: nothing to keep fresh before the first "
                 "`mirrorfleet origin publish`"
             )
-        renewed = current.renewed(config.stamp_lifetime, time.time())
+        # a new keys document (a rotation, a revocation) travels with the heartbeat
+        keys_version = current.keys if dry_run else publish_keys(config.tree, config.keys_document)
+        renewed = current.renewed(config.stamp_lifetime, time.time(), keys_version)
         result = HeartbeatResult(
             current.serial, renewed.ts, renewed.expires, current.expires, dry_run
         )

@@ -52,7 +52,7 @@ from mirrorfleet.tree import manifest
 from mirrorfleet.tree.changes import CHANGES_DIR, ChangeRecord, Written, changes_path, check_path
 from mirrorfleet.tree.files import META_DIR, atomic_write
 from mirrorfleet.tree.keys import load_signing_key, read_secret
-from mirrorfleet.tree.seal import seal
+from mirrorfleet.tree.seal import origin_keys, publish_keys, seal
 from mirrorfleet.tree.signed import BadSignature
 from mirrorfleet.tree.snapshot import Snapshot, read_local_snapshot, snapshot_of_tree
 from mirrorfleet.tree.stamp import Stamp, read_local_stamp
@@ -406,7 +406,7 @@ def publish(
     if not tree.is_dir():
         raise UserError(f"tree {tree} does not exist")
     key = load_signing_key(config.signing_key)
-    keys = [key.public_key()]
+    keys = origin_keys(key, config.keys_document)
     # the state's lock first: a publish that waited for another reads the stamp that
     # one wrote, never the one before it (two publishes, one serial)
     state = PublishState.open(config.state_dir, dry_run=dry_run)
@@ -477,8 +477,8 @@ def _publish(
         return result
     progress(f"serial {serial}: {len(update.changed)} changed, {len(update.removed)} removed")
     try:
-        if mode == FULL:
-            shards = manifest.full_shards(new, update, key)
+        if mode == FULL:  # every shard signed again: with the current key, after a rotation
+            shards = manifest.full_shards(new, update, key, every=True)
         else:
             shards = manifest.update_shards(
                 tree, keys, key, serial, change.pages, change.gone, state.shards()
@@ -503,7 +503,8 @@ def _publish(
     # whole seconds: a mirror fetches records over HTTP, whose Last-Modified has no
     # more, and rsync compares to the nanosecond (agent/rsync.py)
     atomic_write(tree / changes_path(serial), docs.record_bytes, tree, mtime=int(time.time()))
-    seal(tree, key, serial, config.name, config.stamp_lifetime, docs.snapshot)
+    keys_version = publish_keys(tree, config.keys_document)
+    seal(tree, key, serial, config.name, config.stamp_lifetime, docs.snapshot, keys=keys_version)
     for rel in retired:
         (tree / rel).unlink(missing_ok=True)
     _prune(tree, serial, config.keep_records, sweep=mode == FULL)

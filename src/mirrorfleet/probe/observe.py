@@ -17,7 +17,7 @@ import time
 import tomllib
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -28,9 +28,9 @@ from mirrorfleet.config import build
 from mirrorfleet.errors import UserError
 from mirrorfleet.probe.fetch import SpotCheckFailed, Unreachable
 from mirrorfleet.probe.spotcheck import Candidate, candidates_from_records, spot_check
-from mirrorfleet.tree.keys import parse_public_key
 from mirrorfleet.tree.signed import BadSignature
 from mirrorfleet.tree.stamp import Stamp, StampUnavailable, fetch_stamp
+from mirrorfleet.tree.trust import Keyring, KeysUnavailable
 from mirrorfleet.zone.records import MirrorRecord, check_label
 
 log = logging.getLogger("mirrorfleet.probe")
@@ -56,13 +56,20 @@ class MirrorSpec:
 @dataclass(frozen=True)
 class FleetConfig:
     origin_url: str
-    public_keys: tuple[str, ...]
+    public_keys: tuple[str, ...]  # the pinned roots (or the origin's own key)
     mirrors: tuple[MirrorSpec, ...]
     timeout: int = 5
+    root_threshold: int = 1
 
     @property
-    def keys(self) -> list[Ed25519PublicKey]:
-        return [parse_public_key(k) for k in self.public_keys]
+    def keys(self) -> Keyring:
+        """One keyring for the config's life (not a field: never written to fleet.toml):
+        the keys document it adopted, and so its floor, outlive any one probe round."""
+        ring = self.__dict__.get("_keyring")
+        if ring is None:
+            ring = Keyring.pinned(self.public_keys, self.root_threshold)
+            object.__setattr__(self, "_keyring", ring)
+        return ring
 
 
 def load_fleet_config(path: Path) -> FleetConfig:
@@ -84,7 +91,7 @@ def load_fleet_config(path: Path) -> FleetConfig:
     if not config.public_keys:
         raise UserError(f"{where}: public_keys must name at least one key")
     config.keys  # noqa: B018 - a bad key fails here, before any probe
-    return FleetConfig(config.origin_url, config.public_keys, mirrors, config.timeout)
+    return replace(config, mirrors=mirrors)
 
 
 @dataclass(frozen=True)
@@ -123,11 +130,8 @@ def fetch_head(
 ) -> Head:
     """The origin's verified stamp, plus the projects its new records name when the
     serial moved."""
+    stamp, raw = fetch_origin_stamp(config)
     keys = config.keys
-    try:
-        stamp, raw = fetch_stamp(config.origin_url, keys, config.timeout)
-    except StampUnavailable as exc:
-        raise UserError(f"origin: {exc}") from None
     problem = stamp.expiry_problem()
     if problem:  # nothing it says can be published as fresh: keep the last head
         raise UserError(f"origin: {problem}; is `mirrorfleet-heartbeat.timer` running?")
@@ -146,6 +150,35 @@ def fetch_head(
             # the head still counts; spot checks draw from the last good pool
             log.warning("origin change records: %s", exc)
     return Head(stamp, raw, pool)
+
+
+def fetch_origin_stamp(config: FleetConfig) -> tuple[Stamp, bytes]:
+    """The origin's verified stamp. A signer not trusted yet (a rotation), or a stamp
+    naming a newer keys document (a revocation), sends the monitor for the origin's
+    keys document first, so a revoked key is refused within one heartbeat."""
+    keys = config.keys
+    for _attempt in range(2):
+        try:
+            stamp, raw = fetch_stamp(config.origin_url, keys, config.timeout)
+        except StampUnavailable as exc:
+            if exc.missing or not exc.rejected or not _refresh(config):
+                raise UserError(f"origin: {exc}") from None
+            continue
+        if stamp.keys <= keys.version or not _refresh(config):
+            break
+    if stamp.keys > keys.version:
+        raise UserError(
+            f"origin: its stamp names keys document version {stamp.keys}, "
+            f"and it serves version {keys.version}"
+        )
+    return stamp, raw
+
+
+def _refresh(config: FleetConfig) -> bool:
+    try:
+        return config.keys.refresh(config.origin_url, config.timeout)
+    except (KeysUnavailable, BadSignature) as exc:
+        raise UserError(f"origin keys document: {exc}") from None
 
 
 def observe(

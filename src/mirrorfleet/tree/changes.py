@@ -30,6 +30,8 @@ from mirrorfleet.config import KEEP_RECORDS
 from mirrorfleet.tree.files import META_DIR
 from mirrorfleet.tree.signed import BadSignature, sign, verify
 from mirrorfleet.tree.snapshot import SNAPSHOT_PATH, MixedSnapshot, digest
+from mirrorfleet.tree.stamp import STAMP_PATH
+from mirrorfleet.tree.trust import KEYS_PATH
 
 CHANGES_DIR = f"{META_DIR}/changes"
 RECORD_VERSION = 3
@@ -74,6 +76,10 @@ class ChangeRecord:
         return sign(doc, key)
 
 
+# what the sync itself writes, from bytes it verified, and no record may name
+SYNC_WRITES = (STAMP_PATH, SNAPSHOT_PATH, KEYS_PATH)
+
+
 def check_path(path: object) -> str:
     """A path a record may name: relative, normalised, inside the tree, not the stamp.
 
@@ -83,7 +89,7 @@ def check_path(path: object) -> str:
         raise BadSignature(f"record names a bad path {path!r}")
     if path.startswith("/") or posixpath.normpath(path) != path or path.split("/")[0] == "..":
         raise BadSignature(f"record names a path outside the tree: {path!r}")
-    if path in (f"{META_DIR}/stamp.json", SNAPSHOT_PATH) or path.startswith(f"{CHANGES_DIR}/"):
+    if path in SYNC_WRITES or path.startswith(f"{CHANGES_DIR}/"):
         raise BadSignature(f"record names a file only the sync writes: {path!r}")
     return path
 

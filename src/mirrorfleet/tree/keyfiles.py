@@ -257,3 +257,32 @@ def install_pending(secrets: SecretsDir) -> Path:
     os.replace(new_key_file(secrets), secrets.signing_key)
     atomic_write(secrets.public_key, (public_key_text(new) + "\n").encode(), mode=0o644)
     return old
+
+
+@dataclass(frozen=True)
+class Anchors:
+    """What a deploy pins on every verifier, from the control node's secrets folder:
+    the roots and their threshold once `keys certify` wrote keys.json, else the
+    origin's own public key (a fleet without an offline root)."""
+
+    keys: tuple[str, ...]
+    threshold: int
+    document: Path | None  # keys.json, for the origin to publish
+
+
+def fleet_anchors(secrets: SecretsDir) -> Anchors:
+    try:
+        raw = keys_file(secrets).read_bytes()
+    except FileNotFoundError:
+        return Anchors((secrets.public_key.read_text().strip(),), 1, None)
+    try:
+        listed = KeysDocument.from_signed(json.loads(raw)["signed"])
+        roots = [parse_public_key(r) for r in listed.roots]
+        # the operator's own file, signed by the roots it lists; an expired one still
+        # names the roots to pin (its verifiers refuse it until it is renewed)
+        doc = parse_keys(raw, roots, listed.threshold, 0, check_expiry=False)
+    except (ValueError, KeyError, TypeError, BadSignature) as exc:
+        raise UserError(
+            f"{keys_file(secrets)} is not a keys document its roots signed: {exc}"
+        ) from None
+    return Anchors(doc.roots, doc.threshold, keys_file(secrets))

@@ -159,10 +159,13 @@ def apply_update(
 
 
 def full_shards(
-    new: ProjectState, update: ManifestUpdate, key: Ed25519PrivateKey
+    new: ProjectState, update: ManifestUpdate, key: Ed25519PrivateKey, every: bool = False
 ) -> dict[str, bytes]:
-    """The signed shards `update` touches, from the whole new state; writes nothing."""
+    """The signed shards `update` touches (`every`: all the state's), from the whole new
+    state; writes nothing."""
     touched = {shard_of(p) for p in (*update.changed, *update.removed)}
+    if every:
+        touched |= {shard_of(p) for p in new}
     by_shard: dict[str, dict[str, tuple[int, str]]] = {s: {} for s in touched}
     for project, entry in new.items():
         shard = shard_of(project)

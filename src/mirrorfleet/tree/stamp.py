@@ -5,6 +5,9 @@ until E, and its metadata is exactly these bytes".
   names every manifest shard by hash: a shard from another serial does not match.
 - `record` is the sha256 of the serial's change record, whose `prev` chains the
   records before it: a record from another publish does not match.
+- `keys` is the version of the root-signed keys document (tree/trust.py) the origin
+  serves: a verifier holding an older one fetches it before it trusts the signer,
+  so a revocation reaches every verifier with the next heartbeat.
 - `expires`: the origin re-signs its stamp on a timer (the heartbeat: same serial,
   new `ts` and `expires`), so a mirror, or a DNS answer, that keeps serving an old
   stamp goes stale on every verifier's own clock, however valid its signature.
@@ -64,6 +67,7 @@ class Stamp:
     expires: int = 0
     snapshot: str = NOTHING  # sha256 (hex) of this serial's snapshot
     record: str = NOTHING  # sha256 (hex) of this serial's change record
+    keys: int = 0  # version of the keys document the origin serves (0: none)
     v: int = STAMP_VERSION
 
     def sign(self, key: Ed25519PrivateKey) -> bytes:
@@ -81,14 +85,16 @@ class Stamp:
         snapshot: str = NOTHING,
         record: str = NOTHING,
         lifetime: int = STAMP_LIFETIME,
+        keys: int = 0,
     ) -> Stamp:
         now = int(time.time())
-        return cls(serial, now, origin, now + lifetime, snapshot, record)
+        return cls(serial, now, origin, now + lifetime, snapshot, record, keys)
 
-    def renewed(self, lifetime: int, now: float | None = None) -> Stamp:
-        """The heartbeat: the same serial and metadata, signed again at `now`."""
+    def renewed(self, lifetime: int, now: float | None = None, keys: int | None = None) -> Stamp:
+        """The heartbeat: the same serial and metadata, signed again at `now` (naming
+        the keys document's version, which a revocation moves between publishes)."""
         ts = int(time.time() if now is None else now)
-        return replace(self, ts=ts, expires=ts + lifetime)
+        return replace(self, ts=ts, expires=ts + lifetime, keys=self.keys if keys is None else keys)
 
     def expired(self, now: float | None = None) -> bool:
         """On the verifier's own clock: the origin's clock set `expires`, and each
@@ -122,6 +128,7 @@ def stamp_from_fields(data: Mapping[str, object]) -> Stamp:
             expires=_int(data["expires"]),
             snapshot=str(data["snapshot"]),
             record=str(data["record"]),
+            keys=_int(data["keys"]),
             v=_int(data["v"]),
         )
     except (KeyError, TypeError, ValueError) as exc:
@@ -131,6 +138,8 @@ def stamp_from_fields(data: Mapping[str, object]) -> Stamp:
             f"unsupported stamp (v={stamp.v}, serial={stamp.serial}): this version reads "
             f"v{STAMP_VERSION}, which expires and names its snapshot"
         )
+    if stamp.keys < 0:
+        raise BadSignature(f"stamp names keys document version {stamp.keys}")
     if stamp.expires <= stamp.ts:
         raise BadSignature(f"stamp of serial {stamp.serial} expires before it was made")
     for name in ("snapshot", "record"):
@@ -188,4 +197,7 @@ def fetch_stamp(
     try:
         return parse_stamp(raw, keys), raw
     except BadSignature as exc:
-        raise StampUnavailable(f"stamp {url} rejected: {exc}", rejected=True) from None
+        # a keyring (tree/trust.py) says why a signer is not trusted: revoked, ended...
+        explain = getattr(keys, "explain", None)
+        why = explain(exc) if explain else str(exc)
+        raise StampUnavailable(f"stamp {url} rejected: {why}", rejected=True) from None

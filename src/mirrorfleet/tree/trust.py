@@ -27,15 +27,18 @@ own, as TUF does). Replacing a root today means pinning the new one everywhere.
 from __future__ import annotations
 
 import hashlib
+import json
 import re
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from mirrorfleet.errors import UserError
+from mirrorfleet.errors import MirrorfleetError, UserError
 from mirrorfleet.tree.files import META_DIR
 from mirrorfleet.tree.keys import key_id, parse_public_key, public_key_text
 from mirrorfleet.tree.signed import BadSignature, canonical, sign_many, verify_threshold
@@ -315,7 +318,7 @@ def why_refused(
     return None
 
 
-class Keyring:
+class Keyring(Sequence[Ed25519PublicKey]):
     """What a long-running verifier keeps: the pinned roots, and the newest keys
     document it verified. update() on every heartbeat; keys(now) where verify()
     wants its keys; why_refused() when a BadSignature names an unknown key.
@@ -335,7 +338,24 @@ class Keyring:
         self.anchors = tuple(anchors)
         self.threshold = threshold
         self.doc: KeysDocument | None = None
+        self.raw: bytes | None = None  # the document's bytes, to serve or keep as they are
         self.floor = floor_version
+
+    @classmethod
+    def pinned(cls, keys: Sequence[str], threshold: int = 1) -> Keyring:
+        """From a config's public keys (base64, one a key) and its root threshold."""
+        return cls([parse_public_key(k) for k in keys], threshold)
+
+    def load(self, path: Path) -> str | None:
+        """Adopt the document a verifier kept (its tree's, its state's) when there is
+        one; why not, when it does not verify (then the next fetched one decides)."""
+        try:
+            self.update(path.read_bytes(), int(time.time()))
+        except FileNotFoundError:
+            return None
+        except BadSignature as exc:
+            return f"{path}: {exc}"
+        return None
 
     @property
     def version(self) -> int:
@@ -352,7 +372,7 @@ class Keyring:
                     f"keys document version {doc.version} differs from the one accepted"
                 )
             return False
-        self.doc = doc
+        self.doc, self.raw = doc, raw
         return True
 
     def keys(self, now: int) -> list[Ed25519PublicKey]:
@@ -360,6 +380,65 @@ class Keyring:
 
     def why_refused(self, kid: str, now: int) -> str | None:
         return why_refused(kid, self.anchors, self.threshold, self.doc, now)
+
+    # The keys trusted now, as a sequence: a Keyring goes wherever verify() takes
+    # keys, so every reader of a stamp, shard or record honours revocations as is.
+    def __iter__(self) -> Iterator[Ed25519PublicKey]:
+        return iter(self.keys(int(time.time())))
+
+    def __len__(self) -> int:
+        return len(self.keys(int(time.time())))
+
+    def __getitem__(self, index):  # type: ignore[no-untyped-def,override]
+        return self.keys(int(time.time()))[index]
+
+    def refresh(self, base_url: str, timeout: float) -> bool:
+        """Adopt the keys document a tree serves over HTTP when it is newer; False when
+        it has none or the one held. BadSignature when it does not verify."""
+        raw = fetch_keys(base_url, timeout)
+        return raw is not None and self.update(raw, int(time.time()))
+
+    def explain(self, error: BadSignature) -> str:
+        """A verify() failure in the keyring's words: why the signer is not trusted."""
+        if self.doc is None or not error.key:  # nothing to add to "unknown key"
+            return str(error)
+        return self.why_refused(error.key, int(time.time())) or str(error)
+
+
+class KeysUnavailable(MirrorfleetError):
+    """A tree's keys document could not be fetched (not: it did not verify)."""
+
+
+def fetch_keys(base_url: str, timeout: float) -> bytes | None:
+    """The keys document a tree serves over HTTP; None when it has none (404)."""
+    import urllib.error  # here: the origin's tools never fetch one
+    import urllib.request
+
+    from mirrorfleet import web
+
+    url = f"{base_url.rstrip('/')}/{KEYS_PATH}"
+    request = urllib.request.Request(url, headers={"Cache-Control": "no-cache"})
+    try:
+        with web.urlopen(request, timeout=timeout) as response:
+            raw = response.read(MAX_KEYS + 1)
+    except urllib.error.HTTPError as exc:
+        if exc.code in (404, 410):
+            return None
+        raise KeysUnavailable(f"keys document {url}: HTTP {exc.code}") from None
+    except (OSError, ValueError) as exc:
+        raise KeysUnavailable(f"keys document {url} unreachable: {exc}") from None
+    if len(raw) > MAX_KEYS:
+        raise BadSignature(f"keys document {url} is larger than {MAX_KEYS} bytes")
+    return raw
+
+
+def document_version(raw: bytes) -> int:
+    """The version a keys document says it is, unverified: what the origin names in its
+    stamps (it does not pin the roots; every verifier checks the document itself)."""
+    try:
+        return KeysDocument.from_signed(json.loads(raw)["signed"]).version
+    except (ValueError, KeyError, TypeError, BadSignature) as exc:
+        raise UserError(f"the keys document is not one: {exc}") from None
 
 
 # The operator's operations: each takes a document and returns the next version.

@@ -31,7 +31,7 @@ STATES = ("fresh", "lagging", "down")
 MAIN_SRV_LIMIT = 16  # fits a 1,232-byte UDP answer with room to spare
 MAX_RRSET = 100  # BIND 9.18's max-records-per-type
 MAX_TXT_STRING = 255
-MAX_TXT_TOTAL = 400  # the head's nine strings take 380 with a 63-byte origin name
+MAX_TXT_TOTAL = 400  # the head's ten strings take at most 396 (a 63-byte origin name)
 UDP_ANSWER = 1232
 LABEL_RE = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
 KEY_RE = re.compile(r"[a-z]{1,16}")
@@ -137,6 +137,7 @@ def head_rrset(stamp: Stamp, signature: bytes, key_id: str, ttl: int) -> RecordS
             ("origin", check_label(stamp.origin, "origin name")),
             ("snap", stamp.snapshot),
             ("rec", stamp.record),
+            ("kv", stamp.keys),
             ("kid", key_id),
             ("sig", base64.b64encode(signature).decode()),
         ]
@@ -155,6 +156,7 @@ def stamp_from_head(fields: Mapping[str, str]) -> tuple[Stamp, bytes, str]:
                 "origin": fields["origin"],
                 "snapshot": fields["snap"],
                 "record": fields["rec"],
+                "keys": fields["kv"],
                 "v": STAMP_VERSION,
             }
         )
