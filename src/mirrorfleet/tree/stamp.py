@@ -19,6 +19,8 @@ from mirrorfleet.tree.signed import BadSignature, sign, verify
 
 STAMP_PATH = f"{META_DIR}/stamp.json"
 STAMP_VERSION = 1
+# A signed stamp is a few hundred bytes (serial, ts, origin, a signature); even one
+# naming all 256 shards' sha256 (~20 KB) fits. Anything bigger is not a stamp.
 MAX_STAMP = 64 * 1024
 
 
@@ -101,7 +103,7 @@ def fetch_stamp(
         if exc.code == 404:
             raise StampUnavailable(f"{url} has no stamp yet", missing=True) from None
         raise StampUnavailable(f"stamp {url}: HTTP {exc.code}") from None
-    except (OSError, ValueError) as exc:
+    except web.READ_ERRORS as exc:
         bad_certificate = web.certificate_error(exc)
         if bad_certificate:  # the server answered, with a certificate no client takes
             raise StampUnavailable(f"stamp {url}: {bad_certificate}", certificate=True) from None
