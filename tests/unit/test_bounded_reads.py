@@ -196,7 +196,9 @@ def keys_of(config: OriginConfig) -> list[Ed25519PublicKey]:
 
 
 def larger_than(limit: int) -> str:
-    return f"larger than {limit} bytes"
+    """How a read refuses: "URL is larger than N bytes" (a parser's own size check, as
+    parse_html has, says ": larger than", so a test sees which one refused)."""
+    return f"is larger than {limit} bytes"
 
 
 # --- the agent: the upstream's stamp and change records ----------------------------
@@ -483,7 +485,7 @@ def test_the_delta_takes_no_file_bigger_than_its_record_says(
     result = sync.sync_once(config)
     assert (result.status, result.serial, result.mode) == ("synced", 2, "full"), result.error
     assert "rsync stage 5 (changed content)" in result.why_full
-    assert f"{larger_than(listed)}, not copied: {path}" in result.why_full, result.why_full
+    assert f"upstream larger than {listed} bytes, not copied: {path}" in result.why_full
     assert (config.tree / path).stat().st_size == listed + 1000
 
 
@@ -503,7 +505,7 @@ def test_the_full_sync_takes_no_file_over_max_file_size(
     result = sync.sync_once(config, full=True)
     assert (result.status, result.serial) == ("error", 1)
     assert "rsync stage 4 (content)" in result.error, result.error
-    want = f"{larger_than(f'max_file_size={bound}')}, not copied: packages/proj9/over.tar.gz"
+    want = f"larger than max_file_size={bound} bytes, not copied: packages/proj9/over.tar.gz"
     assert want in result.error, result.error
     assert not (config.tree / "packages/proj9/over.tar.gz").exists()
     assert (config.tree / "packages/proj9/exact.tar.gz").stat().st_size == bound
@@ -525,6 +527,6 @@ def test_the_page_stage_takes_no_page_over_max_file_size(
     page.write_bytes(b"<!DOCTYPE html>" + b" " * bound)
     result = sync.sync_once(config, full=True)
     assert (result.status, result.serial) == ("error", 1)
-    want = f"{larger_than(f'max_file_size={bound}')}, not copied: simple/huge/index.html"
+    want = f"larger than max_file_size={bound} bytes, not copied: simple/huge/index.html"
     assert "rsync stage 3 (pages)" in result.error and want in result.error, result.error
     assert tree_listing(config.tree) == before
