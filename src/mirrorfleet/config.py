@@ -34,6 +34,10 @@ KEEP_RECORDS = 20_000
 HEARTBEAT = 300
 STAMP_LIFETIME = 1800
 
+# The least max_file_size an agent takes: the bound applies to index pages too, and the
+# origin makes pages up to content/pages.py's MAX_PAGE_BYTES (config cannot import it).
+MIN_FILE_SIZE = 64 * 1024 * 1024
+
 AGENT_PORT = 8873  # the sync agent: POST /ping, GET /metrics, /status
 MONITOR_PORT = 8874  # the monitor daemon: POST /ping, GET /metrics, /status.json
 # How a host's nginx serves (roles/tls): "acme" (a certificate from an ACME CA, by
@@ -93,6 +97,11 @@ class AgentConfig:
     content: tuple[str, ...] = field(default=())
     max_delta_serials: int = KEEP_RECORDS  # further behind: walk the whole tree
     max_delta_paths: int = 100_000  # more changed paths than this: walk the whole tree
+    # The largest file a sync copies (rsync --max-size), so a hostile upstream cannot
+    # fill the disk with one file. PyPI takes uploads up to 100 MB by default and raises
+    # that per project on request, to a few GB for the largest (CUDA and ML wheels);
+    # 10 GiB leaves room above those. Debian's largest files are far smaller.
+    max_file_size: int = 10 * 1024**3
     ca_file: Path = Path()  # trust only this CA (PEM) for an https upstream; unset: the system's
     # how many of public_keys must sign the keys document (tree/trust.py); with 1, a
     # pinned key may also sign stamps directly (a fleet without an offline root)
@@ -236,6 +245,9 @@ def _check(config: Any, where: str) -> None:
             raise UserError(f"{where}: root_threshold must be 1 to the number of public_keys")
         if config.interval < 10:
             raise UserError(f"{where}: interval must be at least 10 seconds")
+        # at least the largest index page the origin makes (content/pages.py); at most 1 TiB
+        if not MIN_FILE_SIZE <= config.max_file_size <= 1 << 40:
+            raise UserError(f"{where}: max_file_size must be {MIN_FILE_SIZE}-{1 << 40} bytes")
         try:
             config.listen_address  # noqa: B018
         except ValueError:

@@ -13,6 +13,7 @@ the whole trust store, for every request.
 
 from __future__ import annotations
 
+import http.client
 import os
 import socket
 import ssl
@@ -23,6 +24,13 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from mirrorfleet.errors import UserError
+
+# What reading an answer can raise besides HTTPError: the socket's errors and
+# timeouts (OSError), a bad URL (ValueError), and http.client's refusals of a
+# malformed or endless answer (HTTPException: a status or header line over 64 KiB,
+# more than 100 headers, a broken chunked body), which are not OSErrors. Every read
+# catches all three, so a hostile server's answer is a refusal, never a crash.
+READ_ERRORS = (OSError, ValueError, http.client.HTTPException)
 
 _lock = threading.Lock()
 _ca_file: Path | None = None

@@ -41,7 +41,7 @@ from mirrorfleet.probe.spotcheck import Candidate, candidates_from_records, spot
 from mirrorfleet.testing.loopback import LoopbackUpstream
 from mirrorfleet.tree.changes import MAX_RECORD, ChangeRecord, changes_path
 from mirrorfleet.tree.keys import SecretsDir, init_secrets, load_signing_key, public_key_text
-from mirrorfleet.tree.manifest import shard_path
+from mirrorfleet.tree.manifest import MAX_SHARD, shard_path
 from mirrorfleet.tree.seal import seal
 from mirrorfleet.tree.signed import sign
 from mirrorfleet.tree.stamp import MAX_STAMP, STAMP_PATH, Stamp, read_local_stamp
@@ -395,8 +395,9 @@ def test_huge_shard_or_page_is_a_bad_verdict_read_within_bounds(mirror_http, whi
     seen: list = []
     peak = _peak(lambda: seen.append(observe(spec, head, keys, 5, spot_checks=1)))
     assert seen[0].verdict == "bad"
-    assert f"is larger than {MAX_PAGE} bytes" in seen[0].error
-    assert peak < 4 * MAX_PAGE  # the GiB behind it was never read
+    limit = MAX_SHARD if which == "shard" else MAX_PAGE
+    assert f"is larger than {limit} bytes" in seen[0].error
+    assert peak < 4 * limit  # the GiB behind it was never read
 
 
 def test_huge_change_record_is_refused_by_the_monitor_within_bounds(mirror_http) -> None:

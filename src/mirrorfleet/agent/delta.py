@@ -28,6 +28,7 @@ from mirrorfleet.agent.rsync import (
     STAGING_DIR,
     RsyncFailed,
     SyncError,
+    TooLarge,
     move_staged,
     run_rsync,
     write_list,
@@ -58,10 +59,10 @@ def apply_delta(config: AgentConfig, feed: Feed) -> int:
     pages = sorted(p for p in delta.written if not is_content(p, config.content_paths))
     received = 0
     if content:
-        received += _fetch(config, "changed content", content)
+        received += _fetch(config, "changed content", content, delta.written)
         _check(tree, (delta.written[p] for p in content))
     if pages:
-        received += _fetch(config, "changed pages", pages)
+        received += _fetch(config, "changed pages", pages, delta.written)
         _check(tree / STAGING_DIR, (delta.written[p] for p in pages))
     for serial, fetched in sorted(feed.raw.items()):
         staged = tree / STAGING_DIR / changes_path(serial)
@@ -74,10 +75,16 @@ def apply_delta(config: AgentConfig, feed: Feed) -> int:
     return received
 
 
-def _fetch(config: AgentConfig, stage: str, paths: list[str]) -> int:
+def _fetch(config: AgentConfig, stage: str, paths: list[str], written: dict[str, Written]) -> int:
+    """Copy the listed paths, none bigger than the largest size the records give them
+    (nor than max_file_size): a hostile upstream cannot send a bigger file in their
+    place. rsync skips a bigger one, and that is a Mismatch like any wrong size."""
     write_list(config, stage, paths)
+    largest = min(max(written[p].size for p in paths), config.max_file_size)
     try:
-        return run_rsync(config, stage)[0]
+        return run_rsync(config, stage, largest)[0]
+    except TooLarge as exc:
+        raise Mismatch(f"upstream does not hold what its records say: {exc}") from None
     except RsyncFailed as exc:
         if exc.code == MISSING_ARGS:
             raise Mismatch(f"upstream lacks a file its records name ({exc})") from None

@@ -42,10 +42,22 @@ LISTS = {
     "changed pages": "changed-pages.list",
 }
 ITEM = 12  # --itemize-changes: 11 columns and a space, then the name
+# The stages that copy files: each takes at most --max-size bytes per file. rsync
+# skips a bigger file, says so (with --info=skip1) and exits 0; run_rsync refuses it.
+TRANSFERS = ("pages", "content", "changed content", "changed pages")
+OVER_MAX_SIZE = b" is over max-size"
 
 
 class SyncError(MirrorfleetError):
     pass
+
+
+class TooLarge(SyncError):
+    """Upstream has a file bigger than this stage takes: not copied, nothing served changed."""
+
+    def __init__(self, message: str, paths: list[str]) -> None:
+        super().__init__(message)
+        self.paths = paths
 
 
 class RsyncFailed(SyncError):
@@ -54,8 +66,9 @@ class RsyncFailed(SyncError):
         self.code = code
 
 
-def rsync_argv(config: AgentConfig, stage: str) -> list[str]:
-    """The rsync command line of one stage (see full.py and delta.py)."""
+def rsync_argv(config: AgentConfig, stage: str, max_size: int | None = None) -> list[str]:
+    """The rsync command line of one stage (see full.py and delta.py). max_size: the
+    largest file a copying stage takes; config.max_file_size when not given."""
     argv = [
         "rsync",
         # -r only to walk: with --files-from it makes rsync look at every listed
@@ -75,6 +88,9 @@ def rsync_argv(config: AgentConfig, stage: str) -> list[str]:
     ]
     if config.bwlimit_kbps:
         argv.append(f"--bwlimit={config.bwlimit_kbps}")
+    if stage in TRANSFERS:  # a file of exactly max_size bytes is copied
+        limit = config.max_file_size if max_size is None else max_size
+        argv += [f"--max-size={limit}", "--info=skip1"]
     dest = config.tree
     if stage in LISTS:  # exactly the listed files; a missing one is an error
         argv += [f"--files-from={config.state_dir / LISTS[stage]}", "--from0"]
@@ -106,13 +122,25 @@ def write_list(config: AgentConfig, stage: str, paths: list[str]) -> None:
     (config.state_dir / LISTS[stage]).write_bytes(data)
 
 
-def run_rsync(config: AgentConfig, stage: str) -> tuple[int, bytes]:
+def run_rsync(config: AgentConfig, stage: str, max_size: int | None = None) -> tuple[int, bytes]:
     """Run one stage with retries and backoff; bytes received, and rsync's output
-    (bytes: file names are whatever bytes upstream uses)."""
-    argv = rsync_argv(config, stage)
+    (bytes: file names are whatever bytes upstream uses). TooLarge when upstream has a
+    file over the stage's max_size (see rsync_argv), which rsync skipped."""
+    argv = rsync_argv(config, stage, max_size)
     for attempt in range(config.retries + 1):
         proc = subprocess.run(argv, capture_output=True)
         if proc.returncode in (0, VANISHED):
+            over = over_max_size(proc.stdout)
+            if over:
+                limit = (
+                    max_size if max_size is not None else f"max_file_size={config.max_file_size}"
+                )
+                shown = ", ".join(over[:3]) + (f" (+{len(over) - 3} more)" if len(over) > 3 else "")
+                raise TooLarge(
+                    f"rsync stage {STAGES[stage]} ({stage}): {len(over)} file(s) upstream "
+                    f"larger than {limit} bytes, not copied: {shown}",
+                    over,
+                )
             match = re.search(rb"Total bytes received: ([\d,.]+)", proc.stdout)
             received = int(re.sub(rb"[,.]", b"", match.group(1))) if match else 0
             return received, proc.stdout
@@ -127,6 +155,12 @@ def run_rsync(config: AgentConfig, stage: str) -> tuple[int, bytes]:
         log.warning("%s failed (%s), retry in %ds", label, detail, delay)
         time.sleep(delay)
     raise AssertionError("unreachable")
+
+
+def over_max_size(output: bytes) -> list[str]:
+    """The files rsync skipped for --max-size, by its `NAME is over max-size` lines."""
+    cut = len(OVER_MAX_SIZE)
+    return [unescape(line[:-cut]) for line in output.splitlines() if line.endswith(OVER_MAX_SIZE)]
 
 
 def unescape(name: bytes) -> str:

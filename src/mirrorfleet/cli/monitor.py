@@ -14,6 +14,10 @@ from mirrorfleet.cli.output import emit_json, out, table
 from mirrorfleet.config import MONITOR_PORT
 from mirrorfleet.errors import UserError
 
+# The most `monitor status` reads of status.json: a few hundred bytes per mirror (its
+# state, serial, lag, error), so 16 MiB is tens of thousands of mirrors.
+MAX_STATUS = 16 * 1024 * 1024
+
 
 @click.group()
 def monitor() -> None:
@@ -54,9 +58,12 @@ def monitor_status(url: str, as_json: bool) -> None:
     """Every mirror's state, serial and lag, as the monitor sees it now."""
     try:
         with web.urlopen(url, timeout=10) as response:
-            data = json.loads(response.read(16 * 1024 * 1024))
+            raw = response.read(MAX_STATUS + 1)
+        if len(raw) > MAX_STATUS:
+            raise ValueError(f"it is larger than {MAX_STATUS} bytes")
+        data = json.loads(raw)
         mirrors, head = data["mirrors"], data["head"]
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+    except (*web.READ_ERRORS, KeyError, TypeError) as exc:
         raise UserError(f"no monitor status at {url}: {exc}") from None
     if as_json:
         emit_json(data)

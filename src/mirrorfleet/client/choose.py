@@ -268,7 +268,7 @@ def by_latency(ordered: Sequence[Listed], count: int, timeout: float) -> list[Li
         try:
             with web.urlopen(request, timeout=timeout):
                 return time.monotonic() - started
-        except (OSError, ValueError):
+        except web.READ_ERRORS:
             return float("inf")
 
     with ThreadPoolExecutor(max_workers=len(head)) as pool:

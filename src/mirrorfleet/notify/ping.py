@@ -95,5 +95,5 @@ def send_ping(url: str, secret: bytes, payload: Mapping[str, Any], timeout: floa
             return response.status
     except urllib.error.HTTPError as exc:
         return exc.code
-    except (OSError, ValueError):
+    except web.READ_ERRORS:
         return 0

@@ -16,6 +16,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, g
 from mirrorfleet.notify.ping import HEADER, MAX_BODY, BadPing, PingVerifier
 
 Reply = tuple[int, bytes, str]  # status, body, content type
+# Seconds a connection may sit idle mid-request: a sender that announces a body and
+# stops (or never ends its headers) is dropped, instead of holding a thread forever.
+READ_TIMEOUT = 10.0
 Route = Callable[[], Reply]
 
 
@@ -37,6 +40,7 @@ def make_handler(
 ) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         server_version = name
+        timeout = READ_TIMEOUT  # socketserver sets it on the connection
 
         def log_message(self, format: str, *args: object) -> None:
             log.debug("%s " + format, self.client_address[0], *args)

@@ -41,7 +41,7 @@ def check_as_clients(
     folder_url = urljoin(base_url, f"simple/{project}/")
     signed = _files(signed_page)
     for client, accept in CLIENTS.items():
-        status, ctype, body = _get(folder_url, accept, MAX_PAGE, timeout)
+        status, ctype, body = _get(folder_url, accept, MAX_PAGE, timeout, check="clients")
         if status != 200:
             raise SpotCheckFailed(f"{client} gets HTTP {status} for {folder_url}", "clients")
         if ctype not in PAGE_TYPES:
@@ -83,7 +83,7 @@ def _check_metadata(
             if status != 200:
                 raise SpotCheckFailed(f"an advertised {url} answers HTTP {status}", "metadata")
             continue
-        status, _ctype, body = _get(url, None, MAX_METADATA, timeout)
+        status, _ctype, body = _get(url, None, MAX_METADATA, timeout, check="metadata")
         if status != 200:
             raise SpotCheckFailed(f"an advertised {url} answers HTTP {status}", "metadata")
         value = entry.get("core-metadata", entry.get("dist-info-metadata"))
@@ -95,10 +95,15 @@ def _check_metadata(
 
 
 def _get(
-    url: str, accept: str | None, limit: int, timeout: float, method: str = "GET"
+    url: str,
+    accept: str | None,
+    limit: int,
+    timeout: float,
+    method: str = "GET",
+    check: str = "clients",
 ) -> tuple[int, str, bytes]:
     """(status, Content-Type without parameters, body); Unreachable for no answer or a
-    5xx, SpotCheckFailed for a body over `limit`."""
+    5xx, SpotCheckFailed (of kind `check`) for a body over `limit`."""
     headers = {"Cache-Control": "no-cache"}
     if accept is not None:
         headers["Accept"] = accept
@@ -113,8 +118,8 @@ def _get(
         if exc.code >= 500:
             raise Unreachable(f"{url}: HTTP {exc.code}") from None
         return exc.code, "", b""
-    except (OSError, ValueError) as exc:
+    except web.READ_ERRORS as exc:
         raise Unreachable(f"{url}: {exc}") from None
     if len(body) > limit and method == "GET":
-        raise SpotCheckFailed(f"{url} is larger than {limit} bytes")
+        raise SpotCheckFailed(f"{url} is larger than {limit} bytes", check)
     return status, ctype, body

@@ -12,9 +12,12 @@ from email.utils import parsedate_to_datetime
 from urllib.parse import unquote, urlsplit
 
 from mirrorfleet import web
+from mirrorfleet.content.pages import MAX_PAGE_BYTES
 from mirrorfleet.errors import MirrorfleetError
 
-MAX_PAGE = 8 * 1024 * 1024  # an index page or a manifest shard
+# An index page, in any form: the origin refuses to import a bigger one, so no page it
+# signs is bigger, and a mirror serving one is not serving the signed page.
+MAX_PAGE = MAX_PAGE_BYTES
 
 
 class SpotCheckFailed(MirrorfleetError):
@@ -63,7 +66,7 @@ def fetch_file(url: str, timeout: float, limit: int) -> Fetched | None:
         if exc.code in (404, 410):
             return None
         raise Unreachable(f"{url}: HTTP {exc.code}") from None
-    except (OSError, ValueError) as exc:
+    except web.READ_ERRORS as exc:
         raise Unreachable(f"{url}: {exc}") from None
     if len(body) > limit:
         raise SpotCheckFailed(f"{url} is larger than {limit} bytes")

@@ -30,7 +30,7 @@ from mirrorfleet.content.pages import PageError, parse_html
 from mirrorfleet.probe.clients import check_as_clients
 from mirrorfleet.probe.fetch import MAX_PAGE, SpotCheckFailed, Unreachable, fetch, within
 from mirrorfleet.tree.changes import MAX_RECORD, changes_path, parse_record
-from mirrorfleet.tree.manifest import parse_shard, shard_of, shard_path
+from mirrorfleet.tree.manifest import MAX_SHARD, parse_shard, shard_of, shard_path
 from mirrorfleet.tree.signed import BadSignature
 from mirrorfleet.tree.snapshot import (
     MAX_SNAPSHOT,
@@ -155,7 +155,7 @@ def _check_project(
 ) -> None:
     serial = snapshot.serial
     shard_url = urljoin(base_url, shard_path(project))
-    raw = fetch(shard_url, timeout, MAX_PAGE)
+    raw = fetch(shard_url, timeout, MAX_SHARD)
     if raw is None:
         raise SpotCheckFailed(f"{shard_url} is missing at serial {serial}")
     try:
@@ -202,7 +202,7 @@ def _check_project(
 
 def _newer_shard(url: str, serial: int, keys: Sequence[Ed25519PublicKey], timeout: float) -> bool:
     """True when the shard at url is now signed at a serial after `serial`."""
-    raw = fetch(url, timeout, MAX_PAGE)
+    raw = fetch(url, timeout, MAX_SHARD)
     try:
         return raw is not None and parse_shard(raw, keys)[0] > serial
     except BadSignature:
@@ -222,7 +222,7 @@ def _check_file(url: str, digest: str, timeout: float, max_file: int) -> None:
         if exc.code in (404, 410):
             raise SpotCheckFailed(f"{url} is missing") from None
         raise Unreachable(f"{url}: HTTP {exc.code}") from None
-    except (OSError, ValueError) as exc:
+    except web.READ_ERRORS as exc:
         raise Unreachable(f"{url}: {exc}") from None
     if len(body) <= max_file and hashlib.sha256(body).hexdigest() != digest:
         raise SpotCheckFailed(f"{url} does not match the sha256 its index page names")

@@ -21,6 +21,9 @@ from mirrorfleet.tree.files import META_DIR, atomic_write
 from mirrorfleet.tree.signed import BadSignature, sign, verify
 
 MANIFEST_DIR = f"{META_DIR}/manifest"
+# The most a reader takes of one shard. PyPI: ~600k projects / 256 shards = ~2,400
+# entries of ~110 bytes (name, serial, sha256) = ~260 KB; 8 MiB leaves 30x for growth.
+MAX_SHARD = 8 * 1024 * 1024
 
 # project -> (serial that last changed it, sha256 of its index page)
 ProjectState = dict[str, tuple[int, str]]

@@ -32,6 +32,8 @@ from mirrorfleet.tree.signed import BadSignature, sign, verify
 
 STAMP_PATH = f"{META_DIR}/stamp.json"
 STAMP_VERSION = 2
+# A signed stamp is a few hundred bytes (serial, times, two sha256, a signature).
+# Anything near this is not a stamp.
 MAX_STAMP = 64 * 1024
 SHA256_HEX = 64
 # what a stamp names when there is no document: the sha256 of no bytes, which no
@@ -187,7 +189,7 @@ def fetch_stamp(
         if exc.code == 404:
             raise StampUnavailable(f"{url} has no stamp yet", missing=True) from None
         raise StampUnavailable(f"stamp {url}: HTTP {exc.code}") from None
-    except (OSError, ValueError) as exc:
+    except web.READ_ERRORS as exc:
         bad_certificate = web.certificate_error(exc)
         if bad_certificate:  # the server answered, with a certificate no client takes
             raise StampUnavailable(f"stamp {url}: {bad_certificate}", certificate=True) from None

@@ -425,7 +425,7 @@ def fetch_keys(base_url: str, timeout: float) -> bytes | None:
         if exc.code in (404, 410):
             return None
         raise KeysUnavailable(f"keys document {url}: HTTP {exc.code}") from None
-    except (OSError, ValueError) as exc:
+    except web.READ_ERRORS as exc:
         raise KeysUnavailable(f"keys document {url} unreachable: {exc}") from None
     if len(raw) > MAX_KEYS:
         raise BadSignature(f"keys document {url} is larger than {MAX_KEYS} bytes")
