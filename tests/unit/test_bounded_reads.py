@@ -424,7 +424,8 @@ def test_the_client_refuses_an_oversized_change_record(
     server = hostile(published.tree, {f"/{changes_path(1)}": (mode, MAX_RECORD)})
     started = time.monotonic()
     with pytest.raises(ChangesUnavailable, match=larger_than(MAX_RECORD)):
-        fetch_changes(server.url, [1], keys_of(published), TIMEOUT)
+        head = read_local_stamp(published.tree, keys_of(published))
+        fetch_changes(server.url, head, 0, keys_of(published), TIMEOUT)
     assert time.monotonic() - started < PROMPT
 
 
