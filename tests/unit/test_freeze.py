@@ -77,9 +77,13 @@ def test_a_heartbeat_dry_run_writes_nothing_and_an_unpublished_tree_is_an_error(
 def test_the_heartbeat_command_says_what_it_signed(
     origin_config: OriginConfig, tmp_path: Path
 ) -> None:
-    publish(origin_config, ping=False)
     config = tmp_path / "origin.toml"
     config.write_text(dumps(origin_config))
+    before = ["origin", "heartbeat", "--config", str(config), "--no-ping"]
+    assert CliRunner().invoke(cli, before).exit_code == 1  # nothing published: an error
+    waiting = CliRunner().invoke(cli, [*before, "--if-published", "--json"])
+    assert waiting.exit_code == 0 and json.loads(waiting.output)["published"] is False
+    publish(origin_config, ping=False)
     result = CliRunner().invoke(
         cli, ["origin", "heartbeat", "--config", str(config), "--json", "--no-ping"]
     )

@@ -87,8 +87,15 @@ def origin_publish(
 @config_option("/etc/mirrorfleet/origin.toml")
 @click.option("--dry-run", is_flag=True, help="Say what would be signed; write nothing.")
 @click.option("--no-ping", is_flag=True, help="Do not ping mirrors (they pick it up by timer).")
+@click.option(
+    "--if-published",
+    is_flag=True,
+    help="Before the first publish, say so and succeed (the timer's way) instead of failing.",
+)
 @json_option
-def origin_heartbeat(config_path: Path, dry_run: bool, no_ping: bool, as_json: bool) -> None:
+def origin_heartbeat(
+    config_path: Path, dry_run: bool, no_ping: bool, if_published: bool, as_json: bool
+) -> None:
     """Sign the current stamp again (same serial, new expiry), then ping the mirrors.
 
     Run by mirrorfleet-heartbeat.timer every `heartbeat` seconds: an idle fleet stays
@@ -97,8 +104,15 @@ def origin_heartbeat(config_path: Path, dry_run: bool, no_ping: bool, as_json: b
 
     from mirrorfleet.config import load_origin_config
     from mirrorfleet.origin.heartbeat import heartbeat
+    from mirrorfleet.tree.stamp import STAMP_PATH
 
     config = load_origin_config(config_path)
+    if if_published and not (config.tree / STAMP_PATH).exists():
+        if as_json:
+            emit_json({"serial": None, "published": False})
+        else:
+            out.print(f"{config.tree} has no stamp yet: nothing to keep fresh")
+        return
     result = heartbeat(config, ping=not (no_ping or dry_run), dry_run=dry_run)
     if as_json:
         emit_json(asdict(result))
