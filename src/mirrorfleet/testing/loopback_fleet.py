@@ -35,6 +35,9 @@ class LoopbackFleet:
         self, root: Path, secrets: SecretsDir, labels: Sequence[str], projects: int = 5
     ) -> None:
         self.root, self.secrets, self.labels = root, secrets, tuple(labels)
+        # what the monitor pins: the origin's own key, until a test pins roots instead
+        self.pinned: tuple[str, ...] = (secrets.public_key.read_text().strip(),)
+        self.threshold = 1
         self.origin = OriginConfig(
             name="origin",
             tree=root / "www" / "origin",
@@ -68,9 +71,12 @@ class LoopbackFleet:
         return MirrorSpec(label=label, target=f"{label}.example.net", url=f"{self.base}/{label}/")
 
     def config(self) -> FleetConfig:
-        key = self.secrets.public_key.read_text().strip()
         return FleetConfig(
-            f"{self.base}/origin/", (key,), tuple(self.spec(m) for m in self.labels), timeout=2
+            f"{self.base}/origin/",
+            self.pinned,
+            tuple(self.spec(m) for m in self.labels),
+            timeout=2,
+            root_threshold=self.threshold,
         )
 
     def close(self) -> None:
