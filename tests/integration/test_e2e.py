@@ -5,7 +5,9 @@ the CA issued for its name -> content published -> a client picks a mirror (DNSS
 on) -> pip and uv install from it over HTTPS, trusting only the lab's roots -> an
 origin update reaches every mirror and DNS -> a forced certificate renewal costs no
 request -> a mirror with a self-signed certificate is withdrawn, and a deploy repairs
-it -> a stopped mirror is demoted -> a deploy rerun changes nothing -> `mirrorfleet
+it -> a stopped mirror is demoted -> offline roots certify the online key, a client
+pins the roots -> the key is rotated and the old one revoked, with no change on the
+client -> a deploy rerun changes nothing -> `mirrorfleet
 verify` passes -> lab down leaves nothing. A failure names its step; the lab is torn
 down anyway.
 """
@@ -43,6 +45,7 @@ LAB, SUBNET = "ee", "10.234.0.0/24"
 ZONE = "mirrors.lab.test."
 MIRRORS = ("mirror1", "mirror2", "mirror3")
 STAMP = "/.mirror/stamp.json"
+KEYS = "/.mirror/keys.json"
 AS_SERVICE = ("runuser", "-u", "mirrorfleet", "--", "mirrorfleet")
 SETTLE = 30.0  # sync + notification + DNS, with room for a loaded machine
 DEMOTE = 70.0  # lag_grace (10 s) within a 30 s interval, twice over
@@ -106,6 +109,15 @@ def srv_ports(lab) -> list[int]:
 
 def srv(lab) -> dict[str, int]:
     return listed(lab, "dns2")
+
+
+def served_keys(lab, mirror: str) -> int | None:
+    """The keys document version a mirror serves (unverified: the agent verified it)."""
+    try:
+        raw = https_get(public_name(mirror), lab.address(mirror), lab_roots(lab), KEYS)
+        return int(json.loads(raw)["signed"]["version"])
+    except (OSError, ValueError, KeyError):
+        return None
 
 
 def publish(lab, *argv: str) -> int:
@@ -227,11 +239,55 @@ def test_the_whole_fleet_end_to_end(make_lab, leftovers, clients) -> None:
             assert srv(lab) == {"mirror1": 10, "mirror2": 10, "mirror3": 20}
         lab.wait_for(lambda: srv(lab) == dict.fromkeys(MIRRORS, 10), SETTLE)
 
+    mirrorfleet = str(Path(sys.executable).with_name("mirrorfleet"))
+    offline = secrets.with_name("offline-roots")  # the operator's offline folder
+
+    def keys(*argv: str) -> dict:
+        proc = lab.run(mirrorfleet, "keys", *argv, "--json", timeout=60)
+        assert proc.returncode == 0, proc.stderr
+        return json.loads(proc.stdout)
+
+    def pinning_the_roots(*argv: str) -> str:
+        """A client that pins the roots alone, the same command line every time."""
+        pinned = [part for r in rooted["roots"] for part in ("--key", r["key"])]
+        where = ("--zone", ZONE, "--server", lab.address("dns2"), "--root-threshold", "2")
+        return lab.check("monitor", "mirrorfleet", *argv, *where, *pinned, "--ca-file",
+                         "/tmp/roots.pem").strip()  # fmt: skip
+
+    with step("offline roots certify the online key; every verifier pins the roots"):
+        rooted = keys("root", "init", "--dir", str(offline), "--count", "3", "--threshold", "2")
+        keys("certify", "--root-dir", str(offline), "--secrets", str(secrets))
+        lab.pyinfra("deploy.py")  # agents and the monitor pin the roots; a heartbeat now
+        lab.wait_for(lambda: all(served_keys(lab, m) == 1 for m in MIRRORS), SETTLE)
+        assert pinning_the_roots("pick") in {f"https://{public_name(m)}/" for m in MIRRORS}
+
+    with step("a rotation: a new online key, deployed; no client changes anything"):
+        rotated = keys("rotate", "--root-dir", str(offline), "--secrets", str(secrets))
+        lab.pyinfra("deploy.py")
+        lab.check("origin", *AS_SERVICE, "demo-content", "/srv/mirror", "--add", "demo-00005==2.0")
+        serial = publish(lab)  # signed by the new key
+        lab.wait_for(lambda: all(meta_serial(lab, m) == serial for m in MIRRORS), SETTLE)
+        assert json.loads(pinning_the_roots("pick", "--json"))["serial"] == serial
+        env = pinning_the_roots("pip-config", "--format", "env")
+        lab.check("monitor", "sh", "-c", "cat > /tmp/pip.env", input_text=env)
+        pip = "/tmp/e2e/bin/pip install --no-cache-dir -q demo-00005==2.0"
+        lab.check("monitor", *clean, f". /tmp/pip.env && {pip}", timeout=300)
+
+    with step("the old key revoked: one heartbeat takes it to every mirror and client"):
+        serial = publish(lab, "--full")  # every shard signed again, by the new key
+        lab.wait_for(lambda: all(meta_serial(lab, m) == serial for m in MIRRORS), SETTLE)
+        revoked = keys("revoke", rotated["old"]["id"], "--root-dir", str(offline),
+                       "--secrets", str(secrets))  # fmt: skip
+        lab.pyinfra("deploy.py")  # the new document; the deploy runs a heartbeat
+        version = revoked["document"]["version"]
+        lab.wait_for(lambda: all(served_keys(lab, m) == version for m in MIRRORS), SETTLE)
+        lab.wait_for(lambda: srv(lab) == dict.fromkeys(MIRRORS, 10), SETTLE)
+        assert pinning_the_roots("pick") in {f"https://{public_name(m)}/" for m in MIRRORS}
+
     with step("a deploy rerun changes nothing"):
         assert changed_operations(lab.pyinfra("deploy.py")) == []
 
     with step("mirrorfleet verify passes"):
-        mirrorfleet = str(Path(sys.executable).with_name("mirrorfleet"))
         proc = lab.run(mirrorfleet, "verify", "inventories/lab.py", timeout=600)
         assert proc.returncode == 0, proc.stdout[-3000:]
         assert "failed" not in proc.stdout.splitlines()[-1]

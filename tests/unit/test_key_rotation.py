@@ -140,3 +140,17 @@ def test_a_revoked_key_is_refused_everywhere_after_one_heartbeat(
     client.refresh(upstream.http_url, 5)
     with pytest.raises(StampUnavailable, match="is revoked"):
         fetch_stamp(upstream.http_url, client)
+
+
+def test_a_verifier_still_pinning_the_origins_key_keeps_working_through_the_switch(
+    agent_config: AgentConfig, operator: Operator, upstream, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The deploy that brings roots reaches the origin first: until an agent's own
+    config pins the roots, it meets stamps naming a keys document its pin cannot
+    verify, signed by the key it pins. That is no error for it, nor for the monitor."""
+    publish(operator.config, ping=False, force=True)
+    result = sync.sync_once(agent_config)  # pins the origin's key, as before the switch
+    assert (result.status, result.serial) == ("synced", 2)
+    assert "not needed, the stamp's signer is pinned itself" in caplog.text
+    own = (agent_config.public_keys[0],)
+    assert fetch_origin_stamp(FleetConfig(upstream.http_url, own, ()))[0].serial == 2

@@ -398,6 +398,16 @@ class Keyring(Sequence[Ed25519PublicKey]):
         raw = fetch_keys(base_url, timeout)
         return raw is not None and self.update(raw, int(time.time()))
 
+    def signed_by_anchor(self, raw: bytes) -> bool:
+        """Whether a verified document's signer is a pinned key itself: then no keys
+        document decides anything for it (a verifier still pinning the origin's own
+        key while the fleet moves to roots), and one it cannot verify is no error."""
+        try:
+            kid = json.loads(raw)["key"]
+        except (ValueError, KeyError, TypeError):
+            return False
+        return self.threshold == 1 and kid in {key_id(a) for a in self.anchors}
+
     def explain(self, error: BadSignature) -> str:
         """A verify() failure in the keyring's words: why the signer is not trusted."""
         if self.doc is None or not error.key:  # nothing to add to "unknown key"
