@@ -60,6 +60,10 @@ Host data keys (per host, or for every host in group_data/all.py):
   the last publish ("/var/lib/mirrorfleet/origin").
 - origin_keep_records (int): change records the origin keeps in .mirror/changes/,
   how far behind a mirror may fall and still catch up from them (20000).
+- heartbeat_interval (int): seconds between the origin's heartbeats, each signing its
+  current stamp again (300).
+- stamp_lifetime (int): how long a stamp counts as fresh; a mirror the heartbeat
+  stops reaching is stale after this long (1800, at least twice the heartbeat).
 - mirror_upstream (str): on a mirror, another mirror's inventory name to sync from
   (tiers); unset: the origin.
 - sync_interval (int): a mirror's fallback sync period when no ping comes (300 s).
