@@ -437,3 +437,26 @@ def test_a_down_mirror_is_neither_listed_nor_picked(world) -> None:
         assert proc.returncode == 1 and "not listed" in proc.stdout
     finally:
         off.rename(fleet.tree("m2"))
+
+
+def test_client_toml_spares_every_option(world, tmp_path: Path) -> None:
+    """issue 20: zone, key, server and port written once; `list` and `pick` need no flag."""
+    _, bind, _ = world
+    config = tmp_path / "client.toml"
+    config.write_text(
+        f'zone = "{ZONE}"\nkeys = ["{key_text(world)}"]\nservers = ["127.0.0.1"]\n'
+        f"port = {bind.primary.port}\ntimeout = 1\n"
+    )
+    env = {**os.environ, "MIRRORFLEET_CLIENT_CONFIG": str(config)}
+    env.pop("MIRRORFLEET_KEY", None)
+    listed = subprocess.run(
+        [MIRRORFLEET, "list", "--json"], capture_output=True, text=True, timeout=60, env=env
+    )
+    assert listed.returncode == 0, listed.stderr
+    assert sorted(m["target"] for m in json.loads(listed.stdout)["mirrors"]) == [
+        f"{m}.example.net" for m in MIRRORS
+    ]
+    picked = subprocess.run(
+        [MIRRORFLEET, "pick"], capture_output=True, text=True, timeout=60, env=env
+    )
+    assert picked.returncode == 0 and picked.stdout.startswith("http"), picked.stderr

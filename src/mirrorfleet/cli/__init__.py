@@ -19,8 +19,12 @@ from mirrorfleet.errors import UserError
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="mirrorfleet")
-def cli() -> None:
+@click.pass_context
+def cli(ctx: click.Context) -> None:
     """Run a fleet of package mirrors as code."""
+    if ctx.invoked_subcommand in client.NAMES:
+        # client.toml gives the client commands their defaults (client/settings.py)
+        ctx.default_map = client.defaults_from_files()
 
 
 for _command in (

@@ -152,7 +152,9 @@ def _discover(where: Where, rng: random.Random | None = None, batch: int | None 
     from mirrorfleet.tree.trust import Keyring
 
     if not where.keys:
-        raise click.UsageError("give the origin's public key with --key (or MIRRORFLEET_KEY)")
+        raise click.UsageError(
+            "give the fleet's key with --key, MIRRORFLEET_KEY, or `keys` in client.toml"
+        )
     for server in where.servers:
         try:
             ipaddress.ip_address(server)
@@ -489,3 +491,12 @@ def pip_config(
 
 
 COMMANDS = (pick, list_mirrors, check, pip_config)
+NAMES = frozenset(c.name for c in COMMANDS)
+
+
+def defaults_from_files() -> dict[str, dict[str, object]]:
+    """click's default_map for every client command, from client.toml."""
+    from mirrorfleet.client.settings import click_defaults, load_settings
+
+    defaults = click_defaults(load_settings())
+    return {name: defaults for name in NAMES if name}
