@@ -18,7 +18,7 @@ from mirrorfleet.tree.changes import changes_path
 from mirrorfleet.tree.files import atomic_write
 from mirrorfleet.tree.signed import BadSignature
 from mirrorfleet.tree.snapshot import SNAPSHOT_PATH, Snapshot, digest, snapshot_of_tree
-from mirrorfleet.tree.stamp import STAMP_PATH, Stamp
+from mirrorfleet.tree.stamp import NOTHING, STAMP_PATH, Stamp
 from mirrorfleet.tree.trust import KEYS_PATH, KeysDocument, document_version, valid_online
 
 
@@ -40,7 +40,7 @@ def seal(
     try:
         record = digest((tree / changes_path(serial)).read_bytes())
     except FileNotFoundError:
-        record = digest(b"")
+        record = NOTHING
     stamp = Stamp.new(serial, origin, digest(snapshot_raw), record, lifetime, keys).sign(key)
     if write:
         atomic_write(tree / SNAPSHOT_PATH, snapshot_raw, tree)
