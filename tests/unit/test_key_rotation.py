@@ -14,6 +14,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from mirrorfleet.agent import sync
 from mirrorfleet.config import AgentConfig, OriginConfig
 from mirrorfleet.errors import UserError
+from mirrorfleet.monitor.daemon import keys_warning
 from mirrorfleet.origin.heartbeat import heartbeat
 from mirrorfleet.origin.publish import publish
 from mirrorfleet.probe.observe import FleetConfig, fetch_origin_stamp
@@ -154,3 +155,17 @@ def test_a_verifier_still_pinning_the_origins_key_keeps_working_through_the_swit
     assert "not needed, the stamp's signer is pinned itself" in caplog.text
     own = (agent_config.public_keys[0],)
     assert fetch_origin_stamp(FleetConfig(upstream.http_url, own, ()))[0].serial == 2
+
+
+def test_the_monitor_warns_before_the_keys_document_ends(operator: Operator) -> None:
+    """Once it ends, every verifier refuses everything the origin signs: the status
+    page says so two weeks ahead, and after."""
+    expires = operator.doc.expires
+    assert keys_warning(None, time.time()) is None
+    assert keys_warning(operator.doc, expires - 15 * 86400) is None
+    soon = keys_warning(operator.doc, expires - 2 * 86400)
+    assert soon == (
+        f"keys document version {operator.doc.version} expires in 2.0 days: "
+        "run `mirrorfleet keys certify` and deploy"
+    )
+    assert "has expired" in (keys_warning(operator.doc, expires + 1) or "")

@@ -41,6 +41,7 @@ from mirrorfleet.probe.observe import (
 from mirrorfleet.tree.keys import read_secret
 from mirrorfleet.tree.signed import BadSignature, verify
 from mirrorfleet.tree.stamp import Stamp
+from mirrorfleet.tree.trust import KeysDocument
 from mirrorfleet.zone.providers import Provider, provider_for
 from mirrorfleet.zone.records import MirrorRecord, signed_bytes
 from mirrorfleet.zone.update import update_zone
@@ -318,6 +319,7 @@ class Monitor:
         now = time.time()
         mirrors = [self.mirror_status(spec) for spec in self.fleet.mirrors]
         head = self.head.stamp if self.head else None
+        keys = self.fleet.keys.doc
         snapshot = {
             "generated": int(now),
             "zone": self.dns.zone if self.dns else None,
@@ -325,13 +327,23 @@ class Monitor:
             "head": {
                 "serial": head.serial if head else None,
                 "ts": head.ts if head else None,
+                "expires": head.expires if head else None,
                 "origin": head.origin if head else None,
                 "checked": int(self.head_checked) if self.head_checked else None,
                 "error": self.head_error,
             },
+            "keys": {
+                "version": keys.version if keys else None,
+                "expires": keys.expires if keys else None,
+                "warning": keys_warning(keys, now),
+            },
             "dns": self.dns_status,
             "mirrors": mirrors,
         }
+        if head is not None:
+            self.metrics.head_expires.set(head.expires)
+        if keys is not None:
+            self.metrics.keys_expires.set(keys.expires)
         for m in mirrors:
             self.metrics.state.labels(m["label"]).state(m["state"])
             self.metrics.serial.labels(m["label"]).set(m["serial"])
@@ -371,3 +383,20 @@ def serve(monitor: Monitor) -> tuple[ThreadingHTTPServer, threading.Thread]:
     loop = threading.Thread(target=monitor.run, name="monitor-loop", daemon=True)
     loop.start()
     return server, loop
+
+
+KEYS_WARN_DAYS = 14  # a keys document this close to its end needs `mirrorfleet keys certify`
+
+
+def keys_warning(doc: KeysDocument | None, now: float) -> str | None:
+    """What the status page says while the roots' keys document nears its end: once
+    it expires, every verifier refuses everything the origin signs."""
+    if doc is None or doc.expires - now > KEYS_WARN_DAYS * 86400:
+        return None
+    left = (doc.expires - now) / 86400
+    if left <= 0:
+        return f"keys document version {doc.version} has expired: run `mirrorfleet keys certify`"
+    return (
+        f"keys document version {doc.version} expires in {left:.1f} days: "
+        "run `mirrorfleet keys certify` and deploy"
+    )

@@ -62,6 +62,16 @@ class MonitorMetrics:
         self.head_serial = Gauge(
             "mirrorfleet_monitor_head_serial", "The origin's current serial", registry=r
         )
+        self.head_expires = Gauge(
+            "mirrorfleet_monitor_head_expiry_timestamp_seconds",
+            "When the origin's current stamp expires (unix time): the heartbeat moves it",
+            registry=r,
+        )
+        self.keys_expires = Gauge(
+            "mirrorfleet_monitor_keys_expiry_timestamp_seconds",
+            "When the roots' keys document expires (unix time); absent without one",
+            registry=r,
+        )
         self.cycle_seconds = Histogram(
             "mirrorfleet_monitor_cycle_duration_seconds",
             "Probe-judge-publish rounds",
