@@ -18,7 +18,9 @@ import os
 import socket
 import ssl
 import threading
+import urllib.error
 import urllib.request
+from dataclasses import dataclass
 from http.client import HTTPResponse
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -70,6 +72,31 @@ def _env_bundle() -> Path | None:
 def urlopen(request: urllib.request.Request | str, timeout: float) -> HTTPResponse:
     """urllib's urlopen with the process's TLS context."""
     return urllib.request.urlopen(request, timeout=timeout, context=context())
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What a bounded GET got: an HTTP error status has no body."""
+
+    status: int
+    body: bytes = b""
+    modified: str | None = None  # Last-Modified
+
+    def over(self, limit: int) -> bool:
+        return len(self.body) > limit
+
+
+def get(url: str, limit: int, timeout: float) -> Answer:
+    """GET without caches, reading at most limit + 1 bytes of the body: one more than
+    any reader takes, so it can tell an answer over its limit and refuse it. The
+    fleet's one way to read a signed document or a page; READ_ERRORS for no answer."""
+    request = urllib.request.Request(url, headers={"Cache-Control": "no-cache"})
+    try:
+        with urlopen(request, timeout) as response:
+            body = response.read(limit + 1)
+            return Answer(response.status, body, response.headers.get("Last-Modified"))
+    except urllib.error.HTTPError as exc:
+        return Answer(exc.code)
 
 
 def certificate_error(exc: BaseException) -> str | None:

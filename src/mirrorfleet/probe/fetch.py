@@ -5,8 +5,6 @@ monitor's spot checks, the agent's change feed and the client all read this way.
 from __future__ import annotations
 
 import posixpath
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from urllib.parse import unquote, urlsplit
@@ -57,20 +55,17 @@ def fetch_file(url: str, timeout: float, limit: int) -> Fetched | None:
     """fetch, with the file's Last-Modified: a copy that keeps it looks unchanged to
     the next walk's quick check (size and mtime to the nanosecond), because the
     origin writes records at whole seconds."""
-    request = urllib.request.Request(url, headers={"Cache-Control": "no-cache"})
     try:
-        with web.urlopen(request, timeout=timeout) as response:
-            body = response.read(limit + 1)
-            modified = _http_date(response.headers.get("Last-Modified"))
-    except urllib.error.HTTPError as exc:
-        if exc.code in (404, 410):
-            return None
-        raise Unreachable(f"{url}: HTTP {exc.code}") from None
+        answer = web.get(url, limit, timeout)
     except web.READ_ERRORS as exc:
         raise Unreachable(f"{url}: {exc}") from None
-    if len(body) > limit:
+    if answer.status in (404, 410):
+        return None
+    if answer.status != 200:
+        raise Unreachable(f"{url}: HTTP {answer.status}")
+    if answer.over(limit):
         raise SpotCheckFailed(f"{url} is larger than {limit} bytes")
-    return Fetched(body, modified)
+    return Fetched(answer.body, _http_date(answer.modified))
 
 
 def _http_date(value: str | None) -> float | None:

@@ -175,27 +175,23 @@ def fetch_stamp(
     base_url: str, keys: Sequence[Ed25519PublicKey], timeout: float = 10
 ) -> tuple[Stamp, bytes]:
     """A served tree's stamp over HTTP, verified: what agents and the monitor both see."""
-    import urllib.error  # here: `origin publish` reads only local stamps and starts faster
-    import urllib.request
-
-    from mirrorfleet import web
+    from mirrorfleet import web  # here: `origin publish` reads only local stamps, faster
 
     url = f"{base_url.rstrip('/')}/{STAMP_PATH}"
-    request = urllib.request.Request(url, headers={"Cache-Control": "no-cache"})
     try:
-        with web.urlopen(request, timeout=timeout) as response:
-            raw = response.read(MAX_STAMP + 1)
-    except urllib.error.HTTPError as exc:
-        if exc.code == 404:
-            raise StampUnavailable(f"{url} has no stamp yet", missing=True) from None
-        raise StampUnavailable(f"stamp {url}: HTTP {exc.code}") from None
+        answer = web.get(url, MAX_STAMP, timeout)
     except web.READ_ERRORS as exc:
         bad_certificate = web.certificate_error(exc)
         if bad_certificate:  # the server answered, with a certificate no client takes
             raise StampUnavailable(f"stamp {url}: {bad_certificate}", certificate=True) from None
         raise StampUnavailable(f"stamp {url} unreachable: {exc}") from None
-    if len(raw) > MAX_STAMP:
+    if answer.status == 404:
+        raise StampUnavailable(f"{url} has no stamp yet", missing=True)
+    if answer.status != 200:
+        raise StampUnavailable(f"stamp {url}: HTTP {answer.status}")
+    if answer.over(MAX_STAMP):
         raise StampUnavailable(f"stamp {url} is larger than {MAX_STAMP} bytes", rejected=True)
+    raw = answer.body
     try:
         return parse_stamp(raw, keys), raw
     except BadSignature as exc:

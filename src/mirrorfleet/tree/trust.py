@@ -421,25 +421,20 @@ class KeysUnavailable(MirrorfleetError):
 
 def fetch_keys(base_url: str, timeout: float) -> bytes | None:
     """The keys document a tree serves over HTTP; None when it has none (404)."""
-    import urllib.error  # here: the origin's tools never fetch one
-    import urllib.request
-
-    from mirrorfleet import web
+    from mirrorfleet import web  # here: the origin's tools never fetch one
 
     url = f"{base_url.rstrip('/')}/{KEYS_PATH}"
-    request = urllib.request.Request(url, headers={"Cache-Control": "no-cache"})
     try:
-        with web.urlopen(request, timeout=timeout) as response:
-            raw = response.read(MAX_KEYS + 1)
-    except urllib.error.HTTPError as exc:
-        if exc.code in (404, 410):
-            return None
-        raise KeysUnavailable(f"keys document {url}: HTTP {exc.code}") from None
+        answer = web.get(url, MAX_KEYS, timeout)
     except web.READ_ERRORS as exc:
         raise KeysUnavailable(f"keys document {url} unreachable: {exc}") from None
-    if len(raw) > MAX_KEYS:
+    if answer.status in (404, 410):
+        return None
+    if answer.status != 200:
+        raise KeysUnavailable(f"keys document {url}: HTTP {answer.status}")
+    if answer.over(MAX_KEYS):
         raise BadSignature(f"keys document {url} is larger than {MAX_KEYS} bytes")
-    return raw
+    return answer.body
 
 
 def document_version(raw: bytes) -> int:
