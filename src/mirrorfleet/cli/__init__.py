@@ -12,9 +12,24 @@ import sys
 import click
 
 from mirrorfleet import __version__
-from mirrorfleet.cli import agent, client, content, dns, keys, lab, monitor, origin, verify
+from mirrorfleet.cli import (
+    agent,
+    client,
+    content,
+    dns,
+    keys,
+    lab,
+    monitor,
+    origin,
+    proxy,
+    verify,
+)
 from mirrorfleet.cli.output import err, print_error
 from mirrorfleet.errors import UserError
+
+# the commands users run, which client.toml gives their defaults
+CLIENT_COMMANDS = (*client.COMMANDS, proxy.proxy)
+CLIENT_NAMES = frozenset(str(c.name) for c in CLIENT_COMMANDS)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -22,9 +37,9 @@ from mirrorfleet.errors import UserError
 @click.pass_context
 def cli(ctx: click.Context) -> None:
     """Run a fleet of package mirrors as code."""
-    if ctx.invoked_subcommand in client.NAMES:
+    if ctx.invoked_subcommand in CLIENT_NAMES:
         # client.toml gives the client commands their defaults (client/settings.py)
-        ctx.default_map = client.defaults_from_files()
+        ctx.default_map = client.defaults_from_files(CLIENT_NAMES)
 
 
 for _command in (
@@ -37,6 +52,7 @@ for _command in (
     monitor.monitor,
     dns.dns_group,
     *client.COMMANDS,
+    *proxy.COMMANDS,
 ):
     cli.add_command(_command)
 

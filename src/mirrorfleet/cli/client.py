@@ -10,7 +10,7 @@ import ipaddress
 import json
 import os
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -20,11 +20,13 @@ import click
 
 from mirrorfleet import web
 from mirrorfleet.cli.output import emit_json, err, out, table, warn
-from mirrorfleet.client.memory import Memory, keep_keys, keys_file
+from mirrorfleet.client.memory import Memory, keep_keys, keys_file, zone_key
+from mirrorfleet.client.proxy_server import DEFAULT_LISTEN
 from mirrorfleet.errors import UserError
 
 F = TypeVar("F", bound=Callable[..., Any])
 PICK_BATCH = 4  # meta records a pick reads first; more only if those all fail
+PROXY_URL = f"http://{DEFAULT_LISTEN}/"  # where `mirrorfleet proxy` listens by default
 
 
 def lookup_options(command: F) -> F:
@@ -421,6 +423,71 @@ def pip_config_file() -> Path:
     return Path(base) / "pip" / "pip.conf"
 
 
+def uv_config_file() -> Path:
+    """uv's per-user file: $UV_CONFIG_FILE, else the XDG location uv reads."""
+    explicit = os.environ.get("UV_CONFIG_FILE")
+    if explicit:
+        return Path(explicit)
+    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "uv" / "uv.toml"
+
+
+UV_MARK = "# written by mirrorfleet pip-config: it rewrites this file whole"
+
+
+def write_pip_conf(path: Path, settings: dict[str, str]) -> None:
+    """Set the keys in pip.conf's [global], keeping every other setting."""
+    import configparser
+
+    config = configparser.ConfigParser()
+    try:
+        config.read(path)
+    except configparser.Error as exc:
+        raise UserError(f"{path} is not a pip config file: {exc}") from None
+    if not config.has_section("global"):
+        config.add_section("global")
+    config["global"].update(settings)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w") as handle:
+        config.write(handle)
+
+
+def write_uv_toml(path: Path, text: str) -> None:
+    """uv.toml, whole: only over a file this command wrote (there is no TOML writer
+    here that would keep a user's own settings, so theirs are never touched)."""
+    try:
+        old = path.read_text()
+    except FileNotFoundError:
+        old = UV_MARK
+    except OSError as exc:
+        raise UserError(f"cannot read {path}: {exc.strerror}") from None
+    if not old.startswith(UV_MARK):
+        raise UserError(
+            f"{path} exists and mirrorfleet did not write it; add this to it yourself:\n{text}"
+        )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"{UV_MARK}\n{text}\n")
+
+
+def proxy_index(url: str, zone: str, timeout: float) -> str:
+    """The proxy's /simple/ URL, once its /status says it serves `zone` (a socket-
+    activated proxy starts on this very request)."""
+    base = url if url.endswith("/") else url + "/"
+    try:
+        answer = web.get(urljoin(base, "status"), 1024 * 1024, max(timeout, 10.0))
+        status = json.loads(answer.body) if answer.status == 200 else None
+    except (*web.READ_ERRORS, json.JSONDecodeError) as exc:
+        raise UserError(
+            f"no mirrorfleet proxy answers at {base} ({exc}): start it with "
+            "`mirrorfleet proxy`, or enable its unit (`mirrorfleet proxy-unit --write`)"
+        ) from None
+    if not isinstance(status, dict) or "zone" not in status:
+        raise UserError(f"{base} does not answer as a mirrorfleet proxy (no /status)")
+    if zone_key(str(status["zone"])) != zone_key(zone):
+        raise UserError(f"the proxy at {base} serves {status['zone']}, not {zone}")
+    return urljoin(base, "simple/")
+
+
 @click.command(name="pip-config")
 @lookup_options
 @click.option("--max-lag", help="Accept mirrors this far behind: serials (2) or time (300s, 5m).")
@@ -434,7 +501,21 @@ def pip_config_file() -> Path:
     show_default=True,
     help="pip.conf section, shell exports (pip and uv), or uv.toml.",
 )
-@click.option("--write", is_flag=True, help="Set index-url in your pip.conf (other keys kept).")
+@click.option(
+    "--proxy",
+    "proxy_url",
+    is_flag=False,
+    flag_value=PROXY_URL,
+    metavar="URL",
+    help=f"Point pip and uv at the local `mirrorfleet proxy` (default {PROXY_URL}), not "
+    "at one picked mirror: every request then fails over by itself.",
+)
+@click.option(
+    "--write",
+    is_flag=True,
+    help="Write it: index-url into your pip.conf (other keys kept), uv.toml for "
+    "--format uv, and both with --proxy.",
+)
 @forget_option
 def pip_config(
     where: Where,
@@ -443,60 +524,59 @@ def pip_config(
     projects: str | None,
     seed: int | None,
     fmt: str,
+    proxy_url: str | None,
     write: bool,
     forget: bool,
 ) -> None:
-    """Point pip (or uv) at a fresh mirror's /simple/ index."""
-    import configparser
-
+    """Point pip (or uv) at a fresh mirror's /simple/ index, or at the local proxy."""
     from mirrorfleet.client.choose import MaxLag, choose
 
-    rng = random.Random(seed)
-    memory, floor = verified_floor(where.zone, forget)
-    discovery, parsed, more = _discover(where, rng, PICK_BATCH)
-    choice = choose(
-        discovery,
-        parsed,
-        MaxLag.parse(max_lag),
-        rng,
-        2 * where.timeout,
-        _projects(projects),
-        more=more,
-        floor=floor,
-    )
-    memory.remember(where.zone, choice.stamp.serial)
-    warn(choice.warnings)
-    index = urljoin(str(choice.mirror.url), "simple/")
-    fallbacks = [urljoin(str(m.url), "simple/") for m in choice.fallbacks]
-    settings = pip_settings(index, where.ca_file)
+    fallbacks: list[str] = []
+    if proxy_url is not None:
+        index = proxy_index(proxy_url, where.zone, 2 * where.timeout)
+        ca_file = None  # the proxy checks the mirrors' certificates, not pip
+    else:
+        rng = random.Random(seed)
+        memory, floor = verified_floor(where.zone, forget)
+        discovery, parsed, more = _discover(where, rng, PICK_BATCH)
+        choice = choose(
+            discovery,
+            parsed,
+            MaxLag.parse(max_lag),
+            rng,
+            2 * where.timeout,
+            _projects(projects),
+            more=more,
+            floor=floor,
+        )
+        memory.remember(where.zone, choice.stamp.serial)
+        warn(choice.warnings)
+        index = urljoin(str(choice.mirror.url), "simple/")
+        fallbacks = [urljoin(str(m.url), "simple/") for m in choice.fallbacks]
+        ca_file = where.ca_file
+    settings = pip_settings(index, ca_file)
     if write:
-        path = pip_config_file()
-        config = configparser.ConfigParser()
-        try:
-            config.read(path)
-        except configparser.Error as exc:
-            raise UserError(f"{path} is not a pip config file: {exc}") from None
-        if not config.has_section("global"):
-            config.add_section("global")
-        config["global"].update(settings)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("w") as handle:
-            config.write(handle)
-        err.print(f"wrote index-url = {index} to {path}")
+        if fmt != "uv" or proxy_url is not None:
+            path = pip_config_file()
+            write_pip_conf(path, settings)
+            err.print(f"wrote index-url = {index} to {path}")
+        if fmt == "uv" or proxy_url is not None:
+            path = uv_config_file()
+            write_uv_toml(path, client_config(index, "uv", ca_file=ca_file))
+            err.print(f"wrote the default index {index} to {path}")
     if as_json:
         emit_json({"index_url": index, "fallbacks": fallbacks, "pip": settings})
         return
     # markup off: rich would take "[global]" and "[[index]]" for its own tags
-    out.print(client_config(index, fmt, fallbacks, where.ca_file), soft_wrap=True, markup=False)
+    out.print(client_config(index, fmt, fallbacks, ca_file), soft_wrap=True, markup=False)
 
 
 COMMANDS = (pick, list_mirrors, check, pip_config)
-NAMES = frozenset(c.name for c in COMMANDS)
 
 
-def defaults_from_files() -> dict[str, dict[str, object]]:
-    """click's default_map for every client command, from client.toml."""
+def defaults_from_files(names: Iterable[str]) -> dict[str, dict[str, object]]:
+    """click's default_map for each named command, from client.toml."""
     from mirrorfleet.client.settings import click_defaults, load_settings
 
     defaults = click_defaults(load_settings())
-    return {name: defaults for name in NAMES if name}
+    return {name: defaults for name in names}

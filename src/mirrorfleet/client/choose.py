@@ -245,16 +245,21 @@ def _stamp_check(
         stamp = fetch_stamp(str(mirror.url), keys, timeout)[0]
     except StampUnavailable as exc:
         return None, str(exc)
+    allowed = MaxLag(serials=MAX_BEHIND) if per_project else max_lag
+    return stamp, stamp_problem(stamp, mirror, discovery.head, allowed, floor)
+
+
+def stamp_problem(
+    stamp: Stamp, mirror: Listed, head: Stamp, max_lag: MaxLag, floor: int = 0
+) -> str | None:
+    """Why a mirror's verified stamp rules it out, expiry and rollback included; None
+    when it passes. The one rule for `pick` and for every request of the proxy."""
     problem = stamp.expiry_problem()
     if problem:  # DNS may still say fresh: the monitor's verdict, or a replayed answer
-        return stamp, problem
+        return problem
     if stamp.serial < floor:
-        return (
-            stamp,
-            f"its stamp is serial {stamp.serial}, older than serial {floor} verified before",
-        )
-    allowed = MaxLag(serials=MAX_BEHIND) if per_project else max_lag
-    return stamp, stamp_verdict(stamp, mirror, discovery.head, allowed)
+        return f"its stamp is serial {stamp.serial}, older than serial {floor} verified before"
+    return stamp_verdict(stamp, mirror, head, max_lag)
 
 
 def by_latency(ordered: Sequence[Listed], count: int, timeout: float) -> list[Listed]:

@@ -89,6 +89,7 @@ class Discovery:
     warnings: tuple[str, ...] = field(default=())
     pending: tuple[Entry, ...] = ()  # listed in SRV, meta not read yet (in pick order)
     ordered: bool = False  # mirrors are already in RFC 2782 pick order
+    ttl: int = 60  # seconds until the SRV set or the head may change (the least TTL)
 
 
 @dataclass(frozen=True)
@@ -177,6 +178,7 @@ async def discover_async(
         (*warnings, *problems),
         tuple(order[len(first) :]),
         ordered=rng is not None,
+        ttl=min(_ttl(srv), _ttl(head)),
     )
 
 
@@ -253,6 +255,11 @@ async def _resolve(
     if soft:
         return problem
     raise LookupFailed(problem)
+
+
+def _ttl(answer: dns.resolver.Answer | str) -> int:
+    rrset = getattr(answer, "rrset", None)
+    return rrset.ttl if rrset is not None else 60
 
 
 SignedHead = tuple[Stamp, bytes, str]  # the stamp, its signature, the signer's key id

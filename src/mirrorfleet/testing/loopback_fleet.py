@@ -32,8 +32,15 @@ class LoopbackFleet:
     """`root/www/origin` and `root/www/<label>` for each mirror, all served on 127.0.0.1."""
 
     def __init__(
-        self, root: Path, secrets: SecretsDir, labels: Sequence[str], projects: int = 5
+        self,
+        root: Path,
+        secrets: SecretsDir,
+        labels: Sequence[str],
+        projects: int = 5,
+        own_servers: bool = False,
     ) -> None:
+        """own_servers: each mirror on a server (port) of its own, which `stop` and
+        `start` take down and bring back, as a mirror host would fail."""
         self.root, self.secrets, self.labels = root, secrets, tuple(labels)
         # what the monitor pins: the origin's own key, until a test pins roots instead
         self.pinned: tuple[str, ...] = (secrets.public_key.read_text().strip(),)
@@ -49,11 +56,35 @@ class LoopbackFleet:
         publish(self.origin, ping=False)
         for label in self.labels:
             self.sync(label)
-        self.server = ThreadingHTTPServer(
-            ("127.0.0.1", 0), functools.partial(_Quiet, directory=root / "www")
-        )
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.server = self._serve(0)
         self.base = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.servers: dict[str, ThreadingHTTPServer] = {}
+        self.ports: dict[str, int] = {}
+        if own_servers:
+            for label in self.labels:
+                self.start(label)
+
+    def _serve(self, port: int) -> ThreadingHTTPServer:
+        handler = functools.partial(_Quiet, directory=self.root / "www")
+        server = ThreadingHTTPServer(("127.0.0.1", port), handler)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        return server
+
+    def start(self, label: str) -> None:
+        """Serve the mirror again, on the port it had (a new one the first time)."""
+        server = self._serve(self.ports.get(label, 0))
+        self.servers[label], self.ports[label] = server, server.server_address[1]
+
+    def stop(self, label: str) -> None:
+        """The mirror's host stops answering: connections are refused."""
+        server = self.servers.pop(label)
+        server.shutdown()
+        server.server_close()
+
+    def url(self, label: str) -> str:
+        if label in self.ports:
+            return f"http://127.0.0.1:{self.ports[label]}/{label}/"
+        return f"{self.base}/{label}/"
 
     def tree(self, label: str) -> Path:
         return self.root / "www" / label
@@ -68,7 +99,7 @@ class LoopbackFleet:
         return publish(self.origin, ping=False).serial
 
     def spec(self, label: str) -> MirrorSpec:
-        return MirrorSpec(label=label, target=f"{label}.example.net", url=f"{self.base}/{label}/")
+        return MirrorSpec(label=label, target=f"{label}.example.net", url=self.url(label))
 
     def config(self) -> FleetConfig:
         return FleetConfig(
@@ -80,8 +111,10 @@ class LoopbackFleet:
         )
 
     def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        for server in [self.server, *self.servers.values()]:
+            server.shutdown()
+            server.server_close()
+        self.servers.clear()
 
 
 def loopback_monitor(
