@@ -12,9 +12,13 @@ import json
 import re
 import subprocess
 import sys
+import threading
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -26,6 +30,8 @@ from labkit import (
     AS_SERVICE,
     BIN,
     changed_operations,
+    get_json,
+    host_of_target,
     import_and_publish,
     served_serial,
     step,
@@ -35,6 +41,7 @@ from labkit import (
 from mirrorfleet.config import DnsConfig, dumps
 from mirrorfleet.lab.inventory import public_name
 from mirrorfleet.probe.observe import FleetConfig, MirrorSpec
+from mirrorfleet.testing.loopback import free_port, stop_process
 from mirrorfleet.testing.loopback_dns import LoopbackBind
 from mirrorfleet.tree.keys import MONITOR_TSIG, parse_public_key
 from mirrorfleet.tree.stamp import Stamp
@@ -466,6 +473,188 @@ def test_real_pip_and_uv_install_from_a_picked_mirror(
             if layout == "plain":
                 assert not metadata & fetched
             print(f"{layout}: {client} from {mirror} in {run.seconds:.1f}s")
+
+
+# -- issue 20: `mirrorfleet proxy` in front of the lab's fleet, mirrors dying mid-install --
+
+# proxy_server's /metrics: `name{labels} value` lines (prometheus_client's text format)
+METRIC = re.compile(r"^(\w+)\{([^}]*)\} (\S+)$", re.MULTILINE)
+UNREACHABLE = 'mirrorfleet_proxy_failovers_total{reason="unreachable"}'
+FILES_OK = tuple(
+    f'mirrorfleet_proxy_requests_total{{kind="{kind}",outcome="ok"}}'
+    for kind in ("file", "metadata")
+)
+FAULTS = 2  # the mirror in use, then the one the proxy moved to
+
+
+def proxy_metrics(base: str) -> dict[str, float]:
+    """The proxy's /metrics: 'name{labels}' -> value."""
+    with urllib.request.urlopen(f"{base}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    return {f"{name}{{{labels}}}": float(value) for name, labels, value in METRIC.findall(text)}
+
+
+def files_answered(metrics: dict[str, float]) -> float:
+    """Files and .metadata the proxy handed a client, verified."""
+    return sum(metrics.get(key, 0.0) for key in FILES_OK)
+
+
+@contextmanager
+def running_proxy(lab, bind: LoopbackBind, log: Path) -> Iterator[str]:
+    """`mirrorfleet proxy` on this machine, reading the fleet's records as a user's
+    machine would; its base URL once /status answers. Stopped by its PID."""
+    base_port = free_port()
+    argv = [str(BIN / "mirrorfleet"), "proxy", *lookup_args(lab, bind)]
+    argv += ["--listen", f"127.0.0.1:{base_port}", "--timeout", "1", "-v"]
+    base = f"http://127.0.0.1:{base_port}"
+    with log.open("w") as out:
+        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert proc.poll() is None, f"the proxy exited:\n{log.read_text()}"
+            try:
+                get_json(f"{base}/status")
+                break
+            except OSError:
+                assert time.monotonic() < deadline, f"no /status in 60s:\n{log.read_text()}"
+                time.sleep(0.1)
+        yield base
+    finally:
+        stop_process(proc)
+
+
+@dataclass
+class Fault:
+    host: str
+    seen: float  # seconds since the client was started (its venv made): the trigger
+    stopped: float  # ... and when `systemctl stop nginx` had returned
+    files: float  # files the proxy had answered at the trigger
+
+
+class FaultInjector(threading.Thread):
+    """Stops nginx on the mirror the proxy uses once the client got a file through it,
+    then on the mirror the proxy moved to once that one answered a file too: reads
+    the proxy's /status and /metrics every 50 ms, as an operator's dashboard would."""
+
+    def __init__(self, lab, base: str) -> None:
+        super().__init__(daemon=True)
+        self.lab, self.base = lab, base
+        self.faults: list[Fault] = []
+        self.errors: list[str] = []
+        self.done = threading.Event()
+        self.started = time.monotonic()
+
+    def run(self) -> None:
+        try:
+            self._inject()
+        except Exception as exc:  # recorded, so the test fails with it
+            self.errors.append(f"{type(exc).__name__}: {exc}")
+
+    def _inject(self) -> None:
+        threshold = files_answered(proxy_metrics(self.base))
+        while len(self.faults) < FAULTS and not self.done.is_set():
+            answered = files_answered(proxy_metrics(self.base))
+            in_use = get_json(f"{self.base}/status")["in_use"]
+            host = host_of_target(in_use["target"]) if in_use else None
+            if host and host not in {f.host for f in self.faults} and answered > threshold:
+                seen = time.monotonic() - self.started
+                stop = self.lab.exec(host, "systemctl", "stop", "nginx")
+                if stop.returncode != 0:
+                    self.errors.append(f"{host}: systemctl stop nginx: {stop.stderr}")
+                    return
+                self.faults.append(Fault(host, seen, time.monotonic() - self.started, answered))
+                # any file answered from here on came from another mirror
+                threshold = files_answered(proxy_metrics(self.base))
+            time.sleep(0.05)
+
+    def __enter__(self) -> FaultInjector:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.done.set()
+        self.join(60)
+
+
+def nginx_serves(lab, host: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://{lab.address(host)}/.mirror/stamp.json", timeout=2):
+            return True
+    except OSError:
+        return False
+
+
+def test_pip_and_uv_install_through_the_proxy_while_mirrors_die(
+    lab, public_key, wheels, clients, fleet_dns, tmp_path: Path
+) -> None:
+    """issue 20, Must show: the latest pip and `uv pip install`, each pointed at a
+    fresh `mirrorfleet proxy` by `pip-config --proxy`, install the real projects
+    while nginx stops on the mirror the proxy uses, then on the one it moved to,
+    mid-install. Every install succeeds from the third mirror, and the proxy's
+    metrics count both failovers (a refused connection: "unreachable")."""
+    bind, dns_toml, fleet_toml = fleet_dns
+    with step("import and publish, every mirror at that serial"):
+        source = indextrees.bandersnatch([d.path for d in wheels.dists], tmp_path / "tree")
+        serial = import_and_publish(lab, "bandersnatch", source)["serial"]
+        lab.wait_for(
+            lambda: set(serials(lab, public_key).values()) == {serial}, PROPAGATION_TIMEOUT
+        )
+        control(lab, "dns", "apply", "--config", str(dns_toml), "--fleet", str(fleet_toml))
+    for client in ("latest-pip", "uv-pip"):
+        stopped: list[str] = []
+        log = tmp_path / f"proxy-{client}.log"
+        try:
+            with running_proxy(lab, bind, log) as base, step(f"{client} through the proxy"):
+                fmt = "uv" if client == "uv-pip" else "env"
+                where = [*lookup_args(lab, bind), "--proxy", base, "--format", fmt]
+                config = control(lab, "pip-config", *where)
+                before = proxy_metrics(base)
+                with FaultInjector(lab, base) as injector:
+                    try:
+                        if client == "latest-pip":
+                            run = clients.latest_pip(pyclients.parse_exports(config))
+                        else:
+                            run = clients.uv_pip(config)
+                    except pyclients.ClientFailed as exc:
+                        tail = "\n".join(log.read_text().splitlines()[-40:])
+                        raise pyclients.ClientFailed(f"{exc}\nthe proxy's log:\n{tail}") from None
+                    finally:
+                        finished = time.monotonic() - injector.started
+                        injector.done.set()
+                        injector.join(60)
+                        stopped = [f.host for f in injector.faults]
+                after = proxy_metrics(base)
+                status = get_json(f"{base}/status")
+                for fault in injector.faults:
+                    print(
+                        f"{client}: nginx on {fault.host} seen in use at {fault.seen:.2f}s "
+                        f"({fault.files:.0f} files answered), stopped at {fault.stopped:.2f}s"
+                    )
+                failovers = after[UNREACHABLE] - before[UNREACHABLE]
+                print(
+                    f"{client}: installed in {run.seconds:.1f}s (ended {finished:.2f}s after "
+                    f"the start), {failovers:.0f} unreachable failovers, "
+                    f"{files_answered(after):.0f} files answered; failovers "
+                    f"{status['failovers']}, in use at the end {status['in_use']}"
+                )
+                assert not injector.errors, injector.errors
+                assert run.index == f"{base}/simple/", run.index
+                pyclients.check_run(run, wheels)
+                assert len(set(stopped)) == FAULTS, (
+                    f"{client} ended at {finished:.2f}s, after {stopped} only"
+                )
+                late = [f for f in injector.faults if f.stopped >= finished]
+                assert not late, f"{client} ended at {finished:.2f}s, before {late}"
+                assert failovers >= FAULTS, (before, after)
+                assert status["in_use"], status
+                third = host_of_target(status["in_use"]["target"])
+                assert third in MIRRORS and third not in stopped, (third, stopped)
+        finally:
+            for host in stopped:
+                lab.check(host, "systemctl", "start", "nginx")
+            for host in stopped:
+                lab.wait_for(lambda host=host: nginx_serves(lab, host), 30)
 
 
 def test_deploy_rerun_changes_nothing(lab) -> None:

@@ -297,3 +297,29 @@ def test_pip_config_points_pip_and_uv_at_the_proxy(
     other = [MIRRORFLEET, "pip-config", "--zone", "other.test.", "--key", "x", "--proxy"]
     refused = subprocess.run([*other, proxy.base], capture_output=True, text=True, timeout=60)
     assert refused.returncode == 1 and f"serves {ZONE}" in refused.stderr
+
+
+def test_systemd_socket_activation_starts_it_on_the_first_request(
+    world: World, tmp_path: Path
+) -> None:
+    """As the unit `proxy-unit` writes runs it: systemd holds the socket, the proxy
+    starts on the first connection and serves it (its own --listen is not used)."""
+    port = free_port()
+    argv = ["systemd-socket-activate", "-l", f"127.0.0.1:{port}", MIRRORFLEET, "proxy"]
+    argv += [*world.lookup_args(), "--timeout", str(TIMEOUT), "--listen", "127.0.0.1:9"]
+    log = tmp_path / "activated.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        running = Running(proc, port, log)
+        deadline = time.monotonic() + 10
+        while b"Listening on" not in log.read_bytes():
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.05)
+        status, headers, body = running.get("/simple/demo-00001/")
+        assert status == 200, body
+        assert body == origin_file(world, "simple/demo-00001/index.html")
+        assert headers["X-Mirrorfleet-Verified"] == "yes"
+        assert "serving mirrors.test. at http://127.0.0.1:" in log.read_text()
+    finally:
+        stop_process(proc)

@@ -21,12 +21,12 @@ import click
 from mirrorfleet import web
 from mirrorfleet.cli.output import emit_json, err, out, table, warn
 from mirrorfleet.client.memory import Memory, keep_keys, keys_file, zone_key
-from mirrorfleet.client.proxy_server import DEFAULT_LISTEN
+from mirrorfleet.client.settings import PROXY_LISTEN
 from mirrorfleet.errors import UserError
 
 F = TypeVar("F", bound=Callable[..., Any])
 PICK_BATCH = 4  # meta records a pick reads first; more only if those all fail
-PROXY_URL = f"http://{DEFAULT_LISTEN}/"  # where `mirrorfleet proxy` listens by default
+PROXY_URL = f"http://{PROXY_LISTEN}/"  # where `mirrorfleet proxy` listens by default
 
 
 def lookup_options(command: F) -> F:

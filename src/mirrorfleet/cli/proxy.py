@@ -8,21 +8,24 @@ import os
 import shutil
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from mirrorfleet.cli.client import Where, _discover, forget_option, lookup_options, verified_floor
 from mirrorfleet.cli.output import emit_json, err, out
-from mirrorfleet.client.proxy import Answer, Proxy, Settings
-from mirrorfleet.client.proxy_server import DEFAULT_LISTEN, make_server, parse_listen
+from mirrorfleet.client.settings import PROXY_LISTEN
 from mirrorfleet.errors import UserError
+
+if TYPE_CHECKING:  # the proxy (and urllib3) load only when it runs: hosts never do
+    from mirrorfleet.client.proxy import Answer, Proxy
 
 
 @click.command()
 @lookup_options
 @click.option(
     "--listen",
-    default=DEFAULT_LISTEN,
+    default=PROXY_LISTEN,
     show_default=True,
     metavar="HOST:PORT",
     help="Where pip and uv reach it; a socket systemd passes wins.",
@@ -55,11 +58,10 @@ def proxy(
     """Serve the fleet to pip and uv as one local index that fails over per request
     and passes on only what the origin signed."""
     from mirrorfleet.client.choose import MaxLag
+    from mirrorfleet.client.proxy import Proxy, Settings
+    from mirrorfleet.client.proxy_server import make_server
 
-    try:
-        parse_listen(listen)
-    except ValueError as exc:
-        raise click.UsageError(f"--listen: {exc}") from None
+    check_listen(listen)
     memory, _ = verified_floor(where.zone, forget)
     settings = Settings(where.zone, 2 * where.timeout, MaxLag.parse(max_lag), cooldown=cooldown)
 
@@ -111,6 +113,15 @@ def proxy(
         service.close()
 
 
+def check_listen(listen: str) -> None:
+    from mirrorfleet.client.proxy_server import parse_listen
+
+    try:
+        parse_listen(listen)
+    except ValueError as exc:
+        raise click.UsageError(f"--listen: {exc}") from None
+
+
 def _first(service: Proxy) -> Answer:
     """The mirror that would answer now, proven; UserError when none can."""
     service.refresh()
@@ -148,7 +159,7 @@ StateDirectory=mirrorfleet-proxy
 Environment=MIRRORFLEET_STATE_DIR=%S/mirrorfleet-proxy
 NoNewPrivileges=yes
 ProtectSystem=strict
-ProtectHome=yes
+ProtectHome=read-only
 PrivateTmp=yes
 """
 
@@ -175,17 +186,14 @@ def unit_dir(system: bool) -> Path:
 
 @click.command(name="proxy-unit")
 @click.option("--system", is_flag=True, help="For the whole host, not only your user.")
-@click.option("--listen", default=DEFAULT_LISTEN, show_default=True, metavar="HOST:PORT")
+@click.option("--listen", default=PROXY_LISTEN, show_default=True, metavar="HOST:PORT")
 @click.option("--write", is_flag=True, help="Write them (else print them: a dry run).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def proxy_unit(system: bool, listen: str, write: bool, as_json: bool) -> None:
     """The systemd units that start the proxy on the first request (socket activation)."""
     from mirrorfleet.tree.files import atomic_write
 
-    try:
-        parse_listen(listen)
-    except ValueError as exc:
-        raise click.UsageError(f"--listen: {exc}") from None
+    check_listen(listen)
     files = units(listen, system)
     directory = unit_dir(system)
     if write:

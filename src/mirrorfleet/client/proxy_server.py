@@ -22,7 +22,6 @@ from mirrorfleet.client.proxy import AllDown, Answer, Proxy
 from mirrorfleet.content.dists import normalize
 
 log = logging.getLogger("mirrorfleet.proxy")
-DEFAULT_LISTEN = "127.0.0.1:3141"
 SD_LISTEN_FDS_START = 3  # sd_listen_fds(3): the first socket systemd passes
 
 HELP = """mirrorfleet proxy for the fleet {zone}

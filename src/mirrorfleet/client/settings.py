@@ -4,8 +4,8 @@ how to look, written once so nobody types a base64 key twice.
 Read from /etc/mirrorfleet/client.toml (the machine's), then the user's
 ($XDG_CONFIG_HOME/mirrorfleet/client.toml, else ~/.config/mirrorfleet/client.toml),
 the user's winning key by key; $MIRRORFLEET_CLIENT_CONFIG names one file instead of
-both. Every client command (`pick`, `list`, `check`, `pip-config`) takes its options'
-defaults from it: an option on the command line, or its environment variable,
+both. Every client command (`pick`, `list`, `check`, `pip-config`, `proxy`) takes its
+options' defaults from it: an option on the command line, or its environment variable,
 still wins.
 
     zone = "mirrors.example.org"
@@ -14,6 +14,7 @@ still wins.
     servers = ["192.0.2.53"]
     dnssec = "/etc/mirrorfleet/zone-anchor.key"
     max_lag = "5m"
+    listen = "127.0.0.1:3141"   # where `mirrorfleet proxy` serves pip and uv
 
 A key this version does not know, or a value of the wrong type, is refused with the
 file and the key named: a typo never silently drops a setting like `dnssec`.
@@ -45,7 +46,9 @@ SETTINGS: dict[str, tuple[str, type]] = {
     "ca_file": ("ca_file", str),
     "timeout": ("timeout", float),
     "max_lag": ("max_lag", str),
+    "listen": ("listen", str),
 }
+PROXY_LISTEN = "127.0.0.1:3141"  # where `mirrorfleet proxy` serves unless told
 
 
 KINDS = {str: "a string", int: "an integer", float: "a number", list: "a list of strings"}

@@ -111,7 +111,7 @@ class Pool:
             raise NotThere(url)
         if response.status != 200:
             raise MirrorFailed(f"{url}: HTTP {response.status}", "server-error")
-        return _Closing(response)
+        return _Closing(response, url)
 
     def close(self) -> None:
         self.http.clear()
@@ -125,20 +125,20 @@ class _Closing:
     """A response as a context manager that returns its connection to the pool only
     when it was read to the end, and turns read errors into MirrorFailed."""
 
-    def __init__(self, response: urllib3.BaseHTTPResponse) -> None:
-        self.response = response
+    def __init__(self, response: urllib3.BaseHTTPResponse, url: str) -> None:
+        self.response, self.url = response, url
 
     def read(self, amount: int) -> bytes:
         try:
             return self.response.read(amount)
         except (urllib3.exceptions.HTTPError, *web.READ_ERRORS) as exc:
-            raise MirrorFailed(f"{self.response.url}: {exc}", "unreachable") from None
+            raise MirrorFailed(f"{self.url}: {exc}", "unreachable") from None
 
     def stream(self, amount: int):  # type: ignore[no-untyped-def]
         try:
             yield from self.response.stream(amount)
         except (urllib3.exceptions.HTTPError, *web.READ_ERRORS) as exc:
-            raise MirrorFailed(f"{self.response.url}: {exc}", "unreachable") from None
+            raise MirrorFailed(f"{self.url}: {exc}", "unreachable") from None
 
     def __enter__(self) -> _Closing:
         return self
