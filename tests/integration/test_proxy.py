@@ -17,15 +17,18 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
 
+from mirrorfleet.content import pypi
+from mirrorfleet.origin.publish import publish
 from mirrorfleet.testing.loopback import free_port, stop_process
 from mirrorfleet.testing.loopback_dns import LoopbackBind
 from mirrorfleet.testing.loopback_fleet import LoopbackFleet, loopback_monitor
 from mirrorfleet.tree.keys import SecretsDir, init_secrets
+from mirrorfleet.tree.manifest import shard_path
 from mirrorfleet.tree.stamp import STAMP_PATH
 
 MIRRORFLEET = str(Path(sys.executable).with_name("mirrorfleet"))
@@ -232,6 +235,30 @@ def test_a_tampered_file_is_skipped(world: World, proxy: Running) -> None:
     tampered = genuine[:middle] + bytes([genuine[middle] ^ 0xFF]) + genuine[middle + 1 :]
     broken = break_in_use(world, proxy, wheel, tampered)
     assert_skipped(proxy, broken, "unverified", f"/{wheel}", genuine)
+
+
+def test_a_mirror_caught_mid_sync_is_passed_over_briefly_not_called_bad(
+    world: World, proxy: Running, tmp_path: Path
+) -> None:
+    """The next serial's shard and page already on disk, its stamp not yet: the page
+    does not verify against the stamp, but the shard is signed at a later serial."""
+    origin = world.fleet.origin
+    nxt = replace(origin, tree=tmp_path / "next", state_dir=tmp_path / "next-state")
+    shutil.copytree(origin.tree, nxt.tree)
+    shutil.copytree(origin.state_dir, nxt.state_dir)
+    pypi.add_release(nxt.tree, "demo-00001", "1.1.0")
+    assert publish(nxt, ping=False).serial == 3
+    label = proxy.in_use()
+    for path in (shard_path("demo-00001"), "simple/demo-00001/index.html"):
+        (world.fleet.tree(label) / path).write_bytes((nxt.tree / path).read_bytes())
+    status, headers, body = proxy.get("/simple/demo-00001/")
+    assert status == 200
+    assert body == origin_file(world, "simple/demo-00001/index.html")  # serial 2's
+    assert headers["X-Mirrorfleet-Mirror"] != f"{label}.example.net"
+    state = proxy.status()
+    assert state["failovers"]["syncing"] == 1 and state["verification_failures"] == 0, state
+    row = next(m for m in state["mirrors"] if m["target"] == f"{label}.example.net")
+    assert row["set_aside_seconds"] <= 2.0, row
 
 
 def test_pip_gets_everything_while_the_mirror_in_use_is_down(

@@ -254,8 +254,10 @@ class Proxy:
         self.metrics.failovers.labels(exc.reason).inc()
         if exc.reason == "unverified":
             self.metrics.verification_failures.inc()
+        # a mirror caught mid-sync is fine again once its stamp moves: a short pause
+        pause = self.settings.stamp_age if exc.reason == "syncing" else self.settings.cooldown
         with self._state:
-            mirror.down_until = time.monotonic() + self.settings.cooldown
+            mirror.down_until = time.monotonic() + pause
             mirror.reason, mirror.failures = f"{exc.reason}: {exc}", mirror.failures + 1
             if self.current == mirror.target:
                 self.current = None
@@ -338,9 +340,17 @@ class Proxy:
                     self.pool, self.docs, project, projects[project][1], stamp.serial
                 )
             except MirrorFailed as exc:
-                if again or exc.reason != "unverified":
+                if exc.reason != "unverified":
                     raise
-                continue  # maybe a sync moved the tree on under the stamp: read it again
+                if not again:
+                    continue  # maybe a sync moved the tree on under the stamp: read it again
+                if mirror.syncing_past(self.pool, project, stamp, self.keys):
+                    raise MirrorFailed(
+                        f"{mirror.target}: mid-sync past serial {stamp.serial} (its shard "
+                        "is newer than its stamp)",
+                        "syncing",
+                    ) from None
+                raise
             for path, digest in page.files.items():
                 self.files.put(path, digest)
             return Answer(

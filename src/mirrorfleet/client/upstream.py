@@ -37,8 +37,10 @@ from mirrorfleet.tree.stamp import MAX_STAMP, STAMP_PATH, Stamp, parse_stamp
 # unreachable: no answer (refused, reset, timeout); server-error: a 5xx or another
 # status a mirror never sends for a file it holds; stale: its stamp is expired, behind
 # what is allowed, or older than one verified before; unverified: an answer that is
-# not what the origin signed; missing: a file its own verified page links is not there.
-REASONS = ("unreachable", "server-error", "stale", "unverified", "missing")
+# not what the origin signed; missing: a file its own verified page links is not there;
+# syncing: caught between a sync's new shards and its new stamp (set aside briefly, not
+# counted as a verification failure).
+REASONS = ("unreachable", "server-error", "stale", "unverified", "missing", "syncing")
 SPOOL_IN_MEMORY = 8 * 1024 * 1024  # larger files spool to disk while they are hashed
 CHUNK = 256 * 1024
 
@@ -307,6 +309,17 @@ class Mirror:
             raise MirrorFailed(f"{url}: {exc}", "unverified") from None
         docs.shards.put(entry.sha256, parsed)
         return parsed[1]
+
+    def syncing_past(
+        self, pool: Pool, project: str, stamp: Stamp, keys: Sequence[Ed25519PublicKey]
+    ) -> bool:
+        """Whether the project's shard on the mirror is signed at a serial after its
+        stamp: a sync halfway through, not a forgery (as the monitor tells them apart)."""
+        try:
+            raw = pool.get(self.url(shard_path(project)), MAX_SHARD)
+            return parse_shard(raw, keys)[0] > stamp.serial
+        except MirrorfleetError:  # unreadable or unsigned: no sign of a sync
+            return False
 
     def page(
         self, pool: Pool, docs: Documents, project: str, sha256: str, serial: int
