@@ -9,7 +9,10 @@ Steps run in file order on one lab of 4 hosts (3 mirrors).
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -500,13 +503,14 @@ def files_answered(metrics: dict[str, float]) -> float:
 
 
 @contextmanager
-def running_proxy(lab, bind: LoopbackBind, log: Path) -> Iterator[str]:
+def running_proxy(lab, bind: LoopbackBind, log: Path) -> Iterator[tuple[str, subprocess.Popen]]:
     """`mirrorfleet proxy` on this machine, reading the fleet's records as a user's
-    machine would; its base URL once /status answers. Stopped by its PID."""
-    base_port = free_port()
+    machine would: its base URL, once /status answers, and its process. Stopped by
+    its PID."""
+    port = free_port()
     argv = [str(BIN / "mirrorfleet"), "proxy", *lookup_args(lab, bind)]
-    argv += ["--listen", f"127.0.0.1:{base_port}", "--timeout", "1", "-v"]
-    base = f"http://127.0.0.1:{base_port}"
+    argv += ["--listen", f"127.0.0.1:{port}", "--timeout", "1", "-v"]
+    base = f"http://127.0.0.1:{port}"
     with log.open("w") as out:
         proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)
     try:
@@ -519,30 +523,115 @@ def running_proxy(lab, bind: LoopbackBind, log: Path) -> Iterator[str]:
             except OSError:
                 assert time.monotonic() < deadline, f"no /status in 60s:\n{log.read_text()}"
                 time.sleep(0.1)
-        yield base
+        yield base, proc
     finally:
+        os.kill(proc.pid, signal.SIGCONT)  # never left held by a failed step
         stop_process(proc)
+
+
+class ArmedStop:
+    """`systemctl stop nginx` on a lab host through `mirrorfleet lab exec`, as
+    LabRun.exec runs it, but with the SSH session opened beforehand: a shell waits on
+    its stdin, so nginx refuses connections ~0.07 s after the trigger rather than
+    ~0.5 s."""
+
+    SCRIPT = "echo armed; read go && systemctl stop nginx"
+
+    def __init__(self, lab, host: str) -> None:
+        self.host = host
+        argv = [str(BIN / "mirrorfleet"), "lab", "exec", host, "--", "sh", "-c", self.SCRIPT]
+        self.proc = subprocess.Popen(
+            argv,
+            env=lab.env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        self.fired = self.returned = 0.0  # monotonic
+        self.outcome = ""  # what the stop said, if it failed
+        self._waiter = threading.Thread(target=self._wait, daemon=True)
+
+    def ready(self) -> None:
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if not line:  # the session ended: it says why
+            assert self.proc.stderr is not None
+            line = self.proc.stderr.read()
+        assert line.strip() == "armed", f"{self.host}: lab exec: {line}"
+
+    def fire(self) -> None:
+        """Stop nginx now; the stop runs on while the caller watches the proxy."""
+        assert self.proc.stdin is not None
+        self.fired = time.monotonic()
+        self.proc.stdin.write("go\n")
+        self.proc.stdin.flush()
+        self._waiter.start()
+
+    def _wait(self) -> None:
+        _, err = self.proc.communicate(timeout=60)  # closes stdin
+        self.returned = time.monotonic()
+        if self.proc.returncode != 0:
+            self.outcome = f"{self.host}: systemctl stop nginx exited {self.proc.returncode}: {err}"
+
+    def finish(self) -> None:
+        """Wait for a fired stop; end an unfired one (`read` meets EOF: nothing stops)."""
+        if self.fired:
+            self._waiter.join(60)
+        elif self.proc.poll() is None:
+            self.proc.communicate("", timeout=60)
 
 
 @dataclass
 class Fault:
     host: str
-    seen: float  # seconds since the client was started (its venv made): the trigger
-    stopped: float  # ... and when `systemctl stop nginx` had returned
+    seen: float  # seconds from the client's start (it makes its venv first) to the trigger
     files: float  # files the proxy had answered at the trigger
+    refused: float  # ... to when nginx there refused connections
+    stop: ArmedStop
+
+    @property
+    def returned(self) -> float:
+        """When `systemctl stop nginx` had returned, in the same seconds."""
+        return self.seen + self.stop.returned - self.stop.fired
+
+
+def refuses(address: str, port: int = 80, timeout: float = 10) -> bool:
+    """Whether address:port refuses connections within timeout (polled every 2 ms)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection((address, port), timeout=0.5).close()
+        except ConnectionRefusedError:
+            return True
+        except OSError:
+            pass
+        time.sleep(0.002)
+    return False
 
 
 class FaultInjector(threading.Thread):
     """Stops nginx on the mirror the proxy uses once the client got a file through it,
-    then on the mirror the proxy moved to once that one answered a file too: reads
-    the proxy's /status and /metrics every 50 ms, as an operator's dashboard would."""
+    then on the mirror the proxy moved to once a file was answered after that,
+    reading the proxy's /status and /metrics every 20 ms as an operator's dashboard
+    would.
 
-    def __init__(self, lab, base: str) -> None:
+    From a trigger until nginx refuses connections (~0.07 s) the proxy is held
+    (SIGSTOP, then SIGCONT): the client's requests wait for it, so each stop lands
+    between two of them however fast the client is. uv reads the pages and .metadata
+    of this install in ~0.15 s, builds six, then fetches every wheel at once in
+    ~0.02 s: a stop that lands after the .metadata leaves the second one nothing to
+    hit. Which mirror served which file is read from the nginx logs afterwards."""
+
+    POLL = 0.02
+
+    def __init__(self, lab, base: str, proxy: subprocess.Popen) -> None:
         super().__init__(daemon=True)
-        self.lab, self.base = lab, base
+        self.lab, self.base, self.proxy = lab, base, proxy
         self.faults: list[Fault] = []
         self.errors: list[str] = []
         self.done = threading.Event()
+        self.armed: dict[str, ArmedStop] = {}
         self.started = time.monotonic()
 
     def run(self) -> None:
@@ -558,23 +647,50 @@ class FaultInjector(threading.Thread):
             in_use = get_json(f"{self.base}/status")["in_use"]
             host = host_of_target(in_use["target"]) if in_use else None
             if host and host not in {f.host for f in self.faults} and answered > threshold:
-                seen = time.monotonic() - self.started
-                stop = self.lab.exec(host, "systemctl", "stop", "nginx")
-                if stop.returncode != 0:
-                    self.errors.append(f"{host}: systemctl stop nginx: {stop.stderr}")
-                    return
-                self.faults.append(Fault(host, seen, time.monotonic() - self.started, answered))
-                # any file answered from here on came from another mirror
-                threshold = files_answered(proxy_metrics(self.base))
-            time.sleep(0.05)
+                self._stop_nginx(host, answered)
+                threshold = answered
+            time.sleep(self.POLL)
+
+    def _stop_nginx(self, host: str, answered: float) -> None:
+        stop = self.armed[host]
+        os.kill(self.proxy.pid, signal.SIGSTOP)
+        try:
+            stop.fire()
+            refused = refuses(self.lab.address(host))
+        finally:
+            os.kill(self.proxy.pid, signal.SIGCONT)
+        if not refused:
+            raise AssertionError(f"nginx on {host} still takes connections 10 s after the stop")
+        seen, now = stop.fired - self.started, time.monotonic() - self.started
+        self.faults.append(Fault(host, seen, answered, now, stop))
 
     def __enter__(self) -> FaultInjector:
+        try:
+            for host in MIRRORS:
+                self.armed[host] = ArmedStop(self.lab, host)
+            for armed in self.armed.values():
+                armed.ready()
+        except BaseException:
+            self._finish()
+            raise
+        self.started = time.monotonic()
         self.start()
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def stop(self) -> None:
+        """No fault from here on: the thread ends, fired stops are waited for."""
         self.done.set()
         self.join(60)
+        self._finish()
+
+    def _finish(self) -> None:
+        for armed in self.armed.values():
+            armed.finish()
+            if armed.outcome:
+                self.errors.append(armed.outcome)
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
 
 
 def nginx_serves(lab, host: str) -> bool:
@@ -591,7 +707,8 @@ def test_pip_and_uv_install_through_the_proxy_while_mirrors_die(
     """issue 20, Must show: the latest pip and `uv pip install`, each pointed at a
     fresh `mirrorfleet proxy` by `pip-config --proxy`, install the real projects
     while nginx stops on the mirror the proxy uses, then on the one it moved to,
-    mid-install. Every install succeeds from the third mirror, and the proxy's
+    mid-install. Each of the two served files before it stopped and failed a request
+    after; every install succeeds, from the third mirror at the end, and the proxy's
     metrics count both failovers (a refused connection: "unreachable")."""
     bind, dns_toml, fleet_toml = fleet_dns
     with step("import and publish, every mirror at that serial"):
@@ -602,15 +719,19 @@ def test_pip_and_uv_install_through_the_proxy_while_mirrors_die(
         )
         control(lab, "dns", "apply", "--config", str(dns_toml), "--fleet", str(fleet_toml))
     for client in ("latest-pip", "uv-pip"):
-        stopped: list[str] = []
+        injector: FaultInjector | None = None
         log = tmp_path / f"proxy-{client}.log"
         try:
-            with running_proxy(lab, bind, log) as base, step(f"{client} through the proxy"):
+            with (
+                running_proxy(lab, bind, log) as (base, proc),
+                step(f"{client} through the proxy"),
+            ):
                 fmt = "uv" if client == "uv-pip" else "env"
                 where = [*lookup_args(lab, bind), "--proxy", base, "--format", fmt]
                 config = control(lab, "pip-config", *where)
                 before = proxy_metrics(base)
-                with FaultInjector(lab, base) as injector:
+                sizes = {host: log_size(lab, host) for host in MIRRORS}
+                with FaultInjector(lab, base, proc) as injector:
                     try:
                         if client == "latest-pip":
                             run = clients.latest_pip(pyclients.parse_exports(config))
@@ -621,39 +742,51 @@ def test_pip_and_uv_install_through_the_proxy_while_mirrors_die(
                         raise pyclients.ClientFailed(f"{exc}\nthe proxy's log:\n{tail}") from None
                     finally:
                         finished = time.monotonic() - injector.started
-                        injector.done.set()
-                        injector.join(60)
-                        stopped = [f.host for f in injector.faults]
+                        injector.stop()
                 after = proxy_metrics(base)
                 status = get_json(f"{base}/status")
+                served = {
+                    host: sum(
+                        1
+                        for r in log_since(lab, host, sizes[host])
+                        if r.path.startswith("/packages/") and r.status == 200
+                    )
+                    for host in MIRRORS
+                }
+                failovers = after[UNREACHABLE] - before[UNREACHABLE]
                 for fault in injector.faults:
                     print(
-                        f"{client}: nginx on {fault.host} seen in use at {fault.seen:.2f}s "
-                        f"({fault.files:.0f} files answered), stopped at {fault.stopped:.2f}s"
+                        f"{client}: nginx stopped on {fault.host}, in use, at {fault.seen:.2f}s "
+                        f"({fault.files:.0f} files answered): refused connections at "
+                        f"{fault.refused:.2f}s, the stop returned at {fault.returned:.2f}s"
                     )
-                failovers = after[UNREACHABLE] - before[UNREACHABLE]
                 print(
-                    f"{client}: installed in {run.seconds:.1f}s (ended {finished:.2f}s after "
-                    f"the start), {failovers:.0f} unreachable failovers, "
-                    f"{files_answered(after):.0f} files answered; failovers "
-                    f"{status['failovers']}, in use at the end {status['in_use']}"
+                    f"{client}: installed in {run.seconds:.1f}s, ended {finished:.2f}s after "
+                    f"the start; {failovers:.0f} unreachable failovers of "
+                    f"{status['failovers']}; files each mirror served: {served}; in use at "
+                    f"the end: {status['in_use']}"
                 )
                 assert not injector.errors, injector.errors
                 assert run.index == f"{base}/simple/", run.index
                 pyclients.check_run(run, wheels)
-                assert len(set(stopped)) == FAULTS, (
-                    f"{client} ended at {finished:.2f}s, after {stopped} only"
-                )
-                late = [f for f in injector.faults if f.stopped >= finished]
-                assert not late, f"{client} ended at {finished:.2f}s, before {late}"
+                stopped = [f.host for f in injector.faults]
+                assert len(set(stopped)) == FAULTS, f"{client} ended at {finished:.2f}s: {stopped}"
+                late = [f.host for f in injector.faults if f.refused >= finished]
+                assert not late, f"{client} ended at {finished:.2f}s, before {late} stopped"
                 assert failovers >= FAULTS, (before, after)
+                failures = {host_of_target(m["target"]): m["failures"] for m in status["mirrors"]}
                 assert status["in_use"], status
                 third = host_of_target(status["in_use"]["target"])
                 assert third in MIRRORS and third not in stopped, (third, stopped)
+                for host in MIRRORS:  # each served the install in turn
+                    assert served[host], (host, served)
+                for host in stopped:  # and each stopped one failed a request after
+                    assert failures[host], (host, failures)
         finally:
-            for host in stopped:
+            restarted = [f.host for f in injector.faults] if injector else []
+            for host in restarted:
                 lab.check(host, "systemctl", "start", "nginx")
-            for host in stopped:
+            for host in restarted:
                 lab.wait_for(lambda host=host: nginx_serves(lab, host), 30)
 
 

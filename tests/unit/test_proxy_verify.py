@@ -37,7 +37,7 @@ PAGE = f"""<!DOCTYPE html>
 
 def test_a_page_proves_its_files_by_tree_path() -> None:
     page = check_page("demo", PAGE, hashlib.sha256(PAGE).hexdigest(), 7)
-    assert page.serial == 7 and page.body == PAGE
+    assert page.project == "demo" and page.body == PAGE
     assert page.files == {
         "packages/demo/demo-1.0-py3-none-any.whl": Digest("sha256", SHA),
         "packages/demo/demo-1.0-py3-none-any.whl.metadata": Digest("sha256", META),

@@ -203,7 +203,7 @@ class Documents:
     def __init__(self, page_budget: int = 64 * 1024 * 1024) -> None:
         self.snapshots: Lru[str, Snapshot] = Lru(8)
         self.shards: Lru[str, tuple[int, ProjectState]] = Lru(64)
-        self.pages: Lru[str, bytes] = Lru(page_budget, len)
+        self.pages: Lru[str, VerifiedPage] = Lru(page_budget, lambda page: len(page.body))
 
 
 class Mirror:
@@ -324,14 +324,17 @@ class Mirror:
     def page(
         self, pool: Pool, docs: Documents, project: str, sha256: str, serial: int
     ) -> VerifiedPage:
-        body = docs.pages.get(sha256)
-        if body is None:
-            body = _present(pool, self.url(page_path(project)), MAX_PAGE, "a page it lists")
+        """The page the shard names by sha256: checked once per content (a hash and a
+        parse of up to 64 MiB), then served from the cache whichever mirror asks."""
+        cached = docs.pages.get(sha256)
+        if cached is not None:
+            return cached
+        body = _present(pool, self.url(page_path(project)), MAX_PAGE, "a page it lists")
         try:
             page = check_page(project, body, sha256, serial)
         except Unverified as exc:
             raise MirrorFailed(f"{self.target}: {exc}", "unverified") from None
-        docs.pages.put(sha256, body)
+        docs.pages.put(sha256, page)
         return page
 
     def file(self, pool: Pool, path: str, digest: Digest, limit: int) -> IO[bytes]:

@@ -46,7 +46,6 @@ class VerifiedPage:
     (by tree path; None when the page gives no strong hash, so it cannot be passed on)."""
 
     project: str
-    serial: int  # of the stamp that proved it
     body: bytes
     files: Mapping[str, Digest | None]
 
@@ -85,7 +84,7 @@ def check_page(project: str, body: bytes, expected_sha256: str, serial: int) -> 
         metadata = entry.get("core-metadata")
         if metadata:
             files[f"{path}.metadata"] = strong(metadata) if isinstance(metadata, dict) else None
-    return VerifiedPage(project, serial, body, files)
+    return VerifiedPage(project, body, files)
 
 
 def strong(hashes: Mapping[str, str]) -> Digest | None:
