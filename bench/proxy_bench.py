@@ -3,7 +3,7 @@
     .venv/bin/python bench/proxy_bench.py [--runs 5] [--timeout 1] [--big-mb 64]
         [--popular-files 1000] [--python PY] [--http-server] [--only PART] [--json]
 
-Run on demand, not in CI (about 6 minutes with --runs 5; needs nginx with its njs
+Run on demand, not in CI (about 4 minutes with --runs 5; needs nginx with its njs
 module and BIND's named, as the unit tests do; root, as tests/nginxkit.py runs nginx).
 Everything runs on 127.0.0.1:
 
@@ -28,13 +28,11 @@ What it measures, the variants interleaved in each of --runs rounds:
    once before), and through a cold one (a fresh process per run, started before the
    clock: DNS read, one mirror's stamp and snapshot proven; no shard, page or file).
    pip runs isolated: PIP_CONFIG_FILE=/dev/null, HOME in a scratch folder, no proxy
-   or CA variables in its environment. Both proxy variants run again with
-   TCP_NODELAY switched on at start-up (NODELAY below: a diagnostic, not the code
-   as shipped), which shows what the proxy's kept-alive stall costs.
+   or CA variables in its environment.
 2. The floor: what pip fetched (its pages, its files), and the big wheel, read with
    one kept-alive HTTP connection (http.client) from the mirror, and the same paths
-   from a warm proxy (as shipped, and with TCP_NODELAY): the proxy's own cost per
-   request and per byte (it spools and hashes each file before its first byte).
+   from a warm proxy: the proxy's own cost per request and per byte (it spools and
+   hashes each file before its first byte).
 3. Failover, each round with a fresh proxy: the mirror in use (its
    X-Mirrorfleet-Mirror) is stopped (connection refused), or hangs (its port taken
    by a listener that never answers), and the next page request (the stamp aged
@@ -47,7 +45,10 @@ What it measures, the variants interleaved in each of --runs rounds:
    shard_document and Snapshot code), fetched from nginx with the proxy's own Pool
    and verified as the proxy does (Snapshot.check_shard + parse_shard); the same for
    the requests page and the popular one (check_page); the memory a parsed shard
-   holds; and warm page requests to a live proxy, small page and large.
+   holds; and warm page requests to a live proxy against the same page from nginx,
+   on a new connection and on a kept-alive one: the requests page and the page of
+   --popular-files releases (the big page: a warm one must be a cache lookup, not a
+   new hash and parse of its body).
 """
 
 from __future__ import annotations
@@ -306,26 +307,13 @@ class Running:
         return [(path, int(code)) for path, code in found]
 
 
-# A diagnostic, not the shipped code: the same command with TCP_NODELAY on the proxy's
-# client connections (socketserver's own switch). Without it each answer after the
-# first on a kept-alive connection waits ~40 ms: the handler writes the headers, then
-# the body; Nagle holds the body until the headers are ACKed, and the client delays
-# that ACK (Linux: up to 40 ms).
-NODELAY = (
-    "import sys; from mirrorfleet.client.proxy_server import Handler; "
-    "Handler.disable_nagle_algorithm = True; from mirrorfleet.cli import main; "
-    "sys.argv[0] = 'mirrorfleet'; sys.exit(main())"
-)
-
-
 @contextlib.contextmanager
-def running_proxy(world: World, name: str, nodelay: bool = False) -> Iterator[Running]:
+def running_proxy(world: World, name: str) -> Iterator[Running]:
     """`mirrorfleet proxy` as a subprocess, ready (its /status answers), stopped by PID."""
     port = free_port()
     log_path = world.work / "proxy-logs" / f"{name}.log"
     log_path.parent.mkdir(exist_ok=True)
-    command = [sys.executable, "-c", NODELAY] if nodelay else cli()
-    argv = [*command, "proxy", *world.lookup_args(), "--listen", f"127.0.0.1:{port}"]
+    argv = [*cli(), "proxy", *world.lookup_args(), "--listen", f"127.0.0.1:{port}"]
     argv += ["--timeout", str(world.timeout), "-v"]
     with log_path.open("w") as out:
         proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=world.env)
@@ -432,7 +420,7 @@ def pip_download(
 # -- 1. pip: direct, warm proxy, cold proxy ---------------------------------------------
 
 
-PIP_VARIANTS = ("direct", "warm", "cold", "warm, TCP_NODELAY", "cold, TCP_NODELAY")
+PIP_VARIANTS = ("direct", "warm", "cold")
 
 
 def measure_pip(args: argparse.Namespace, world: World) -> dict[str, Any]:
@@ -441,23 +429,20 @@ def measure_pip(args: argparse.Namespace, world: World) -> dict[str, Any]:
     times: dict[str, list[float]] = {v: [] for v in PIP_VARIANTS}
     starts: list[float] = []
     cold_requests: list[tuple[str, int]] = []
-    with running_proxy(world, "warm") as warm, running_proxy(world, "warm-nd", True) as warm_nd:
-        warm_index = {"warm": warm.base, "warm, TCP_NODELAY": warm_nd.base}
+    with running_proxy(world, "warm") as warm:
         pip_download(args.python, direct, scratch)  # .pyc files, the page cache
-        for base in warm_index.values():
-            pip_download(args.python, f"{base}/simple/", scratch)  # fills the proxy
+        pip_download(args.python, f"{warm.base}/simple/", scratch)  # fills the proxy
         primed = len(warm.requests())
         for i in range(args.runs):
             shift = i % len(PIP_VARIANTS)  # each variant runs first in some round
             for variant in PIP_VARIANTS[shift:] + PIP_VARIANTS[:shift]:
                 if variant == "direct":
                     took = pip_download(args.python, direct, scratch)[0]
-                elif variant in warm_index:
-                    took = pip_download(args.python, f"{warm_index[variant]}/simple/", scratch)[0]
+                elif variant == "warm":
+                    took = pip_download(args.python, f"{warm.base}/simple/", scratch)[0]
                 else:
                     started = time.perf_counter()
-                    nodelay = "NODELAY" in variant
-                    with running_proxy(world, f"cold-{i}-{nodelay}", nodelay) as cold:
+                    with running_proxy(world, f"cold-{i}") as cold:
                         starts.append(time.perf_counter() - started)
                         took = pip_download(args.python, f"{cold.base}/simple/", scratch)[0]
                         if not cold_requests:  # pip's, not the readiness checks'
@@ -520,10 +505,9 @@ def measure_floor(
         groups[f"one {args.big_mb} MB wheel"] = [world.big_path]
     headers = {"Accept": PIP_ACCEPT}
     out: dict[str, Any] = {"groups": {}}
-    with running_proxy(world, "floor") as proxy, running_proxy(world, "floor-nd", True) as nd:
+    with running_proxy(world, "floor") as proxy:
         ports = {"mirror": (mirror_port, prefix), "proxy": (proxy.port, "/")}
-        ports["proxy, TCP_NODELAY"] = (nd.port, "/")
-        for port, path_prefix in ports.values():  # caches: nginx's files, the proxies' pages
+        for port, path_prefix in ports.values():  # caches: nginx's files, the proxy's pages
             for paths in groups.values():
                 fetch_all(port, path_prefix, paths, headers)
         for name, paths in groups.items():
@@ -552,10 +536,7 @@ def measure_floor(
                 f"floor {name}: "
                 + ", ".join(f"{w} {v['median'] * 1e3:.1f} ms" for w, v in row["seconds"].items())
             )
-        out["failovers_during"] = {
-            "proxy": proxy.status()["failovers"],
-            "nodelay": nd.status()["failovers"],
-        }
+        out["failovers_during"] = proxy.status()["failovers"]
     blob = random.Random(1).randbytes(64 * 1024 * 1024)
     hashing = []
     for _ in range(3):
@@ -769,21 +750,41 @@ def measure_size(args: argparse.Namespace, world: World) -> dict[str, Any]:
         shutil.rmtree(folder)
     live: dict[str, Any] = {}
     mirror = world.fleet.ports[label]
-    with running_proxy(world, "size") as proxy, Client(proxy.port) as kept:
+    with (
+        running_proxy(world, "size") as proxy,
+        Client(proxy.port) as kept,
+        Client(mirror) as kept_mirror,
+    ):
         for project in ["requests", *([POPULAR] if args.popular_files else [])]:
             page_path = f"/simple/{project}/"
             status, _, body, cold = one_get(proxy.port, page_path)
             assert status == 200, body
             mirror_path = f"{world.prefix(label)}simple/{project}/"
+            status, _, direct, _ = one_get(mirror, mirror_path, PIP_HTML)
+            assert status == 200 and direct == body, (status, len(direct), len(body))
             runs = {
                 "proxy, new connection": functools.partial(one_get, proxy.port, page_path),
                 "proxy, kept-alive": functools.partial(kept.get, page_path),
                 "mirror, new connection": functools.partial(one_get, mirror, mirror_path, PIP_HTML),
+                "mirror, kept-alive": functools.partial(kept_mirror.get, mirror_path, PIP_HTML),
             }
+            warm = {name: timed_runs(fn, samples) for name, fn in runs.items()}
             live[project] = {
                 "page_bytes": len(body),
                 "proxy_cold_ms": round(cold * 1e3, 2),
-                "warm_ms": {name: timed_runs(fn, samples) for name, fn in runs.items()},
+                "warm_ms": warm,
+                "proxy_over_mirror": {
+                    how: round(
+                        warm[f"proxy, {how}"]["median"] / warm[f"mirror, {how}"]["median"], 2
+                    )
+                    for how in ("new connection", "kept-alive")
+                },
+                "proxy_extra_ms": {
+                    how: round(
+                        warm[f"proxy, {how}"]["median"] - warm[f"mirror, {how}"]["median"], 3
+                    )
+                    for how in ("new connection", "kept-alive")
+                },
             }
     gc.collect()
     tracemalloc.start()
@@ -910,13 +911,18 @@ def report_size(r: dict[str, Any], p: Callable[[str], None]) -> None:
     )
     for name, row in z["ms"].items():
         p(f"{name:46} {row['median']:8.3f} ms (min {row['min']:.3f})")
-    p("live, warm pages (medians ms): proxy new connection / kept-alive; mirror direct")
+    p("live, warm pages (medians ms): proxy / mirror (nginx) direct, each new connection and")
+    p("kept-alive; the proxy's first (cold) request before them")
     for project, row in z["live"].items():
         w = row["warm_ms"]
-        p(
-            f"  {project:14} {row['page_bytes']:>9,} B  cold {row['proxy_cold_ms']:7.2f}  warm "
-            + " / ".join(f"{v['median']:.2f}" for v in w.values())
-        )
+        p(f"  {project} ({row['page_bytes']:,} B), cold {row['proxy_cold_ms']:.2f} ms:")
+        for how in ("new connection", "kept-alive"):
+            proxy, mirror = w[f"proxy, {how}"], w[f"mirror, {how}"]
+            p(
+                f"    {how:15} proxy {proxy['median']:7.3f} (min {proxy['min']:.3f})  mirror "
+                f"{mirror['median']:7.3f} (min {mirror['min']:.3f})  "
+                f"{row['proxy_over_mirror'][how]:5.2f}x  {row['proxy_extra_ms'][how]:+.3f} ms"
+            )
     p(
         f"cold shard {z['cold_shard_ms']} ms + cold page {z['cold_page_ms']} ms = "
         f"{z['first_project_of_a_shard_ms']} ms for the first project of a shard "

@@ -169,6 +169,18 @@ def test_pages_and_files_come_verified_and_say_from_where(world: World, proxy: R
     assert proxy.get("/packages/elsewhere/x-1.0.tar.gz")[0] == 404
 
 
+def test_a_file_asked_for_before_its_page_is_proven_by_the_page_it_names(
+    world: World, proxy: Running
+) -> None:
+    """uv keeps pages between runs: its first request to a new proxy can be a file."""
+    sdist = "packages/demo-00000/demo_00000-1.0.0.tar.gz"
+    status, headers, body = proxy.get(f"/{sdist}")
+    assert status == 200 and body == origin_file(world, sdist)
+    assert headers["X-Mirrorfleet-Verified"] == "yes"
+    metrics = proxy.get("/metrics")[2].decode()
+    assert 'mirrorfleet_proxy_requests_total{kind="page",outcome="ok"} 1.0' in metrics
+
+
 def test_pip_downloads_everything_through_the_proxy(world: World, proxy: Running, tmp_path) -> None:
     done = pip_download(proxy, tmp_path, *PROJECTS)
     assert done.returncode == 0, done.stdout + done.stderr

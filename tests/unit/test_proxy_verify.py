@@ -36,7 +36,7 @@ PAGE = f"""<!DOCTYPE html>
 
 
 def test_a_page_proves_its_files_by_tree_path() -> None:
-    page = check_page("demo", PAGE, hashlib.sha256(PAGE).hexdigest(), 7)
+    page = check_page("demo", PAGE, hashlib.sha256(PAGE).hexdigest())
     assert page.project == "demo" and page.body == PAGE
     assert page.files == {
         "packages/demo/demo-1.0-py3-none-any.whl": Digest("sha256", SHA),
@@ -48,14 +48,14 @@ def test_a_page_proves_its_files_by_tree_path() -> None:
 
 
 def test_a_page_that_is_not_the_signed_one_is_refused() -> None:
-    with pytest.raises(Unverified, match="not the page serial 7's manifest names"):
-        check_page("demo", PAGE + b" ", hashlib.sha256(PAGE).hexdigest(), 7)
+    with pytest.raises(Unverified, match="not the page its signed manifest names"):
+        check_page("demo", PAGE + b" ", hashlib.sha256(PAGE).hexdigest())
 
 
 def test_a_signed_page_pip_could_not_read_is_refused_with_why() -> None:
     broken = b'<a href="x-1.0.tar.gz">y-1.0.tar.gz</a>'
     with pytest.raises(Unverified, match="cannot be read"):
-        check_page("x", broken, hashlib.sha256(broken).hexdigest(), 1)
+        check_page("x", broken, hashlib.sha256(broken).hexdigest())
 
 
 @pytest.mark.parametrize(

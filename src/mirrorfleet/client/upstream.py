@@ -197,13 +197,22 @@ class Policy:
     )  # as `pick --max-lag`; the default: DNS's verdict
 
 
+# what one file's entry of a checked page holds in memory (its path and digest):
+# measured at ~370 bytes, next to the page's own bytes
+ENTRY_BYTES = 384
+
+
+def page_cost(page: VerifiedPage) -> int:
+    return len(page.body) + ENTRY_BYTES * len(page.files)
+
+
 class Documents:
     """Snapshots, shards and pages by sha256: the same bytes on every mirror."""
 
     def __init__(self, page_budget: int = 64 * 1024 * 1024) -> None:
         self.snapshots: Lru[str, Snapshot] = Lru(8)
         self.shards: Lru[str, tuple[int, ProjectState]] = Lru(64)
-        self.pages: Lru[str, VerifiedPage] = Lru(page_budget, lambda page: len(page.body))
+        self.pages: Lru[str, VerifiedPage] = Lru(page_budget, page_cost)
 
 
 class Mirror:
@@ -322,20 +331,21 @@ class Mirror:
             return False
 
     def page(
-        self, pool: Pool, docs: Documents, project: str, sha256: str, serial: int
-    ) -> VerifiedPage:
-        """The page the shard names by sha256: checked once per content (a hash and a
-        parse of up to 64 MiB), then served from the cache whichever mirror asks."""
+        self, pool: Pool, docs: Documents, project: str, sha256: str
+    ) -> tuple[VerifiedPage, bool]:
+        """The page the shard names by sha256, and whether it was checked just now: a
+        page is checked once per content (a hash and a parse of up to 64 MiB), then
+        served from the cache whichever mirror asks."""
         cached = docs.pages.get(sha256)
         if cached is not None:
-            return cached
+            return cached, False
         body = _present(pool, self.url(page_path(project)), MAX_PAGE, "a page it lists")
         try:
-            page = check_page(project, body, sha256, serial)
+            page = check_page(project, body, sha256)
         except Unverified as exc:
             raise MirrorFailed(f"{self.target}: {exc}", "unverified") from None
         docs.pages.put(sha256, page)
-        return page
+        return page, True
 
     def file(self, pool: Pool, path: str, digest: Digest, limit: int) -> IO[bytes]:
         try:

@@ -61,11 +61,11 @@ def tree_path(url_path: str) -> str:
     return path.lstrip("/")
 
 
-def check_page(project: str, body: bytes, expected_sha256: str, serial: int) -> VerifiedPage:
+def check_page(project: str, body: bytes, expected_sha256: str) -> VerifiedPage:
     """The page, if its bytes are those the shard names; Unverified otherwise."""
     if hashlib.sha256(body).hexdigest() != expected_sha256:
         raise Unverified(
-            f"simple/{project}/ is not the page serial {serial}'s manifest names "
+            f"simple/{project}/ is not the page its signed manifest names "
             "(altered, or from another serial)"
         )
     try:
