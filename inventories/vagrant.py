@@ -9,7 +9,8 @@ Same hosts, groups and host data as the default lab topology
 Each host is named ``@vagrant/<vm name>``: pyinfra's @vagrant connector asks
 ``vagrant status`` and ``vagrant ssh-config`` (run in the current directory, so run
 pyinfra from the repository root) how to reach it, and fails for a VM that is not
-running. Export the same MIRRORFLEET_MIRRORS (default 3) for both commands.
+running. Export the same MIRRORFLEET_MIRRORS (default 3), and MIRRORFLEET_VAGRANT_HOSTS
+when only some VMs run, for both commands.
 """
 
 import os
@@ -34,15 +35,29 @@ def _mirror_count() -> int:
 
 
 # The VMs have no ACME CA to ask (the lab's is its pebble host): plain HTTP, on purpose.
-_HTTP = {"tls": "off"}
+# pyinfra logs in as `vagrant` and works through sudo (the lab logs in as root).
+# MIRRORFLEET_SECRETS_DIR names a secrets folder other than group_data's `secrets`.
+_HTTP: dict = {"tls": "off", "_sudo": True}
+if os.environ.get("MIRRORFLEET_SECRETS_DIR"):
+    _HTTP["secrets_dir"] = os.environ["MIRRORFLEET_SECRETS_DIR"]
 
 # Module-level lists are the inventory's groups; (name, data) tuples carry host data.
-origin = [("@vagrant/origin", {**_HTTP, "acme_challenge": "dns-01"})]
-dns = [
-    ("@vagrant/dns1", {**_HTTP, "dns_role": "primary"}),
-    ("@vagrant/dns2", {**_HTTP, "dns_role": "secondary"}),
-]
-monitor = [("@vagrant/monitor", _HTTP)]
-mirrors = [(f"@vagrant/mirror{i}", _HTTP) for i in range(1, _mirror_count() + 1)]
+def _chosen(entries: list) -> list:
+    """Only the VMs MIRRORFLEET_VAGRANT_HOSTS names (as the Vagrantfile defines them);
+    every one when it is unset."""
+    raw = os.environ.get("MIRRORFLEET_VAGRANT_HOSTS", "")
+    wanted = {name.strip() for name in raw.split(",") if name.strip()}
+    return [e for e in entries if not wanted or e[0].removeprefix("@vagrant/") in wanted]
+
+
+origin = _chosen([("@vagrant/origin", {**_HTTP, "acme_challenge": "dns-01"})])
+dns = _chosen(
+    [
+        ("@vagrant/dns1", {**_HTTP, "dns_role": "primary"}),
+        ("@vagrant/dns2", {**_HTTP, "dns_role": "secondary"}),
+    ]
+)
+monitor = _chosen([("@vagrant/monitor", _HTTP)])
+mirrors = _chosen([(f"@vagrant/mirror{i}", _HTTP) for i in range(1, _mirror_count() + 1)])
 
 validate_groups(module_groups(globals()))

@@ -39,8 +39,9 @@ def _offset(address: ipaddress.IPv4Address, subnet: ipaddress.IPv4Network) -> in
     return int(address) - int(subnet.network_address)
 
 
-# What inventories/vagrant.py adds to the lab's host data: the VMs have no ACME CA.
-VAGRANT_DATA = {"tls": "off"}
+# What inventories/vagrant.py adds to the lab's host data: the VMs have no ACME CA,
+# and pyinfra logs in as `vagrant`, so it works through sudo.
+VAGRANT_DATA = {"tls": "off", "_sudo": True}
 
 
 def _fleet(topology: Topology) -> list:

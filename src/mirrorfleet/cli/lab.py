@@ -152,6 +152,35 @@ def status(name: str, as_json: bool) -> None:
         raise UserError(f"lab {name!r} is not up: {', '.join(stopped)} not running")
 
 
+@lab.command()
+@click.option("--no-add", is_flag=True, help="Build it only; do not `vagrant box add` it.")
+@json_option
+def box(no_add: bool, as_json: bool) -> None:
+    """Build the Vagrant box (libvirt) from the lab's template, once, and add it to
+    Vagrant as mirrorfleet/bookworm, which the Vagrantfile then uses."""
+    from mirrorfleet.lab.system import require_root, require_tools
+    from mirrorfleet.lab.vmbox import BOX_NAME, add_box, ensure_box, write_tcg_wrapper
+
+    require_root("building the Vagrant box")
+    require_tools(["debootstrap", "systemd-nspawn", "mkfs.ext4", "qemu-img", "vagrant"])
+    say = (lambda _m: None) if as_json else (lambda m: progress("box", m))
+    path = ensure_box(say)
+    wrapper = write_tcg_wrapper()
+    added = False if no_add else add_box(path)
+    result = {
+        "box": BOX_NAME,
+        "file": str(path),
+        "bytes": path.stat().st_size,
+        "added": added,
+        "tcg_wrapper": str(wrapper),
+    }
+    if as_json:
+        emit_json(result)
+    else:
+        state = "added to Vagrant" if added else ("not added" if no_add else "already in Vagrant")
+        out.print(f"{BOX_NAME}: {path} ({path.stat().st_size / 1e6:.0f} MB), {state}")
+
+
 @lab.command(name="ssh")
 @click.argument("host")
 @name_option

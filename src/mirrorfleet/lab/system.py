@@ -17,6 +17,9 @@ REQUIRED_TOOLS: dict[str, str] = {
     "ssh": "openssh-client",
     "ssh-keygen": "openssh-client",
     "mount": "mount",
+    "mkfs.ext4": "e2fsprogs",
+    "qemu-img": "qemu-utils",
+    "vagrant": "vagrant",
 }
 
 

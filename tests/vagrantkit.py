@@ -1,0 +1,174 @@
+"""The Vagrant route on real VMs (issue 21): libvirt started when the machine has no
+systemd to start it, the box `mirrorfleet lab box` builds, `vagrant` run the way a
+user runs it from the repository root (its state kept out of the checkout), and a
+check that `vagrant destroy` left no domain, network, volume or QEMU behind.
+
+Every VM gets a name prefix of this run's own, so leftovers are found by name and a
+user's other VMs are never touched.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from mirrorfleet.testing.loopback import stop_process
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+VIRSH = ["virsh", "-c", "qemu:///system"]
+UP_TIMEOUT = 1800  # TCG boots at ~1/20 of native speed; 2 cores for every VM
+BOX_VOLUME = "mirrorfleet-VAGRANTSLASH-bookworm_vagrant_box_image"
+
+
+def virsh(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    return subprocess.run([*VIRSH, *args], capture_output=True, text=True, timeout=timeout)
+
+
+@contextmanager
+def libvirt_running(log_dir: Path) -> Iterator[None]:
+    """libvirtd and virtlogd, started here (and stopped by PID after) when nothing
+    answers on qemu:///system: a machine without systemd starts neither."""
+    if virsh("version").returncode == 0:
+        yield
+        return
+    started = []
+    try:
+        for daemon in ("virtlogd", "libvirtd"):
+            with (log_dir / f"{daemon}.log").open("w") as out:
+                started.append(subprocess.Popen([daemon], stdout=out, stderr=subprocess.STDOUT))
+        deadline = time.monotonic() + 30
+        while virsh("version").returncode != 0:
+            assert time.monotonic() < deadline, (log_dir / "libvirtd.log").read_text()
+            time.sleep(0.2)
+        yield
+    finally:
+        for proc in reversed(started):
+            stop_process(proc)
+
+
+class Vagrant:
+    """`vagrant` and `pyinfra inventories/vagrant.py` for one set of VMs."""
+
+    def __init__(self, work: Path, hosts: list[str], mirrors: int = 1) -> None:
+        self.work = work
+        self.prefix = f"mft{os.getpid()}_"
+        self.secrets = work / "secrets"
+        self.env = {
+            **os.environ,
+            "VAGRANT_CHECKPOINT_DISABLE": "1",
+            "VAGRANT_DOTFILE_PATH": str(work / ".vagrant"),  # the checkout stays clean
+            "VAGRANT_DEFAULT_PROVIDER": "libvirt",
+            "MIRRORFLEET_VAGRANT_HOSTS": ",".join(hosts),
+            "MIRRORFLEET_VAGRANT_PREFIX": self.prefix,
+            "MIRRORFLEET_MIRRORS": str(mirrors),
+            "MIRRORFLEET_SECRETS_DIR": str(self.secrets),
+            "PATH": f"{BIN}:{os.environ['PATH']}",
+        }
+        self.times: dict[str, float] = {}
+
+    def run(self, *argv: str, timeout: float = UP_TIMEOUT, step: str | None = None) -> str:
+        """A command from the repository root; its output goes to a log of its own."""
+        log = self.work / f"{step or argv[0]}.log"
+        started = time.monotonic()
+        with log.open("w") as out:
+            proc = subprocess.run(
+                list(argv),
+                cwd=REPO,
+                env=self.env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                timeout=timeout,
+            )
+        if step:
+            self.times[step] = time.monotonic() - started
+        text = log.read_text(errors="replace")
+        assert proc.returncode == 0, f"{' '.join(argv)} failed:\n{text[-4000:]}"
+        return text
+
+    def vagrant(self, *args: str, step: str | None = None) -> str:
+        return self.run("vagrant", *args, step=step)
+
+    def ssh(self, host: str, command: str) -> str:
+        done = subprocess.run(
+            ["vagrant", "ssh", host, "-c", command],
+            cwd=REPO,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert done.returncode == 0, f"{host}: {command}: {done.stdout}{done.stderr}"
+        return done.stdout
+
+    def pyinfra(self, step: str) -> dict:
+        """deploy.py on the VMs: pyinfra's JSON result (what each operation changed)."""
+        started = time.monotonic()
+        log = self.work / f"{step}.log"
+        with log.open("w") as err:
+            proc = subprocess.run(
+                [str(BIN / "pyinfra"), "-y", "--json", "inventories/vagrant.py", "deploy.py"],
+                cwd=REPO,
+                env=self.env,
+                stdout=subprocess.PIPE,
+                stderr=err,
+                text=True,
+                timeout=UP_TIMEOUT,
+            )
+        self.times[step] = time.monotonic() - started
+        assert proc.returncode == 0, f"pyinfra {step} failed:\n{log.read_text()[-4000:]}"
+        return json.loads(proc.stdout)
+
+    def leftovers(self) -> dict[str, list[str]]:
+        """What of this run libvirt still holds: domains, networks, volumes; and QEMU
+        processes running a domain of this run."""
+        domains = [
+            d for d in virsh("list", "--all", "--name").stdout.split() if d.startswith(self.prefix)
+        ]
+        volumes = [
+            line.split()[0]
+            for line in virsh("vol-list", "default").stdout.splitlines()[2:]
+            if line.strip() and line.split()[0].startswith(self.prefix)
+        ]
+        qemu = subprocess.run(
+            ["pgrep", "-af", f"guest={self.prefix}"], capture_output=True, text=True
+        )
+        networks = [
+            n
+            for n in virsh("net-list", "--all", "--name").stdout.split()
+            if n.startswith("vagrant-") or n.startswith(self.prefix)
+        ]
+        return {
+            "domains": domains,
+            "volumes": volumes,
+            "networks": networks,
+            "qemu": qemu.stdout.splitlines(),
+        }
+
+
+def box_ready(log_dir: Path) -> float:
+    """`mirrorfleet lab box`: built once per template, added to Vagrant; seconds taken."""
+    started = time.monotonic()
+    with (log_dir / "box.log").open("w") as out:
+        proc = subprocess.run(
+            [str(BIN / "mirrorfleet"), "lab", "box"],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            timeout=1800,
+        )
+    assert proc.returncode == 0, (log_dir / "box.log").read_text()
+    return time.monotonic() - started
+
+
+def require_tools() -> None:
+    missing = [
+        t for t in ("vagrant", "virsh", "libvirtd", "qemu-system-x86_64") if not shutil.which(t)
+    ]
+    assert not missing, f"missing {missing}: bash scripts/setup.sh installs them"
