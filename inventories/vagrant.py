@@ -37,7 +37,14 @@ def _mirror_count() -> int:
 # The VMs have no ACME CA to ask (the lab's is its pebble host): plain HTTP, on purpose.
 # pyinfra logs in as `vagrant` and works through sudo (the lab logs in as root).
 # MIRRORFLEET_SECRETS_DIR names a secrets folder other than group_data's `secrets`.
-_HTTP: dict = {"tls": "off", "_sudo": True}
+# Each VM makes its host keys at first boot; like `vagrant ssh` itself
+# (UserKnownHostsFile /dev/null, StrictHostKeyChecking no), keep none of them.
+_HTTP: dict = {
+    "tls": "off",
+    "_sudo": True,
+    "ssh_known_hosts_file": "/dev/null",
+    "ssh_strict_host_key_checking": "off",
+}
 if os.environ.get("MIRRORFLEET_SECRETS_DIR"):
     _HTTP["secrets_dir"] = os.environ["MIRRORFLEET_SECRETS_DIR"]
 

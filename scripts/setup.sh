@@ -9,6 +9,8 @@ packages+=(chromium)  # headless tests of the monitor's status page
 packages+=(libfaketime)  # the fault suite runs a lab host's agent an hour fast
 packages+=(nginx libnginx-mod-http-js)  # the mirrors' nginx site, run on loopback by the unit tests
 packages+=(python3-pip)  # Debian's pip: one of the real clients the fleet lab installs with
+# the Vagrant route on real VMs (libvirt; TCG where KVM cannot run them), and its box
+packages+=(libvirt-daemon-system qemu-system-x86 qemu-utils vagrant-libvirt dnsmasq-base e2fsprogs)
 packages+=("$@")  # extra packages, e.g. vagrant for the test suite
 
 missing=()

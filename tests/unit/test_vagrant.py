@@ -39,9 +39,14 @@ def _offset(address: ipaddress.IPv4Address, subnet: ipaddress.IPv4Network) -> in
     return int(address) - int(subnet.network_address)
 
 
-# What inventories/vagrant.py adds to the lab's host data: the VMs have no ACME CA,
-# and pyinfra logs in as `vagrant`, so it works through sudo.
-VAGRANT_DATA = {"tls": "off", "_sudo": True}
+# What inventories/vagrant.py adds to the lab's host data: the VMs have no ACME CA;
+# pyinfra logs in as `vagrant`, so it works through sudo; host keys as `vagrant ssh`.
+VAGRANT_DATA = {
+    "tls": "off",
+    "_sudo": True,
+    "ssh_known_hosts_file": "/dev/null",
+    "ssh_strict_host_key_checking": "off",
+}
 
 
 def _fleet(topology: Topology) -> list:

@@ -31,7 +31,7 @@ from mirrorfleet.lab.system import run
 from mirrorfleet.lab.template import ensure_template, template_dir
 
 BOX_NAME = "mirrorfleet/bookworm"
-BOX_VERSION = 3  # bump when what build() puts in the box changes
+BOX_VERSION = 4  # bump when what build() puts in the box changes
 DISK_GB = 8
 VM_PACKAGES = ("linux-image-amd64", "ifupdown", "isc-dhcp-client")
 # Vagrant's public insecure key, as the Debian package ships it; `vagrant up` swaps it
@@ -69,7 +69,7 @@ INTERFACES = """# Made by `mirrorfleet lab box`: the management network (Vagrant
 auto lo
 iface lo inet loopback
 
-auto eth0
+allow-hotplug eth0
 iface eth0 inet dhcp
 """
 
@@ -178,11 +178,7 @@ def nspawn(root: Path, *command: str) -> None:
 def add_vm_pieces(root: Path) -> None:
     (root / "etc/fstab").write_text("/dev/vda / ext4 defaults,errors=remount-ro 0 1\n")
     (root / "etc/network/interfaces").write_text(INTERFACES)
-    # networking.service brings every `auto` interface up at boot; udev's ifup@ for a
-    # NIC Vagrant configures itself only races it and fails, degrading the system
-    masked = root / "etc/systemd/system/ifup@.service"
-    masked.unlink(missing_ok=True)
-    masked.symlink_to("/dev/null")
+
     unit = root / "etc/systemd/system/mirrorfleet-host-keys.service"
     unit.write_text(FIRST_BOOT_UNIT)
     wants = root / "etc/systemd/system/multi-user.target.wants"
