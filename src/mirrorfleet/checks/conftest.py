@@ -64,6 +64,10 @@ def pytest_configure(config: pytest.Config) -> None:
         config.option.ssh_config = str(path)
     if config.option.connection is None:
         config.option.connection = "ssh"
+    if any(host.data.get("_sudo") for host in inventory):
+        # the inventory logs in as a user who works through sudo (Vagrant's `vagrant`):
+        # the checks then read and run as root, as on hosts reached as root
+        config.option.sudo = True
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
