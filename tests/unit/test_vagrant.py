@@ -204,3 +204,21 @@ def test_inventory_rejects_bad_mirror_count(monkeypatch, value):
     monkeypatch.setenv("MIRRORFLEET_MIRRORS", value)
     with pytest.raises(MirrorfleetError, match="MIRRORFLEET_MIRRORS must be a whole number"):
         runpy.run_path(str(INVENTORY))
+
+
+def test_verify_reaches_vagrant_hosts_by_their_host_part() -> None:
+    """`mirrorfleet verify inventories/vagrant.py`: testinfra parses `ssh://@vagrant/dns1`
+    as host "vagrant", so the checks name each host by its host part, in the
+    ssh_config and in testinfra's host list alike."""
+    from types import SimpleNamespace
+
+    from mirrorfleet.control.inventory import ssh_config_for
+
+    hosts = [
+        SimpleNamespace(name="@vagrant/dns1", data={"ssh_hostname": "192.168.121.5"}),
+        SimpleNamespace(name="origin", data={}),
+    ]
+    config = ssh_config_for(hosts)  # type: ignore[arg-type]
+    assert "Host dns1\n    HostName 192.168.121.5\n" in config
+    assert "Host origin\n    HostName origin\n" in config
+    assert "@vagrant" not in config

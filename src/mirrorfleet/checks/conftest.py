@@ -28,7 +28,7 @@ from typing import NamedTuple
 import pytest
 
 from mirrorfleet.config import TLS_DEFAULT
-from mirrorfleet.control.inventory import load_inventory, public_name, ssh_config_for
+from mirrorfleet.control.inventory import host_part, load_inventory, public_name, ssh_config_for
 
 INVENTORY_KEY = pytest.StashKey()
 WORKDIR_KEY = pytest.StashKey[Path]()
@@ -76,7 +76,7 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         return
     for host in config.stash[INVENTORY_KEY]:  # close the ssh masters we opened
         subprocess.run(
-            ["ssh", "-F", str(workdir / "ssh_config"), "-O", "exit", host.name],
+            ["ssh", "-F", str(workdir / "ssh_config"), "-O", "exit", host_part(host.name)],
             capture_output=True,
             timeout=10,
         )
@@ -97,7 +97,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     else:
         names = (groups,) if isinstance(groups, str) else groups
         hosts = list({h.name: h for g in names for h in inventory.get_group(g, [])}.values())
-    metafunc.module.testinfra_hosts = [f"ssh://{h.name}" for h in hosts]
+    metafunc.module.testinfra_hosts = [f"ssh://{host_part(h.name)}" for h in hosts]
 
 
 @pytest.fixture(scope="module")
@@ -106,7 +106,8 @@ def inventory_host(host, request: pytest.FixtureRequest):
     inventory = request.config.stash.get(INVENTORY_KEY, None)
     if inventory is None:
         pytest.skip("needs --inventory (host data is not known with --hosts)")
-    return inventory.get_host(host.backend.hostname)
+    alias = host.backend.hostname
+    return next(h for h in inventory if host_part(h.name) == alias)
 
 
 @pytest.fixture(scope="module")

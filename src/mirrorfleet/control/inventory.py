@@ -266,11 +266,13 @@ def load_inventory(path: str | Path) -> Inventory:
 
 
 def ssh_config_for(inventory: Inventory) -> str:
-    """An OpenSSH client config reaching each host the way pyinfra does."""
+    """An OpenSSH client config reaching each host the way pyinfra does, under its
+    host part (`host_part`): the name the checks give testinfra."""
     blocks = []
     for host in inventory:
         data = host.data
-        lines = [f"Host {host.name}", f"    HostName {data.get('ssh_hostname') or host.name}"]
+        alias = host_part(host.name)  # "@vagrant/dns1" is no name ssh or testinfra parse
+        lines = [f"Host {alias}", f"    HostName {data.get('ssh_hostname') or alias}"]
         options = {
             "User": data.get("ssh_user"),
             "Port": data.get("ssh_port"),
