@@ -48,6 +48,7 @@ _HTTP: dict = {
 if os.environ.get("MIRRORFLEET_SECRETS_DIR"):
     _HTTP["secrets_dir"] = os.environ["MIRRORFLEET_SECRETS_DIR"]
 
+
 # Module-level lists are the inventory's groups; (name, data) tuples carry host data.
 def _chosen(entries: list) -> list:
     """Only the VMs MIRRORFLEET_VAGRANT_HOSTS names (as the Vagrantfile defines them);
