@@ -414,22 +414,22 @@ def client_config(
     return "\n".join(lines)
 
 
-def pip_config_file() -> Path:
-    """pip's per-user file: $PIP_CONFIG_FILE, else the XDG location pip reads."""
-    explicit = os.environ.get("PIP_CONFIG_FILE")
+def user_config_file(variable: str, tool: str, name: str) -> Path:
+    """A client's per-user config file: the one $variable names, else the XDG
+    location the tool reads ($XDG_CONFIG_HOME, else ~/.config)."""
+    explicit = os.environ.get(variable)
     if explicit:
         return Path(explicit)
     base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
-    return Path(base) / "pip" / "pip.conf"
+    return Path(base) / tool / name
+
+
+def pip_config_file() -> Path:
+    return user_config_file("PIP_CONFIG_FILE", "pip", "pip.conf")
 
 
 def uv_config_file() -> Path:
-    """uv's per-user file: $UV_CONFIG_FILE, else the XDG location uv reads."""
-    explicit = os.environ.get("UV_CONFIG_FILE")
-    if explicit:
-        return Path(explicit)
-    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
-    return Path(base) / "uv" / "uv.toml"
+    return user_config_file("UV_CONFIG_FILE", "uv", "uv.toml")
 
 
 UV_MARK = "# written by mirrorfleet pip-config: it rewrites this file whole"
