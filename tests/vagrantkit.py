@@ -172,3 +172,25 @@ def require_tools() -> None:
         t for t in ("vagrant", "virsh", "libvirtd", "qemu-system-x86_64") if not shutil.which(t)
     ]
     assert not missing, f"missing {missing}: bash scripts/setup.sh installs them"
+
+
+@contextmanager
+def vms_up(work: Path, hosts: list[str], label: str) -> Iterator[Vagrant]:
+    """The box, libvirt, `vagrant up` of `hosts`; then `vagrant destroy -f`, the time
+    of each step printed, and a check that nothing of the run is left."""
+    from mirrorfleet.tree.keys import init_secrets
+
+    box_seconds = box_ready(work)
+    with libvirt_running(work):
+        vagrant = Vagrant(work, hosts)
+        vagrant.times["box"] = box_seconds
+        init_secrets(vagrant.secrets)
+        try:
+            vagrant.vagrant("up", step="up")
+            yield vagrant
+        finally:
+            vagrant.vagrant("destroy", "-f", step="destroy")
+            left = vagrant.leftovers()
+            times = {k: round(v, 1) for k, v in vagrant.times.items()}
+            print(f"{label}: {json.dumps(times)}")
+            assert left == {"domains": [], "volumes": [], "networks": [], "qemu": []}, left

@@ -8,16 +8,15 @@ is tests/vagrant/test_vagrant_route.py, run by its own command (docs in README).
 
 from __future__ import annotations
 
-import json
 import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from vagrantkit import Vagrant, box_ready, libvirt_running, require_tools
+from vagrantkit import Vagrant, require_tools, vms_up
 
-from mirrorfleet.tree.keys import init_secrets, parse_public_key
+from mirrorfleet.tree.keys import parse_public_key
 from mirrorfleet.tree.stamp import STAMP_PATH, parse_stamp
 
 ORIGIN = "192.168.56.10"  # the Vagrantfile's first host
@@ -31,20 +30,10 @@ def _prerequisites() -> None:
 
 @pytest.fixture(scope="module")
 def vm(tmp_path_factory) -> Iterator[Vagrant]:
-    work = tmp_path_factory.mktemp("vagrant-vm")
-    box_seconds = box_ready(work)
-    with libvirt_running(work):
-        vagrant = Vagrant(work, ["origin"])
-        vagrant.times["box"] = box_seconds
-        init_secrets(vagrant.secrets)
-        try:
-            vagrant.vagrant("up", step="up")
-            yield vagrant
-        finally:
-            vagrant.vagrant("destroy", "-f", step="destroy")
-            left = vagrant.leftovers()
-            print(f"vagrant route, one VM: {json.dumps(vagrant.times)}")
-            assert left == {"domains": [], "volumes": [], "networks": [], "qemu": []}, left
+    with vms_up(
+        tmp_path_factory.mktemp("vagrant-vm"), ["origin"], "vagrant route, one VM"
+    ) as vagrant:
+        yield vagrant
 
 
 def test_one_vm_boots_from_the_box_and_takes_the_deploy(vm: Vagrant) -> None:

@@ -28,11 +28,11 @@ from pathlib import Path
 
 import pytest
 from labkit import changed_operations
-from vagrantkit import BIN, REPO, Vagrant, box_ready, libvirt_running, require_tools
+from vagrantkit import BIN, REPO, Vagrant, require_tools, vms_up
 
 from mirrorfleet.config import DnsConfig, dumps
 from mirrorfleet.probe.observe import FleetConfig, MirrorSpec
-from mirrorfleet.tree.keys import MONITOR_TSIG, init_secrets, parse_public_key
+from mirrorfleet.tree.keys import MONITOR_TSIG, parse_public_key
 from mirrorfleet.tree.stamp import STAMP_PATH, parse_stamp
 
 HOSTS = ["origin", "dns1", "mirror1"]
@@ -43,22 +43,8 @@ ZONE = "mirrors.example.org."  # inventories/group_data/all.py
 @pytest.fixture(scope="module")
 def vms(tmp_path_factory) -> Iterator[Vagrant]:
     require_tools()
-    work = tmp_path_factory.mktemp("vagrant-route")
-    box_seconds = box_ready(work)
-    with libvirt_running(work):
-        vagrant = Vagrant(work, HOSTS)
-        vagrant.times["box"] = box_seconds
-        init_secrets(vagrant.secrets)
-        try:
-            vagrant.vagrant("up", step="up")
-            yield vagrant
-        finally:
-            vagrant.vagrant("destroy", "-f", step="destroy")
-            left = vagrant.leftovers()
-            print(
-                f"vagrant route: {json.dumps({k: round(v, 1) for k, v in vagrant.times.items()})}"
-            )
-            assert left == {"domains": [], "volumes": [], "networks": [], "qemu": []}, left
+    with vms_up(tmp_path_factory.mktemp("vagrant-route"), HOSTS, "vagrant route") as vagrant:
+        yield vagrant
 
 
 def public_key(vms: Vagrant):
