@@ -25,7 +25,6 @@ REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 VIRSH = ["virsh", "-c", "qemu:///system"]
 UP_TIMEOUT = 1800  # TCG boots at ~1/20 of native speed; 2 cores for every VM
-BOX_VOLUME = "mirrorfleet-VAGRANTSLASH-bookworm_vagrant_box_image"
 
 
 def virsh(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
@@ -107,6 +106,13 @@ class Vagrant:
         )
         assert done.returncode == 0, f"{host}: {command}: {done.stdout}{done.stderr}"
         return done.stdout
+
+    def system_state(self, host: str) -> str:
+        """`running`; else `degraded` and the units that failed. Every unit of a VM
+        must start, the box's own and the deploy's."""
+        return self.ssh(
+            host, "systemctl is-system-running --wait || systemctl --failed --no-legend"
+        ).strip()
 
     def pyinfra(self, step: str) -> dict:
         """deploy.py on the VMs: pyinfra's JSON result (what each operation changed)."""

@@ -45,6 +45,7 @@ def test_one_vm_boots_from_the_box_and_takes_the_deploy(vm: Vagrant) -> None:
         "active",
         "active",
     ]
+    assert vm.system_state("origin") == "running"
     publish = "sudo runuser -u mirrorfleet -- mirrorfleet"
     vm.ssh("origin", f"{publish} demo-content /srv/mirror --projects 3")
     vm.ssh("origin", f"{publish} origin publish")

@@ -222,3 +222,25 @@ def test_verify_reaches_vagrant_hosts_by_their_host_part() -> None:
     assert "Host dns1\n    HostName 192.168.121.5\n" in config
     assert "Host origin\n    HostName origin\n" in config
     assert "@vagrant" not in config
+
+
+def test_dns_checks_name_vagrant_hosts_as_the_roles_do() -> None:
+    """The dns checks compare the zone with the inventory: `@vagrant/mirror1` is the
+    zone's `mirror1`, as roles/dns names it, not `vagrant/mirror1`."""
+    from types import SimpleNamespace
+
+    from mirrorfleet.checks.test_dns import in_zone_addresses, labels
+
+    groups = {
+        "origin": [SimpleNamespace(name="@vagrant/origin", data={"ssh_hostname": "192.0.2.10"})],
+        "mirrors": [
+            SimpleNamespace(name="@vagrant/mirror1", data={"ssh_hostname": "192.0.2.14"}),
+            SimpleNamespace(name="m2", data={"public_name": "eu.example.net."}),
+        ],
+    }
+    inventory = SimpleNamespace(get_group=lambda group, default: groups.get(group, default))
+    assert labels(inventory) == {"mirror1", "eu"}
+    assert in_zone_addresses(inventory, "mirrors.example.org") == {
+        "origin.mirrors.example.org": "192.0.2.10",
+        "mirror1.mirrors.example.org": "192.0.2.14",
+    }

@@ -8,6 +8,8 @@ import time
 
 import pytest
 
+from mirrorfleet.control.inventory import public_name
+
 INVENTORY_GROUP = "dns"
 KEYS = "/etc/bind/mirrorfleet-keys.conf"
 SETTLE = 10  # seconds a secondary may take to catch up with the primary
@@ -106,7 +108,7 @@ def in_zone_addresses(inventory, zone: str) -> dict[str, str]:
     found = {}
     for group in ("origin", "mirrors", "monitor", "dns"):
         for target in inventory.get_group(group, []):
-            name = str(target.data.get("public_name") or target.name).rstrip(".")
+            name = public_name(target.name, target.data).rstrip(".")
             name = name if "." in name else f"{name}.{zone}"
             if name.endswith(f".{zone}"):
                 data = target.data
@@ -133,7 +135,7 @@ def published(host, zone: str) -> None:
 
 def labels(inventory) -> set[str]:
     return {
-        str(m.data.get("public_name") or m.name).rstrip(".").split(".")[0]
+        public_name(m.name, m.data).rstrip(".").split(".")[0]
         for m in inventory.get_group("mirrors", [])
     }
 

@@ -31,7 +31,7 @@ from mirrorfleet.lab.system import run
 from mirrorfleet.lab.template import ensure_template, template_dir
 
 BOX_NAME = "mirrorfleet/bookworm"
-BOX_VERSION = 4  # bump when what build() puts in the box changes
+BOX_VERSION = 5  # bump when what build() puts in the box changes
 DISK_GB = 8
 VM_PACKAGES = ("linux-image-amd64", "ifupdown", "isc-dhcp-client")
 # Vagrant's public insecure key, as the Debian package ships it; `vagrant up` swaps it
@@ -63,6 +63,14 @@ ExecStart=/usr/bin/ssh-keygen -A
 
 [Install]
 WantedBy=multi-user.target
+"""
+
+# Vagrant sets the hostname before it writes the private network's stanza, and on a
+# Debian guest without networkd that restarts every interface through ifup@: for
+# eth1, not yet configured, the unit failed and the VM stayed `degraded`. An
+# interface ifupdown has no stanza for is now skipped (ExecCondition), not failed.
+IFUP_DROP_IN = """[Service]
+ExecCondition=/sbin/ifquery %I
 """
 
 INTERFACES = """# Made by `mirrorfleet lab box`: the management network (Vagrant's first NIC)
@@ -178,6 +186,9 @@ def nspawn(root: Path, *command: str) -> None:
 def add_vm_pieces(root: Path) -> None:
     (root / "etc/fstab").write_text("/dev/vda / ext4 defaults,errors=remount-ro 0 1\n")
     (root / "etc/network/interfaces").write_text(INTERFACES)
+    drop_in = root / "etc/systemd/system/ifup@.service.d"
+    drop_in.mkdir(parents=True, exist_ok=True)
+    (drop_in / "mirrorfleet-unconfigured.conf").write_text(IFUP_DROP_IN)
 
     unit = root / "etc/systemd/system/mirrorfleet-host-keys.service"
     unit.write_text(FIRST_BOOT_UNIT)
