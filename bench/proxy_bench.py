@@ -93,7 +93,7 @@ from mirrorfleet.content import pypi  # noqa: E402
 from mirrorfleet.content.importer import import_tree  # noqa: E402
 from mirrorfleet.origin.publish import publish  # noqa: E402
 from mirrorfleet.probe.fetch import MAX_PAGE  # noqa: E402
-from mirrorfleet.testing.loopback import free_port, stop_process  # noqa: E402
+from mirrorfleet.testing import proxy_process  # noqa: E402
 from mirrorfleet.testing.loopback_dns import LoopbackBind  # noqa: E402
 from mirrorfleet.testing.loopback_fleet import LoopbackFleet, loopback_monitor  # noqa: E402
 from mirrorfleet.tree.keys import SecretsDir, init_secrets  # noqa: E402
@@ -293,9 +293,9 @@ def build_world(args: argparse.Namespace, work: Path) -> Iterator[World]:
 
 
 class Running:
-    def __init__(self, proc: subprocess.Popen, port: int, log_path: Path) -> None:
-        self.proc, self.port, self.log = proc, port, log_path
-        self.base = f"http://127.0.0.1:{port}"
+    def __init__(self, proc: subprocess.Popen, base: str, log_path: Path) -> None:
+        self.proc, self.base, self.log = proc, base, log_path
+        self.port = int(base.rsplit(":", 1)[1])
 
     def status(self) -> dict:
         with Client(self.port) as client:
@@ -310,29 +310,12 @@ class Running:
 @contextlib.contextmanager
 def running_proxy(world: World, name: str) -> Iterator[Running]:
     """`mirrorfleet proxy` as a subprocess, ready (its /status answers), stopped by PID."""
-    port = free_port()
     log_path = world.work / "proxy-logs" / f"{name}.log"
     log_path.parent.mkdir(exist_ok=True)
-    argv = [*cli(), "proxy", *world.lookup_args(), "--listen", f"127.0.0.1:{port}"]
-    argv += ["--timeout", str(world.timeout), "-v"]
-    with log_path.open("w") as out:
-        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=world.env)
-    running = Running(proc, port, log_path)
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"the proxy exited: {log_path.read_text()}")
-            try:
-                running.status()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"the proxy did not start: {log_path.read_text()}") from None
-                time.sleep(0.05)
-        yield running
-    finally:
-        stop_process(proc)
+    with proxy_process.running_proxy(
+        cli(), world.lookup_args(), log_path, timeout=world.timeout, env=world.env
+    ) as (proc, base):
+        yield Running(proc, base, log_path)
 
 
 class Client:

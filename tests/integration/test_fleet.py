@@ -44,8 +44,8 @@ from labkit import (
 from mirrorfleet.config import DnsConfig, dumps
 from mirrorfleet.lab.inventory import public_name
 from mirrorfleet.probe.observe import FleetConfig, MirrorSpec
-from mirrorfleet.testing.loopback import free_port, stop_process
 from mirrorfleet.testing.loopback_dns import LoopbackBind
+from mirrorfleet.testing.proxy_process import running_proxy
 from mirrorfleet.tree.keys import MONITOR_TSIG, parse_public_key
 from mirrorfleet.tree.stamp import Stamp
 
@@ -503,30 +503,13 @@ def files_answered(metrics: dict[str, float]) -> float:
 
 
 @contextmanager
-def running_proxy(lab, bind: LoopbackBind, log: Path) -> Iterator[tuple[str, subprocess.Popen]]:
+def lab_proxy(lab, bind: LoopbackBind, log: Path) -> Iterator[tuple[str, subprocess.Popen]]:
     """`mirrorfleet proxy` on this machine, reading the fleet's records as a user's
-    machine would: its base URL, once /status answers, and its process. Stopped by
-    its PID."""
-    port = free_port()
-    argv = [str(BIN / "mirrorfleet"), "proxy", *lookup_args(lab, bind)]
-    argv += ["--listen", f"127.0.0.1:{port}", "--timeout", "1", "-v"]
-    base = f"http://127.0.0.1:{port}"
-    with log.open("w") as out:
-        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert proc.poll() is None, f"the proxy exited:\n{log.read_text()}"
-            try:
-                get_json(f"{base}/status")
-                break
-            except OSError:
-                assert time.monotonic() < deadline, f"no /status in 60s:\n{log.read_text()}"
-                time.sleep(0.1)
+    machine would: its base URL, once /status answers, and its process."""
+    with running_proxy(
+        [str(BIN / "mirrorfleet")], lookup_args(lab, bind), log, timeout=1, ready_within=60
+    ) as (proc, base):
         yield base, proc
-    finally:
-        os.kill(proc.pid, signal.SIGCONT)  # never left held by a failed step
-        stop_process(proc)
 
 
 class ArmedStop:
@@ -723,7 +706,7 @@ def test_pip_and_uv_install_through_the_proxy_while_mirrors_die(
         log = tmp_path / f"proxy-{client}.log"
         try:
             with (
-                running_proxy(lab, bind, log) as (base, proc),
+                lab_proxy(lab, bind, log) as (base, proc),
                 step(f"{client} through the proxy"),
             ):
                 fmt = "uv" if client == "uv-pip" else "env"

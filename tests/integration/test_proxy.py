@@ -27,6 +27,7 @@ from mirrorfleet.origin.publish import publish
 from mirrorfleet.testing.loopback import free_port, stop_process
 from mirrorfleet.testing.loopback_dns import LoopbackBind
 from mirrorfleet.testing.loopback_fleet import LoopbackFleet, loopback_monitor
+from mirrorfleet.testing.proxy_process import running_proxy
 from mirrorfleet.tree.keys import SecretsDir, init_secrets
 from mirrorfleet.tree.manifest import shard_path
 from mirrorfleet.tree.stamp import STAMP_PATH
@@ -84,9 +85,8 @@ def world(tmp_path_factory) -> Iterator[World]:
 
 
 class Running:
-    def __init__(self, proc: subprocess.Popen, port: int, log: Path) -> None:
-        self.proc, self.port, self.log = proc, port, log
-        self.base = f"http://127.0.0.1:{port}"
+    def __init__(self, proc: subprocess.Popen, base: str, log: Path) -> None:
+        self.proc, self.base, self.log = proc, base, log
 
     def get(self, path: str, timeout: float = 30) -> tuple[int, dict[str, str], bytes]:
         try:
@@ -106,26 +106,14 @@ class Running:
 
 @pytest.fixture
 def proxy(world: World, tmp_path: Path) -> Iterator[Running]:
-    port = free_port()
-    log = tmp_path / "proxy.log"
-    argv = [MIRRORFLEET, "proxy", *world.lookup_args(), "--listen", f"127.0.0.1:{port}"]
-    argv += ["--timeout", str(TIMEOUT), "-v"]
-    with log.open("w") as out:
-        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)
-    running = Running(proc, port, log)
+    lookup = world.lookup_args()
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            assert proc.poll() is None, log.read_text()
-            try:
-                running.get("/status", timeout=2)
-                break
-            except OSError:
-                assert time.monotonic() < deadline, log.read_text()
-                time.sleep(0.1)
-        yield running
+        with running_proxy([MIRRORFLEET], lookup, tmp_path / "proxy.log", timeout=TIMEOUT) as (
+            proc,
+            base,
+        ):
+            yield Running(proc, base, tmp_path / "proxy.log")
     finally:
-        stop_process(proc)
         world.restore()
 
 
@@ -350,7 +338,7 @@ def test_systemd_socket_activation_starts_it_on_the_first_request(
     with log.open("w") as out:
         proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)
     try:
-        running = Running(proc, port, log)
+        running = Running(proc, f"http://127.0.0.1:{port}", log)
         deadline = time.monotonic() + 10
         while b"Listening on" not in log.read_bytes():
             assert proc.poll() is None and time.monotonic() < deadline, log.read_text()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import functools
 import os
+import signal
 import socket
 import subprocess
 import threading
@@ -25,10 +26,12 @@ def free_port() -> int:
 
 def stop_process(proc: subprocess.Popen, timeout: float = 10) -> None:
     """A server this harness started, stopped by its PID: SIGTERM, then SIGKILL if it
-    has not gone within `timeout`."""
+    has not gone within `timeout`. SIGCONT too: a process a test holds with SIGSTOP
+    acts on SIGTERM only once it runs again."""
     if proc.poll() is not None:
         return
     proc.terminate()
+    proc.send_signal(signal.SIGCONT)
     try:
         proc.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
