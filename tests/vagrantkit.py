@@ -31,6 +31,12 @@ def virsh(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
     return subprocess.run([*VIRSH, *args], capture_output=True, text=True, timeout=timeout)
 
 
+def libvirt_networks() -> list[str]:
+    listed = virsh("net-list", "--all", "--name")
+    assert listed.returncode == 0, listed.stderr
+    return listed.stdout.split()
+
+
 @contextmanager
 def libvirt_running(log_dir: Path) -> Iterator[None]:
     """libvirtd and virtlogd, started here (and stopped by PID after) when nothing
@@ -72,6 +78,7 @@ class Vagrant:
             "PATH": f"{BIN}:{os.environ['PATH']}",
         }
         self.times: dict[str, float] = {}
+        self.networks_before = libvirt_networks()
 
     def run(self, *argv: str, timeout: float = UP_TIMEOUT, step: str | None = None) -> str:
         """A command from the repository root; its output goes to a log of its own."""
@@ -133,8 +140,9 @@ class Vagrant:
         return json.loads(proc.stdout)
 
     def leftovers(self) -> dict[str, list[str]]:
-        """What of this run libvirt still holds: domains, networks, volumes; and QEMU
-        processes running a domain of this run."""
+        """What of this run libvirt still holds: domains, volumes, networks it did not
+        have before `up` (vagrant-libvirt names a private network after the checkout's
+        folder), and QEMU processes running a domain of this run."""
         domains = [
             d for d in virsh("list", "--all", "--name").stdout.split() if d.startswith(self.prefix)
         ]
@@ -146,11 +154,7 @@ class Vagrant:
         qemu = subprocess.run(
             ["pgrep", "-af", f"guest={self.prefix}"], capture_output=True, text=True
         )
-        networks = [
-            n
-            for n in virsh("net-list", "--all", "--name").stdout.split()
-            if n.startswith("vagrant-") or n.startswith(self.prefix)
-        ]
+        networks = sorted(set(libvirt_networks()) - set(self.networks_before))
         return {
             "domains": domains,
             "volumes": volumes,
