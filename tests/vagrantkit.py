@@ -12,8 +12,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -81,22 +83,36 @@ class Vagrant:
         self.networks_before = libvirt_networks()
 
     def run(self, *argv: str, timeout: float = UP_TIMEOUT, step: str | None = None) -> str:
-        """A command from the repository root; its output goes to a log of its own."""
+        """A command from the repository root: its output. The log of its own has each
+        line stamped with the seconds since the start: where `up` spends its minutes
+        is read there."""
         log = self.work / f"{step or argv[0]}.log"
         started = time.monotonic()
-        with log.open("w") as out:
-            proc = subprocess.run(
-                list(argv),
-                cwd=REPO,
-                env=self.env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                timeout=timeout,
-            )
+        proc = subprocess.Popen(
+            list(argv),
+            cwd=REPO,
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        # a hung command fails, bounded: its whole group, which holds the pipe too
+        timer = threading.Timer(timeout, os.killpg, (proc.pid, signal.SIGKILL))
+        timer.start()
+        raw: list[str] = []
+        try:
+            with log.open("w") as out:
+                assert proc.stdout is not None
+                for line in proc.stdout:
+                    raw.append(line.decode(errors="replace"))
+                    out.write(f"[{time.monotonic() - started:7.1f}s] {raw[-1]}")
+            proc.wait()
+        finally:
+            timer.cancel()
         if step:
             self.times[step] = time.monotonic() - started
-        text = log.read_text(errors="replace")
-        assert proc.returncode == 0, f"{' '.join(argv)} failed:\n{text[-4000:]}"
+        text = "".join(raw)
+        assert proc.returncode == 0, f"{' '.join(argv)} failed ({proc.returncode}):\n{text[-4000:]}"
         return text
 
     def vagrant(self, *args: str, step: str | None = None) -> str:
