@@ -218,5 +218,6 @@ def vms_up(work: Path, hosts: list[str], label: str) -> Iterator[Vagrant]:
             vagrant.vagrant("destroy", "-f", step="destroy")
             left = vagrant.leftovers()
             times = {k: round(v, 1) for k, v in vagrant.times.items()}
-            print(f"{label}: {json.dumps(times)}")
+            (work / "times.json").write_text(json.dumps(times, indent=1) + "\n")
+            print(f"{label}: {json.dumps(times)} (also in {work / 'times.json'})")
             assert left == {"domains": [], "volumes": [], "networks": [], "qemu": []}, left
