@@ -26,6 +26,10 @@ from mirrorfleet.testing.loopback import stop_process
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 VIRSH = ["virsh", "-c", "qemu:///system"]
+# Each run's Vagrant state, logs and times.json: outside pytest's temporary folders,
+# which a second pytest session prunes (it once deleted a running route's state).
+RUNS = Path(os.environ.get("MIRRORFLEET_VAGRANT_RUNS", "/var/tmp/mirrorfleet-vagrant"))
+KEEP_RUNS = 3  # of each kind
 UP_TIMEOUT = 1800  # TCG boots at ~1/20 of native speed; 2 cores for every VM
 
 
@@ -200,12 +204,24 @@ def require_tools() -> None:
     assert not missing, f"missing {missing}: bash scripts/setup.sh installs them"
 
 
+def run_dir(kind: str) -> Path:
+    """A new folder for one run under RUNS; only the newest KEEP_RUNS of a kind stay."""
+    RUNS.mkdir(parents=True, exist_ok=True)
+    for old in sorted(RUNS.glob(f"{kind}-*"))[: -(KEEP_RUNS - 1) or None]:
+        shutil.rmtree(old, ignore_errors=True)
+    work = RUNS / f"{kind}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+    work.mkdir(mode=0o700)
+    return work
+
+
 @contextmanager
-def vms_up(work: Path, hosts: list[str], label: str) -> Iterator[Vagrant]:
-    """The box, libvirt, `vagrant up` of `hosts`; then `vagrant destroy -f`, the time
-    of each step printed, and a check that nothing of the run is left."""
+def vms_up(kind: str, hosts: list[str], label: str) -> Iterator[Vagrant]:
+    """The box, libvirt, `vagrant up` of `hosts` (in a run_dir of `kind`); then
+    `vagrant destroy -f`, the time of each step printed and kept in times.json, and a
+    check that nothing of the run is left."""
     from mirrorfleet.tree.keys import init_secrets
 
+    work = run_dir(kind)
     box_seconds = box_ready(work)
     with libvirt_running(work):
         vagrant = Vagrant(work, hosts)

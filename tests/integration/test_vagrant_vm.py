@@ -29,10 +29,8 @@ def _prerequisites() -> None:
 
 
 @pytest.fixture(scope="module")
-def vm(tmp_path_factory) -> Iterator[Vagrant]:
-    with vms_up(
-        tmp_path_factory.mktemp("vagrant-vm"), ["origin"], "vagrant route, one VM"
-    ) as vagrant:
+def vm() -> Iterator[Vagrant]:
+    with vms_up("one-vm", ["origin"], "vagrant route, one VM") as vagrant:
         yield vagrant
 
 

@@ -41,9 +41,9 @@ ZONE = "mirrors.example.org."  # inventories/group_data/all.py
 
 
 @pytest.fixture(scope="module")
-def vms(tmp_path_factory) -> Iterator[Vagrant]:
+def vms() -> Iterator[Vagrant]:
     require_tools()
-    with vms_up(tmp_path_factory.mktemp("vagrant-route"), HOSTS, "vagrant route") as vagrant:
+    with vms_up("route", HOSTS, "vagrant route") as vagrant:
         yield vagrant
 
 
