@@ -9,10 +9,12 @@ user's other VMs are never touched.
 
 from __future__ import annotations
 
+import grp
 import json
 import os
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import threading
@@ -41,6 +43,31 @@ def libvirt_networks() -> list[str]:
     listed = virsh("net-list", "--all", "--name")
     assert listed.returncode == 0, listed.stderr
     return listed.stdout.split()
+
+
+@contextmanager
+def kvm_device_as_udev_sets_it() -> Iterator[None]:
+    """/dev/kvm as root:kvm 0660 (udev's rule, and libvirt-qemu is in group kvm) while
+    the VMs run, restored after. Where no udev made it so (0600 root), libvirt probes
+    QEMU as root with KVM but checks the cache as libvirt-qemu without it, so it finds
+    its capabilities cache stale on every call and probes again: 4 s a call, 50 s to
+    define one domain. The VMs still run under TCG where KVM cannot boot them."""
+    device = Path("/dev/kvm")
+    if not device.exists():
+        yield
+        return
+    before = device.stat()
+    kvm_gid = grp.getgrnam("kvm").gr_gid
+    if before.st_gid == kvm_gid and before.st_mode & 0o060 == 0o060:
+        yield  # udev's already
+        return
+    try:
+        os.chown(device, before.st_uid, kvm_gid)
+        device.chmod(0o660)
+        yield
+    finally:
+        os.chown(device, before.st_uid, before.st_gid)
+        device.chmod(stat.S_IMODE(before.st_mode))
 
 
 @contextmanager
@@ -223,7 +250,7 @@ def vms_up(kind: str, hosts: list[str], label: str) -> Iterator[Vagrant]:
 
     work = run_dir(kind)
     box_seconds = box_ready(work)
-    with libvirt_running(work):
+    with kvm_device_as_udev_sets_it(), libvirt_running(work):
         vagrant = Vagrant(work, hosts)
         vagrant.times["box"] = box_seconds
         init_secrets(vagrant.secrets)

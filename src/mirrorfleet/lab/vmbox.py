@@ -243,7 +243,9 @@ def write_tcg_wrapper() -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     if not path.exists() or path.read_text() != QEMU_TCG:
         path.write_text(QEMU_TCG)
-    path.chmod(0o755)
+    if path.stat().st_mode & 0o777 != 0o755:
+        # only when needed: a new ctime makes libvirt probe the emulator again
+        path.chmod(0o755)
     return path
 
 
