@@ -47,9 +47,11 @@ MIRRORS = ("mirror1", "mirror2", "mirror3")
 STAMP = "/.mirror/stamp.json"
 KEYS = "/.mirror/keys.json"
 AS_SERVICE = ("runuser", "-u", "mirrorfleet", "--", "mirrorfleet")
+TOPOLOGY = Path(__file__).with_name("e2e_topology.toml")
 SETTLE = 30.0  # sync + notification + DNS, with room for a loaded machine
-DEMOTE = 70.0  # lag_grace (10 s) within a 30 s interval, twice over
-RETURN = 120.0  # a down mirror back: up_after (2) good probes, 30 s apart, twice over
+INTERVAL = 10.0  # monitor_interval in e2e_topology.toml (production: 30 s)
+DEMOTE = 4 * INTERVAL  # lag_grace (5 s) within one round, twice over
+RETURN = 6 * INTERVAL  # a down mirror back: up_after (2) good probes, a round apart, twice over
 
 
 def answer(lab, name: str, rdtype: str, server: str = "dns2") -> list[str]:
@@ -128,7 +130,7 @@ def publish(lab, *argv: str) -> int:
 def test_the_whole_fleet_end_to_end(make_lab, leftovers, clients) -> None:
     lab = make_lab(LAB, SUBNET)
     with step("lab up"):
-        lab.up()
+        lab.up("--topology", str(TOPOLOGY))
     with step("deploy"):
         lab.pyinfra("deploy.py")
     secrets = Path(lab.state["ssh_config"]).with_name("secrets")
