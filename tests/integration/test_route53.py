@@ -15,27 +15,22 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import boto3
 import pytest
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from route53kit import ZONE, cycle, dns_config, fleet_state, listed, moto_server
 
-from mirrorfleet.config import DnsConfig
 from mirrorfleet.errors import MirrorfleetError
-from mirrorfleet.testing import demo_fleet
 from mirrorfleet.testing.loopback import free_port
-from mirrorfleet.testing.loopback_route53 import dummy_aws_env, moto_route53
-from mirrorfleet.tree.stamp import Stamp
 from mirrorfleet.zone import records, update
 from mirrorfleet.zone.plan import Plan, plan
 from mirrorfleet.zone.providers import route53
 from mirrorfleet.zone.records import HEAD, META, OWNER, SERVICE, RecordSet
 
 MIRRORFLEET = str(Path(sys.executable).with_name("mirrorfleet"))
-ZONE = "mirrors.test."
 WWW = {
     "Name": f"www.{ZONE}",
     "Type": "A",
@@ -50,20 +45,8 @@ def _prerequisites() -> None:
 
 
 @pytest.fixture(scope="module")
-def aws_env() -> Iterator[None]:
-    with dummy_aws_env():
-        yield
-
-
-@pytest.fixture(scope="module")
-def moto(aws_env: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    if "gevent.monkey" in sys.modules and sys.modules["gevent.monkey"].is_module_patched("ssl"):
-        pytest.fail("an earlier test imported pyinfra_cli in-process: ssl is gevent-patched")
-    try:
-        with moto_route53(tmp_path_factory.mktemp("moto") / "moto.log") as url:
-            yield url
-    except RuntimeError as exc:
-        pytest.fail(str(exc))
+def moto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    yield from moto_server(tmp_path_factory)
 
 
 @pytest.fixture
@@ -93,44 +76,6 @@ def target(moto: str, zone_id: str) -> route53.Route53Provider:
     return route53.Route53Provider(
         ZONE, zone_id, endpoint_url=moto, max_attempts=2, insync_delay=1, insync_attempts=10
     )
-
-
-def config(target: route53.Route53Provider, owner: str = "fleet-test") -> DnsConfig:
-    return DnsConfig(
-        zone=ZONE,
-        provider="route53",
-        owner=owner,
-        hosted_zone_id=target.hosted_zone_id,
-        endpoint_url=target.endpoint_url,
-    )
-
-
-SIGNING_KEY = Ed25519PrivateKey.generate()
-
-
-def fleet_state(states: dict[str, str], regions: int = 0) -> dict:
-    mirrors = [
-        demo_fleet.mirror(label, state, serial=9, region=f"r{i % regions}" if regions else None)
-        for i, (label, state) in enumerate(states.items())
-    ]
-    stamp = json.loads(
-        Stamp(serial=9, ts=1_700_000_900, origin="origin", expires=2**32).sign(SIGNING_KEY)
-    )
-    return {"stamp": stamp, "mirrors": [asdict(m) for m in mirrors]}
-
-
-def cycle(
-    target: route53.Route53Provider, states: dict[str, str], apply: bool = True, **kwargs: Any
-) -> update.ZoneUpdate:
-    target.calls.clear()
-    return update.update_zone(
-        config(target), fleet_state(states), apply=apply, provider=target, **kwargs
-    )
-
-
-def listed(client: Any, zone_id: str) -> dict[tuple[str, str], dict]:
-    pages = client.get_paginator("list_resource_record_sets").paginate(HostedZoneId=zone_id)
-    return {(r["Name"], r["Type"]): r for page in pages for r in page["ResourceRecordSets"]}
 
 
 def values(client: Any, zone_id: str, name: str, rdtype: str) -> list[str]:
@@ -233,7 +178,7 @@ def test_a_zone_another_fleet_owns_is_refused(client, zone_id, target, how: str)
     before = listed(client, zone_id)
     target.calls.clear()
     if how == "cycle":
-        other = config(target, owner="another-fleet")
+        other = dns_config(target, owner="another-fleet")
         with pytest.raises(MirrorfleetError, match="another fleet publishes here"):
             update.update_zone(
                 other, fleet_state({"mirror2": "fresh"}), apply=True, provider=target
@@ -255,7 +200,7 @@ def test_a_thousand_mirrors_publish_in_the_fewest_batches_within_limits(
     states = {f"m{i:04d}": "fresh" for i in range(1000)}
     sent = capture(target)
     result = update.update_zone(
-        config(target), fleet_state(states, regions=20), apply=True, provider=target
+        dns_config(target), fleet_state(states, regions=20), apply=True, provider=target
     )
     assert result.messages == len(sent) == target.calls["ChangeResourceRecordSets"] > 1
     assert all(route53.fits(batch) for batch in sent)
@@ -267,7 +212,7 @@ def test_a_thousand_mirrors_publish_in_the_fewest_batches_within_limits(
     assert len(result.plan.creates) == 1000 + 20 + 3  # meta, region SRV, main SRV/head/owner
     assert len(listed(client, zone_id)) == 1023 + 3  # and www, SOA, NS
     again = update.update_zone(
-        config(target), fleet_state(states, regions=20), apply=True, provider=target
+        dns_config(target), fleet_state(states, regions=20), apply=True, provider=target
     )
     assert again.plan.empty and again.messages == 0
 

@@ -9,38 +9,30 @@ round) must converge. Every wait here is for a condition, and bounded.
 
 from __future__ import annotations
 
-import json
-import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import boto3
 import pytest
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from route53kit import FLEET_OWNER, ZONE, cycle, dns_config, listed, moto_server
 
 from mirrorfleet.config import DnsConfig, MonitorConfig
 from mirrorfleet.errors import MirrorfleetError
 from mirrorfleet.monitor.daemon import Monitor, serve
-from mirrorfleet.testing import demo_fleet
 from mirrorfleet.testing.loopback import free_port
 from mirrorfleet.testing.loopback_fleet import LoopbackFleet
-from mirrorfleet.testing.loopback_route53 import dummy_aws_env, moto_route53
 from mirrorfleet.tree.keys import SecretsDir, init_secrets
-from mirrorfleet.tree.stamp import Stamp
-from mirrorfleet.zone import records, update
+from mirrorfleet.zone import records
 from mirrorfleet.zone.providers import route53
 from mirrorfleet.zone.records import META, OWNER, SERVICE
 
-ZONE = "mirrors.test."
 OWNER_NAME = f"{OWNER}.{ZONE}"
 SRV_NAME = f"{SERVICE}.{ZONE}"
 LABEL = "result"  # the label of mirrorfleet_monitor_publishes_total
 PENDING_POLLS = 2  # GetChange calls that read PENDING before INSYNC, per change
-SIGNING_KEY = Ed25519PrivateKey.generate()
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -49,31 +41,14 @@ def _prerequisites() -> None:
 
 
 @pytest.fixture(scope="module")
-def aws_env() -> Iterator[None]:
-    with dummy_aws_env():
-        yield
-
-
-def _moto(tmp_path_factory: pytest.TempPathFactory, pending_polls: int = 0) -> Iterator[str]:
-    if "gevent.monkey" in sys.modules and sys.modules["gevent.monkey"].is_module_patched("ssl"):
-        pytest.fail("an earlier test imported pyinfra_cli in-process: ssl is gevent-patched")
-    log = tmp_path_factory.mktemp("moto") / "moto.log"
-    try:
-        with moto_route53(log, pending_polls=pending_polls) as url:
-            yield url
-    except RuntimeError as exc:
-        pytest.fail(str(exc))
+def moto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    yield from moto_server(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
-def moto(aws_env: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    yield from _moto(tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
-def pending_moto(aws_env: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def pending_moto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A moto whose every change reads PENDING for PENDING_POLLS GetChange calls."""
-    yield from _moto(tmp_path_factory, PENDING_POLLS)
+    yield from moto_server(tmp_path_factory, PENDING_POLLS)
 
 
 @pytest.fixture
@@ -97,46 +72,8 @@ def target(moto: str, client: Any) -> route53.Route53Provider:
     return target_for(moto, new_zone(client))
 
 
-def dns_config(target: route53.Route53Provider, owner: str = "fleet-test") -> DnsConfig:
-    return DnsConfig(
-        zone=ZONE,
-        provider="route53",
-        owner=owner,
-        hosted_zone_id=target.hosted_zone_id,
-        endpoint_url=target.endpoint_url,
-    )
-
-
-def fleet_state(states: dict[str, str], regions: int = 0) -> dict:
-    mirrors = [
-        demo_fleet.mirror(label, state, serial=9, region=f"r{i % regions}" if regions else None)
-        for i, (label, state) in enumerate(states.items())
-    ]
-    stamp = json.loads(
-        Stamp(serial=9, ts=1_700_000_900, origin="origin", expires=2**32).sign(SIGNING_KEY)
-    )
-    return {"stamp": stamp, "mirrors": [asdict(m) for m in mirrors]}
-
-
-def cycle(
-    target: route53.Route53Provider,
-    states: dict[str, str],
-    apply: bool = True,
-    owner: str = "fleet-test",
-    regions: int = 0,
-) -> update.ZoneUpdate:
-    target.calls.clear()
-    state = fleet_state(states, regions)
-    return update.update_zone(dns_config(target, owner), state, apply=apply, provider=target)
-
-
-def our_owner(owner: str = "fleet-test") -> records.RecordSet:
+def our_owner(owner: str = FLEET_OWNER) -> records.RecordSet:
     return records.owner_rrset(owner, DnsConfig(zone=ZONE).ttl)
-
-
-def listed(client: Any, zone_id: str) -> dict[tuple[str, str], dict]:
-    pages = client.get_paginator("list_resource_record_sets").paginate(HostedZoneId=zone_id)
-    return {(r["Name"], r["Type"]): r for page in pages for r in page["ResourceRecordSets"]}
 
 
 def write(client: Any, zone_id: str, action: str, record: dict) -> None:
