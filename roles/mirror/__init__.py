@@ -6,10 +6,11 @@ from pathlib import Path
 
 from pyinfra import host
 from pyinfra.api import deploy
+from pyinfra.api.operation import OperationMeta
 
 from mirrorfleet.config import AgentConfig, load_agent_config
 from mirrorfleet.tree.keyfiles import Anchors
-from mirrorfleet_roles import configs, fleet, hardening, install, serve_tree
+from mirrorfleet_roles import configs, fleet, hardening
 
 TEMPLATES = Path(__file__).parent / "templates"
 HEADER = "Managed by mirrorfleet (roles/mirror). Read by `mirrorfleet agent run|sync`."
@@ -60,11 +61,12 @@ def config(anchors: Anchors) -> AgentConfig:
 
 
 @deploy("mirrorfleet mirror", data_defaults=DEFAULTS)
-def apply() -> None:
+def apply(installed: OperationMeta) -> None:
+    """The agent and its timers, on a host where `install.apply()` put mirrorfleet
+    (`installed`: its operation, which restarts the agent on new code) and
+    `serve_tree.apply()` serves the tree."""
     secrets = fleet.secrets()
     agent = config(fleet.anchors())
-    installed = install.apply()
-    serve_tree.apply()
 
     secret = configs.put_secret(secrets.ping_secret, "ping.secret")
     config_op = configs.put_config(

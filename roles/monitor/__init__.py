@@ -10,13 +10,14 @@ from pathlib import Path
 from pyinfra import host, inventory
 from pyinfra.api import Host, deploy
 from pyinfra.api.exceptions import DeployError
+from pyinfra.api.operation import OperationMeta
 from pyinfra.operations import apt, files
 
 from mirrorfleet.config import DnsConfig, MonitorConfig, load_dns_config, load_monitor_config
 from mirrorfleet.probe.observe import FleetConfig, MirrorSpec, load_fleet_config
 from mirrorfleet.tree.keyfiles import Anchors
 from mirrorfleet.tree.keys import MONITOR_TSIG
-from mirrorfleet_roles import configs, dns, fleet, hardening, install, nginx
+from mirrorfleet_roles import configs, dns, fleet, hardening, nginx
 
 TEMPLATES = Path(__file__).parent / "templates"
 STATUS_PAGE = Path(__file__).parent / "files" / "status" / "index.html"
@@ -148,11 +149,13 @@ def check_ports() -> None:
 
 
 @deploy("mirrorfleet monitor", data_defaults=DEFAULTS)
-def apply() -> None:
+def apply(installed: OperationMeta) -> None:
+    """The monitor daemon and its status page, on a host where `install.apply()` put
+    mirrorfleet (`installed`: its operation, which restarts the daemon on new code)."""
     secrets = fleet.secrets()
     publish, probe, daemon = dns_config(), fleet_config(fleet.anchors()), monitor_config()
     check_ports()
-    changed = [install.apply()]
+    changed = [installed]
     if publish.provider == "route53":
         apt.packages(name="Install boto3", packages=["python3-boto3"], no_recommends=True)
     else:  # a rotated key restarts the daemon like any other config change

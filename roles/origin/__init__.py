@@ -14,7 +14,7 @@ from pyinfra.operations.util import any_changed
 from mirrorfleet.config import OriginConfig, load_origin_config
 from mirrorfleet.tree.keyfiles import KEYS_FILE, Anchors
 from mirrorfleet.tree.keys import SecretsDir
-from mirrorfleet_roles import configs, fleet, hardening, install, serve_tree
+from mirrorfleet_roles import configs, fleet, hardening
 
 TEMPLATES = Path(__file__).parent / "templates"
 UNITS = ("mirrorfleet-heartbeat.service", "mirrorfleet-heartbeat.timer")
@@ -55,10 +55,10 @@ def config(anchors: Anchors) -> OriginConfig:
 
 @deploy("mirrorfleet origin", data_defaults=DEFAULTS)
 def apply() -> None:
+    """Publishing and the heartbeat, on a host where `install.apply()` put mirrorfleet
+    and `serve_tree.apply()` serves the tree (deploy.py applies both first)."""
     secrets: SecretsDir = fleet.secrets()
     anchors = fleet.anchors()
-    install.apply()
-    serve_tree.apply()
     configs.put_secret(secrets.signing_key, "origin-signing.key")
     configs.put_secret(secrets.ping_secret, "ping.secret")
     configs.put_state_dir("Create publish's state directory", host.data.origin_state_dir)

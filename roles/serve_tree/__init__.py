@@ -1,5 +1,5 @@
 """Serve a mirror tree: nginx for clients (HTTP) and a read-only rsync module for
-downstream mirrors. Used by both the origin and the mirror roles."""
+downstream mirrors. deploy.py applies it on the origin and the mirrors, in one step."""
 
 from __future__ import annotations
 
