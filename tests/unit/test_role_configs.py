@@ -37,7 +37,7 @@ from mirrorfleet.config import (
 from mirrorfleet.probe.observe import FleetConfig, MirrorSpec, load_fleet_config
 from mirrorfleet.tree.keyfiles import Anchors
 from mirrorfleet.tree.keys import init_secrets
-from mirrorfleet_roles import configs, dns, mirror, monitor, origin, tls
+from mirrorfleet_roles import common, configs, dns, mirror, monitor, origin, tls
 
 KEY = "Dvej1LGrusScI/8kmGloiYHiyBYweJYU6ASQ1PHw2/g="
 PINNED = Anchors((KEY,), 1, None)  # a fleet without an offline root: its own key
@@ -326,3 +326,24 @@ def test_dns01_for_a_name_outside_the_zone_stops_the_deploy(tmp_path: Path) -> N
         pytest.raises(DeployError, match=r"needs its public name inside mirrors\.example\.org"),
     ):
         dns.acme_names("mirrors.example.org")
+
+
+HOME, NOLOGIN = "/var/lib/mirrorfleet", "/usr/sbin/nologin"
+
+
+@pytest.mark.parametrize(
+    ("entry", "as_wanted"),
+    [
+        (f"mirrorfleet:x:998:998::{HOME}:{NOLOGIN}", True),
+        (f"mirrorfleet:x:998:998:mirrorfleet services:{HOME}:{NOLOGIN}\n", True),
+        (None, False),  # no such account: getent printed nothing
+        ("", False),
+        (f"mirrorfleet:x:998:998::{HOME}:/bin/bash", False),  # a shell: server.user fixes it
+        (f"mirrorfleet:x:998:998::/home/mirrorfleet:{NOLOGIN}", False),
+        (f"mirrorfleet:x:998:998:{HOME}:{NOLOGIN}", False),  # not a passwd line
+    ],
+)
+def test_the_service_user_is_left_to_server_user_unless_its_entry_is_as_wanted(
+    entry: str | None, as_wanted: bool
+) -> None:
+    assert common.passwd_entry_is(entry, HOME, NOLOGIN) is as_wanted
