@@ -50,8 +50,8 @@ AS_SERVICE = ("runuser", "-u", "mirrorfleet", "--", "mirrorfleet")
 TOPOLOGY = Path(__file__).with_name("e2e_topology.toml")
 SETTLE = 30.0  # sync + notification + DNS, with room for a loaded machine
 INTERVAL = 10.0  # monitor_interval in e2e_topology.toml (production: 30 s)
-DEMOTE = 4 * INTERVAL  # lag_grace (5 s) within one round, twice over
-RETURN = 6 * INTERVAL  # a down mirror back: up_after (2) good probes, a round apart, twice over
+DEMOTE = 4 * INTERVAL  # a round, then lag_grace (5 s): more than twice over
+RETURN = 6 * INTERVAL  # a down mirror back: up_after (2) good probes a round apart, thrice over
 
 
 def answer(lab, name: str, rdtype: str, server: str = "dns2") -> list[str]:
