@@ -21,7 +21,7 @@ from typing import Any
 
 import boto3
 import pytest
-from route53kit import ZONE, cycle, dns_config, fleet_state, listed, moto_server
+from route53kit import FLEET_OWNER, ZONE, cycle, dns_config, fleet_state, listed, moto_server
 
 from mirrorfleet.errors import MirrorfleetError
 from mirrorfleet.testing.loopback import free_port
@@ -246,7 +246,7 @@ def test_what_route53_refuses_is_refused_before_sending(
     cycle(target, {"mirror1": "fresh"})
     before = listed(client, zone_id)
     target.calls.clear()
-    owner = records.owner_rrset("fleet-test", 60)
+    owner = records.owner_rrset(FLEET_OWNER, 60)
     with pytest.raises(MirrorfleetError, match=message):
         target.apply(_bad_plan(case, target.read_live()), owner, owner_is_live=True)
     assert "ChangeResourceRecordSets" not in target.calls
@@ -303,7 +303,7 @@ def test_missing_credentials_are_a_clear_error(target, monkeypatch) -> None:
 def _cli(tmp_path: Path, zone_id: str, moto: str, *argv: str) -> subprocess.CompletedProcess:
     (tmp_path / "dns.toml").write_text(
         f'zone = "{ZONE}"\nprovider = "route53"\nhosted_zone_id = "{zone_id}"\n'
-        f'endpoint_url = "{moto}"\nowner = "fleet-test"\n'
+        f'endpoint_url = "{moto}"\nowner = "{FLEET_OWNER}"\n'
     )
     return subprocess.run(
         [MIRRORFLEET, "dns", *argv, "--config", str(tmp_path / "dns.toml")],

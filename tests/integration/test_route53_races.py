@@ -168,7 +168,7 @@ def test_a_writer_that_takes_the_zone_between_plan_and_apply_keeps_it(client, ta
 # --- a race on the first _owner CREATE -------------------------------------------------
 
 
-@pytest.mark.parametrize("rival_owner", ["fleet-test", "another-fleet"])
+@pytest.mark.parametrize("rival_owner", [FLEET_OWNER, "another-fleet"])
 def test_two_first_publishes_race_for_the_marker_and_one_wins_whole(
     moto, client, target, rival_owner: str
 ) -> None:
@@ -186,7 +186,7 @@ def test_two_first_publishes_race_for_the_marker_and_one_wins_whole(
     assert f"Tried to create resource record set [name='{OWNER_NAME}'" in message, message
     assert "batch 1 applied nothing" in message
     assert listed(client, target.hosted_zone_id) == before  # the rival's zone, whole
-    if rival_owner != "fleet-test":  # another fleet won: we keep out
+    if rival_owner != FLEET_OWNER:  # another fleet won: we keep out
         with pytest.raises(MirrorfleetError, match="another fleet publishes here"):
             cycle(target, ours)
         assert listed(client, target.hosted_zone_id) == before
